@@ -1,0 +1,21 @@
+//! Named limits on everything a peer can make us allocate.
+//!
+//! Every length that arrives from the wire is checked against one of these *before* memory is
+//! reserved for it, so a hostile or broken peer can cost us at most these many bytes per frame.
+
+/// Largest payload of a control (non-chunk) frame. Catalog exchanges are the largest control
+/// messages; they are paged so that a page stays below this.
+pub const MAX_CONTROL_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+/// Largest recording chunk carried by one chunk frame. Recordings are cut into chunks of at
+/// most this size; the store's chunk size must not exceed it.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Largest operator-facing text (error explanations) in a message.
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// Largest appliance name carried in the handshake.
+pub const MAX_NODE_NAME_BYTES: usize = 128;
+
+/// Largest number of entries in any list inside one message.
+pub const MAX_LIST_LEN: usize = 65_536;
