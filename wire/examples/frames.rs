@@ -95,6 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 chunk.data.len()
             ),
             Message::KeepAlive(_) => println!("decoded keep-alive"),
+            Message::KeyProof(_) => println!("decoded key proof"),
         }
     }
 

@@ -17,7 +17,7 @@ use crate::error::{DecodeError, EncodeError, Malformed};
 use crate::frame::{ChunkHeader, FrameHeader, MessageKind, CHUNK_HEADER_LEN, FRAME_HEADER_LEN};
 use crate::limits::{MAX_CHUNK_BYTES, MAX_CONTROL_PAYLOAD_BYTES};
 use crate::message::{
-    Chunk, ControlMessage, ErrorMessage, Hello, KeepAlive, Message, NodeId, SessionId,
+    Chunk, ControlMessage, ErrorMessage, Hello, KeepAlive, KeyProof, Message, NodeId, SessionId,
 };
 
 /// Appends `message` as one frame to `out`.
@@ -26,6 +26,7 @@ pub fn encode_frame(message: &Message, out: &mut BytesMut) -> Result<(), EncodeE
         Message::Hello(hello) => encode_control(hello, out),
         Message::Error(error) => encode_control(error, out),
         Message::KeepAlive(keep_alive) => encode_control(keep_alive, out),
+        Message::KeyProof(proof) => encode_control(proof, out),
         Message::Chunk(chunk) => {
             encode_chunk_header(chunk.session, chunk.chunk_index, chunk.data.len(), out)?;
             out.extend_from_slice(&chunk.data);
@@ -107,6 +108,7 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Message, DecodeError> {
         MessageKind::Hello => Message::Hello(decode_control::<Hello>(payload)?),
         MessageKind::Error => Message::Error(decode_control::<ErrorMessage>(payload)?),
         MessageKind::KeepAlive => Message::KeepAlive(decode_control::<KeepAlive>(payload)?),
+        MessageKind::KeyProof => Message::KeyProof(decode_control::<KeyProof>(payload)?),
         MessageKind::Chunk => {
             let chunk_header_bytes = payload
                 .first_chunk::<CHUNK_HEADER_LEN>()

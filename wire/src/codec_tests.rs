@@ -67,7 +67,8 @@ fn message() -> impl Strategy<Value = Message> {
                 data: Bytes::from(data),
             })
         });
-    prop_oneof![hello, error, keep_alive, chunk]
+    let key_proof = any::<[u8; 32]>().prop_map(|mac| Message::KeyProof(KeyProof { mac }));
+    prop_oneof![hello, error, keep_alive, key_proof, chunk]
 }
 
 fn encode_all(messages: &[Message]) -> (BytesMut, Vec<usize>) {

@@ -72,16 +72,19 @@ pub enum MessageKind {
     Error = 2,
     /// Liveness probe on an idle connection.
     KeepAlive = 3,
+    /// Proof of the inter-appliance key, bound to this TLS connection.
+    KeyProof = 4,
     /// A piece of a recording: [`ChunkHeader`] then raw bytes.
     Chunk = 16,
 }
 
 impl MessageKind {
     /// Every kind this build understands.
-    pub const ALL: [MessageKind; 4] = [
+    pub const ALL: [MessageKind; 5] = [
         MessageKind::Hello,
         MessageKind::Error,
         MessageKind::KeepAlive,
+        MessageKind::KeyProof,
         MessageKind::Chunk,
     ];
 

@@ -25,6 +25,7 @@ pub use frame::{
     FRAME_VERSION,
 };
 pub use message::{
-    negotiate_protocol, Chunk, Epoch, ErrorMessage, Hello, KeepAlive, Message, NodeId, ReasonCode,
-    Role, SessionId, SoftwareVersion, Version, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
+    negotiate_protocol, Chunk, Epoch, ErrorMessage, Hello, KeepAlive, KeyProof, Message, NodeId,
+    ReasonCode, Role, SessionId, SoftwareVersion, Version, PROTOCOL_VERSION_MAX,
+    PROTOCOL_VERSION_MIN,
 };
