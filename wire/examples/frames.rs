@@ -94,8 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 chunk.session.sequence,
                 chunk.data.len()
             ),
-            Message::KeepAlive(_) => println!("decoded keep-alive"),
-            Message::KeyProof(_) => println!("decoded key proof"),
+            other => println!("decoded {:?}", other.kind()),
         }
     }
 

@@ -17,22 +17,29 @@ use crate::error::{DecodeError, EncodeError, Malformed};
 use crate::frame::{ChunkHeader, FrameHeader, MessageKind, CHUNK_HEADER_LEN, FRAME_HEADER_LEN};
 use crate::limits::{MAX_CHUNK_BYTES, MAX_CONTROL_PAYLOAD_BYTES};
 use crate::message::{
-    Chunk, ControlMessage, ErrorMessage, Hello, KeepAlive, KeyProof, Message, NodeId, SessionId,
+    control_messages, Chunk, ControlMessage, ErrorMessage, Hello, KeepAlive, KeyProof, Message,
+    NodeId, SessionId,
+};
+use crate::replication::{
+    Break, CatalogAnswer, CatalogQuery, ConfigPull, ConfigUpdate, Establish, EstablishReply,
+    FetchChunks, FetchSession, SessionHeader, SessionUnavailable, SyncDone, SyncNow,
 };
 
 /// Appends `message` as one frame to `out`.
 pub fn encode_frame(message: &Message, out: &mut BytesMut) -> Result<(), EncodeError> {
-    match message {
-        Message::Hello(hello) => encode_control(hello, out),
-        Message::Error(error) => encode_control(error, out),
-        Message::KeepAlive(keep_alive) => encode_control(keep_alive, out),
-        Message::KeyProof(proof) => encode_control(proof, out),
-        Message::Chunk(chunk) => {
-            encode_chunk_header(chunk.session, chunk.chunk_index, chunk.data.len(), out)?;
-            out.extend_from_slice(&chunk.data);
-            Ok(())
-        }
+    macro_rules! encode_table {
+        ($($variant:ident($ty:ty),)*) => {
+            match message {
+                $(Message::$variant(inner) => encode_control(inner, out),)*
+                Message::Chunk(chunk) => {
+                    encode_chunk_header(chunk.session, chunk.chunk_index, chunk.data.len(), out)?;
+                    out.extend_from_slice(&chunk.data);
+                    Ok(())
+                }
+            }
+        };
     }
+    control_messages!(encode_table)
 }
 
 /// Appends the frame header and chunk header of a chunk frame whose `data_len` bytes of data
@@ -104,12 +111,17 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Message, DecodeError> {
         });
     }
     let payload = &buf[FRAME_HEADER_LEN..frame_len];
-    let message = match kind {
-        MessageKind::Hello => Message::Hello(decode_control::<Hello>(payload)?),
-        MessageKind::Error => Message::Error(decode_control::<ErrorMessage>(payload)?),
-        MessageKind::KeepAlive => Message::KeepAlive(decode_control::<KeepAlive>(payload)?),
-        MessageKind::KeyProof => Message::KeyProof(decode_control::<KeyProof>(payload)?),
-        MessageKind::Chunk => {
+    macro_rules! decode_table {
+        ($($variant:ident($ty:ty),)*) => {
+            match kind {
+                $(MessageKind::$variant => Some(Message::$variant(decode_control::<$ty>(payload)?)),)*
+                MessageKind::Chunk => None,
+            }
+        };
+    }
+    let message = match control_messages!(decode_table) {
+        Some(message) => message,
+        None => {
             let chunk_header_bytes = payload
                 .first_chunk::<CHUNK_HEADER_LEN>()
                 .ok_or(Malformed::ChunkTooShort { len: payload_len })?;

@@ -8,6 +8,7 @@ use super::*;
 use crate::frame::FRAME_MAGIC;
 use crate::limits::{MAX_NODE_NAME_BYTES, MAX_TEXT_BYTES};
 use crate::message::{Epoch, ReasonCode, Role, SoftwareVersion, Version};
+use crate::replication::*;
 
 fn node_id() -> impl Strategy<Value = NodeId> {
     any::<[u8; 16]>().prop_map(NodeId)
@@ -68,7 +69,160 @@ fn message() -> impl Strategy<Value = Message> {
             })
         });
     let key_proof = any::<[u8; 32]>().prop_map(|mac| Message::KeyProof(KeyProof { mac }));
-    prop_oneof![hello, error, keep_alive, key_proof, chunk]
+    prop_oneof![
+        hello,
+        error,
+        keep_alive,
+        key_proof,
+        chunk,
+        replication_message()
+    ]
+}
+
+fn epoch() -> impl Strategy<Value = Epoch> {
+    (any::<u64>(), node_id()).prop_map(|(counter, node)| Epoch { counter, node })
+}
+
+fn session_id() -> impl Strategy<Value = SessionId> {
+    (node_id(), any::<u64>()).prop_map(|(origin, sequence)| SessionId { origin, sequence })
+}
+
+fn config_version() -> impl Strategy<Value = ConfigVersion> {
+    (epoch(), any::<u64>()).prop_map(|(epoch, sequence)| ConfigVersion { epoch, sequence })
+}
+
+fn catalog_range() -> impl Strategy<Value = CatalogRange> {
+    (node_id(), any::<u64>(), any::<u64>()).prop_map(|(origin, start, end)| CatalogRange {
+        origin,
+        start,
+        end,
+    })
+}
+
+fn session_meta() -> impl Strategy<Value = SessionMeta> {
+    (
+        session_id(),
+        any::<(u64, u64, u64)>(),
+        any::<[u8; 32]>(),
+        any::<u32>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(id, (started, ended, size), root, chunk, normal)| SessionMeta {
+                id,
+                started_unix_ms: started,
+                ended_unix_ms: ended,
+                size_bytes: size,
+                root,
+                chunk_size_bytes: chunk,
+                ended_normally: normal,
+            },
+        )
+}
+
+fn replication_message() -> impl Strategy<Value = Message> {
+    let text = ".{0,60}";
+    let establish = (epoch(), text, text).prop_map(|(epoch, r, b)| {
+        Message::Establish(Establish {
+            epoch,
+            reverse_address: r,
+            backup_address: b,
+        })
+    });
+    let reply = (epoch(), any::<u16>(), text).prop_map(|(epoch, refusal_code, text)| {
+        Message::EstablishReply(EstablishReply {
+            epoch,
+            refusal_code,
+            text,
+        })
+    });
+    let brk = epoch().prop_map(|epoch| Message::Break(Break { epoch }));
+    let sync_now = any::<u64>().prop_map(|request| Message::SyncNow(SyncNow { request }));
+    let sync_done =
+        (any::<(u64, u16, u64, u64)>(), text).prop_map(|((request, code, s, b), text)| {
+            Message::SyncDone(SyncDone {
+                request,
+                refusal_code: code,
+                text,
+                sessions_pulled: s,
+                bytes_pulled: b,
+            })
+        });
+    let pull = (epoch(), config_version())
+        .prop_map(|(epoch, since)| Message::ConfigPull(ConfigPull { epoch, since }));
+    let entry = (
+        "[a-z/]{0,20}",
+        prop::option::of(prop::collection::vec(any::<u8>(), 0..40)),
+        config_version(),
+    )
+        .prop_map(|(key, value, version)| ConfigEntry {
+            key,
+            value,
+            version,
+        });
+    let update = (
+        epoch(),
+        any::<(bool, bool)>(),
+        config_version(),
+        prop::collection::vec(entry, 0..6),
+    )
+        .prop_map(|(epoch, (full, last_page), snapshot_version, entries)| {
+            Message::ConfigUpdate(ConfigUpdate {
+                epoch,
+                full,
+                snapshot_version,
+                entries,
+                last_page,
+            })
+        });
+    let query = (any::<u64>(), prop::collection::vec(catalog_range(), 0..6))
+        .prop_map(|(query, ranges)| Message::CatalogQuery(CatalogQuery { query, ranges }));
+    let summary = (catalog_range(), any::<u64>(), any::<[u8; 32]>())
+        .prop_map(|(range, count, hash)| RangeSummary { range, count, hash });
+    let catalog_entry =
+        (session_id(), any::<[u8; 32]>()).prop_map(|(id, root)| CatalogEntry { id, root });
+    let answer = (
+        any::<u64>(),
+        prop::collection::vec(summary, 0..5),
+        prop::collection::vec(catalog_entry, 0..5),
+    )
+        .prop_map(|(query, summaries, entries)| {
+            Message::CatalogAnswer(CatalogAnswer {
+                query,
+                summaries,
+                entries,
+            })
+        });
+    let fetch = session_id().prop_map(|id| Message::FetchSession(FetchSession { id }));
+    let header = (
+        session_meta(),
+        prop::collection::vec(any::<[u8; 32]>(), 0..5),
+    )
+        .prop_map(|(meta, chunk_chaining_values)| {
+            Message::SessionHeader(SessionHeader {
+                meta,
+                chunk_chaining_values,
+            })
+        });
+    let fetch_chunks = (session_id(), prop::collection::vec(any::<u32>(), 0..20))
+        .prop_map(|(id, chunk_indexes)| Message::FetchChunks(FetchChunks { id, chunk_indexes }));
+    let unavailable = (session_id(), text)
+        .prop_map(|(id, text)| Message::SessionUnavailable(SessionUnavailable { id, text }));
+    prop_oneof![
+        establish,
+        reply,
+        brk,
+        sync_now,
+        sync_done,
+        pull,
+        update,
+        query,
+        answer,
+        fetch,
+        header,
+        fetch_chunks,
+        unavailable
+    ]
 }
 
 fn encode_all(messages: &[Message]) -> (BytesMut, Vec<usize>) {
@@ -362,4 +516,36 @@ fn hello_message() -> Message {
         },
         clock_unix_ms: 0,
     })
+}
+
+#[test]
+fn refuses_a_fetch_for_more_chunks_than_the_limit() {
+    let request = FetchChunks {
+        id: SessionId {
+            origin: NodeId([1; 16]),
+            sequence: 1,
+        },
+        chunk_indexes: vec![0; crate::limits::MAX_CHUNKS_PER_FETCH + 1],
+    };
+    let mut out = BytesMut::new();
+    assert!(matches!(
+        encode_frame(&Message::FetchChunks(request.clone()), &mut out),
+        Err(EncodeError::FieldTooLarge {
+            field: "chunk_indexes",
+            ..
+        })
+    ));
+    let archive = rkyv::to_bytes::<rancor::Error>(&request).expect("encodes");
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(
+        &FrameHeader::new(MessageKind::FetchChunks, archive.len() as u32).to_bytes(),
+    );
+    buf.extend_from_slice(&archive);
+    assert!(matches!(
+        malformed(&mut buf),
+        Malformed::FieldTooLarge {
+            field: "chunk_indexes",
+            ..
+        }
+    ));
 }

@@ -74,17 +74,43 @@ pub enum MessageKind {
     KeepAlive = 3,
     /// Proof of the inter-appliance key, bound to this TLS connection.
     KeyProof = 4,
+    Establish = 5,
+    EstablishReply = 6,
+    Break = 7,
+    SyncNow = 8,
+    SyncDone = 9,
+    ConfigPull = 10,
+    ConfigUpdate = 11,
+    CatalogQuery = 12,
+    CatalogAnswer = 13,
+    FetchSession = 14,
+    SessionHeader = 15,
+    FetchChunks = 17,
+    SessionUnavailable = 18,
     /// A piece of a recording: [`ChunkHeader`] then raw bytes.
     Chunk = 16,
 }
 
 impl MessageKind {
     /// Every kind this build understands.
-    pub const ALL: [MessageKind; 5] = [
+    pub const ALL: [MessageKind; 18] = [
         MessageKind::Hello,
         MessageKind::Error,
         MessageKind::KeepAlive,
         MessageKind::KeyProof,
+        MessageKind::Establish,
+        MessageKind::EstablishReply,
+        MessageKind::Break,
+        MessageKind::SyncNow,
+        MessageKind::SyncDone,
+        MessageKind::ConfigPull,
+        MessageKind::ConfigUpdate,
+        MessageKind::CatalogQuery,
+        MessageKind::CatalogAnswer,
+        MessageKind::FetchSession,
+        MessageKind::SessionHeader,
+        MessageKind::FetchChunks,
+        MessageKind::SessionUnavailable,
         MessageKind::Chunk,
     ];
 

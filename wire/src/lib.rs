@@ -17,6 +17,7 @@ mod error;
 mod frame;
 pub mod limits;
 mod message;
+mod replication;
 
 pub use codec::{decode_frame, encode_chunk_header, encode_frame};
 pub use error::{DecodeError, EncodeError, Malformed};
@@ -28,4 +29,9 @@ pub use message::{
     negotiate_protocol, Chunk, Epoch, ErrorMessage, Hello, KeepAlive, KeyProof, Message, NodeId,
     ReasonCode, Role, SessionId, SoftwareVersion, Version, PROTOCOL_VERSION_MAX,
     PROTOCOL_VERSION_MIN,
+};
+pub use replication::{
+    Break, CatalogAnswer, CatalogEntry, CatalogQuery, CatalogRange, ConfigEntry, ConfigPull,
+    ConfigUpdate, ConfigVersion, Establish, EstablishReply, FetchChunks, FetchSession,
+    RangeSummary, SessionHeader, SessionMeta, SessionUnavailable, SyncDone, SyncNow,
 };

@@ -19,3 +19,19 @@ pub const MAX_NODE_NAME_BYTES: usize = 128;
 
 /// Largest number of entries in any list inside one message.
 pub const MAX_LIST_LEN: usize = 65_536;
+
+/// Largest peer address (`host:port`) in a message.
+pub const MAX_ADDRESS_BYTES: usize = 256;
+
+/// Largest recording, in chunks: with 1 MiB chunks, 64 GiB. A session header lists one
+/// chaining value (32 bytes) per chunk, so this also bounds that message to 2 MiB.
+pub const MAX_CHUNKS_PER_RECORDING: usize = 65_536;
+
+/// Most chunks one fetch request may ask for (the receiver's window is at most this).
+pub const MAX_CHUNKS_PER_FETCH: usize = 256;
+
+/// Largest site-configuration key.
+pub const MAX_CONFIG_KEY_BYTES: usize = 256;
+
+/// Largest site-configuration value.
+pub const MAX_CONFIG_VALUE_BYTES: usize = 64 * 1024;

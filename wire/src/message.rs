@@ -12,6 +12,10 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::error::{EncodeError, Malformed};
 use crate::frame::MessageKind;
 use crate::limits::{MAX_NODE_NAME_BYTES, MAX_TEXT_BYTES};
+use crate::replication::{
+    Break, CatalogAnswer, CatalogQuery, ConfigPull, ConfigUpdate, Establish, EstablishReply,
+    FetchChunks, FetchSession, SessionHeader, SessionUnavailable, SyncDone, SyncNow,
+};
 
 /// Oldest protocol version this build speaks.
 pub const PROTOCOL_VERSION_MIN: u16 = 1;
@@ -222,27 +226,54 @@ pub struct Chunk {
     pub data: Bytes,
 }
 
-/// Everything that can travel in a frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Message {
-    Hello(Hello),
-    Error(ErrorMessage),
-    KeepAlive(KeepAlive),
-    KeyProof(KeyProof),
-    Chunk(Chunk),
-}
-
-impl Message {
-    pub fn kind(&self) -> MessageKind {
-        match self {
-            Message::Hello(_) => MessageKind::Hello,
-            Message::Error(_) => MessageKind::Error,
-            Message::KeepAlive(_) => MessageKind::KeepAlive,
-            Message::KeyProof(_) => MessageKind::KeyProof,
-            Message::Chunk(_) => MessageKind::Chunk,
+/// Lists every control message once: the [`Message`] variant, its payload type. The enum,
+/// its `kind()`, and the codec's encode and decode tables are all generated from this list,
+/// so a new message cannot be half-added.
+macro_rules! control_messages {
+    ($callback:ident) => {
+        $callback! {
+            Hello(Hello),
+            Error(ErrorMessage),
+            KeepAlive(KeepAlive),
+            KeyProof(KeyProof),
+            Establish(Establish),
+            EstablishReply(EstablishReply),
+            Break(Break),
+            SyncNow(SyncNow),
+            SyncDone(SyncDone),
+            ConfigPull(ConfigPull),
+            ConfigUpdate(ConfigUpdate),
+            CatalogQuery(CatalogQuery),
+            CatalogAnswer(CatalogAnswer),
+            FetchSession(FetchSession),
+            SessionHeader(SessionHeader),
+            FetchChunks(FetchChunks),
+            SessionUnavailable(SessionUnavailable),
         }
-    }
+    };
 }
+pub(crate) use control_messages;
+
+macro_rules! define_message {
+    ($($variant:ident($ty:ty),)*) => {
+        /// Everything that can travel in a frame.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum Message {
+            $($variant($ty),)*
+            Chunk(Chunk),
+        }
+
+        impl Message {
+            pub fn kind(&self) -> MessageKind {
+                match self {
+                    $(Message::$variant(_) => MessageKind::$variant,)*
+                    Message::Chunk(_) => MessageKind::Chunk,
+                }
+            }
+        }
+    };
+}
+control_messages!(define_message);
 
 /// A message carried as an rkyv archive, with the limits on its variable-length fields.
 pub(crate) trait ControlMessage: Archive + Sized {
