@@ -201,8 +201,8 @@ macro_rules! control_message {
 
             #[allow(unused_variables)]
             fn check_encodable(&self) -> Result<(), EncodeError> {
-                let $m = self;
-                encodable((|| $check)())
+                fn check($m: &$ty) -> Result<(), Malformed> $check
+                encodable(check(self))
             }
         }
     };
