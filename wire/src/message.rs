@@ -149,6 +149,13 @@ pub enum ReasonCode {
     Busy,
     /// Something failed inside the sender; the text says what.
     Internal,
+    /// The message belongs to an epoch older than the receiver's; the sender must step down.
+    StaleEpoch,
+    /// The request does not fit the receiver's relationship state (for example it is already
+    /// the backup of another primary); the text says what to do.
+    RelationshipState,
+    /// The backup could not reach the primary over the reverse address it was given.
+    ReverseAddressUnreachable,
     Unknown(u16),
 }
 
@@ -164,6 +171,9 @@ impl ReasonCode {
             ReasonCode::Timeout => 7,
             ReasonCode::Busy => 8,
             ReasonCode::Internal => 9,
+            ReasonCode::StaleEpoch => 10,
+            ReasonCode::RelationshipState => 11,
+            ReasonCode::ReverseAddressUnreachable => 12,
             ReasonCode::Unknown(code) => code,
         }
     }
@@ -179,6 +189,9 @@ impl ReasonCode {
             7 => ReasonCode::Timeout,
             8 => ReasonCode::Busy,
             9 => ReasonCode::Internal,
+            10 => ReasonCode::StaleEpoch,
+            11 => ReasonCode::RelationshipState,
+            12 => ReasonCode::ReverseAddressUnreachable,
             other => ReasonCode::Unknown(other),
         }
     }
