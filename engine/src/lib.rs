@@ -7,3 +7,5 @@
 #![forbid(unsafe_code)]
 
 pub use dyad_wire as wire;
+
+pub mod replica;

@@ -126,6 +126,8 @@ pub struct RangeSummary {
 pub struct CatalogEntry {
     pub id: SessionId,
     pub root: [u8; 32],
+    /// The recording's size, so that a puller knows how many bytes it is missing.
+    pub size_bytes: u64,
 }
 
 /// Asks for the summaries of `ranges` split further, or their entries when small; an empty

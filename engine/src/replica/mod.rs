@@ -1,0 +1,1405 @@
+//! The replica state machine: one appliance's side of a failover pair.
+//!
+//! [`Replica`] is sans-IO. It owns the appliance's [`ReplicaStore`] and its persisted
+//! relationship state, takes [`Event`]s (connections authenticated by the transport, messages,
+//! disconnections), operator [`Command`]s and timeouts, and answers with [`Action`]s (connect,
+//! send, close, report a command's progress or completion). It never reads a clock, opens a
+//! socket or draws a random number: time is passed in with every call. The tokio driver and the
+//! simulator drive the very same code.
+//!
+//! # Driving it
+//!
+//! 1. Deliver each input as it happens: [`Replica::handle_event`], [`Replica::handle_command`],
+//!    and, whenever the wall clock reaches [`Replica::next_timeout`], [`Replica::handle_timeout`].
+//! 2. After every such call, drain [`Replica::poll_action`] until it returns `None` and carry the
+//!    actions out in order. Actions for one connection must be carried out in order.
+//! 3. Re-read [`Replica::next_timeout`]; it may have moved earlier or later.
+//!
+//! Connections reach the replica only after the transport authenticated them (TLS, the
+//! inter-appliance key proof and the version exchange). `Action::Connect` asks the driver to
+//! open one; the outcome comes back as [`Event::Connected`] or [`Event::ConnectFailed`] with
+//! the same [`Purpose`].
+
+pub mod ports;
+mod serve;
+pub mod state;
+mod status;
+mod sync;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use dyad_wire::{
+    Break, ConfigVersion, Epoch, ErrorMessage, Establish, EstablishReply, Hello, Message, NodeId,
+    ReasonCode, Role, SoftwareVersion, SyncNow,
+};
+
+pub use ports::{
+    CatalogComparison, ChunkRefusal, ConflictRecord, DifferingKey, IncomingRefusal, ReadRefusal,
+    ReplicaStore, StoreFault,
+};
+pub use state::{PeerRecord, ReplicaState, SyncRecord};
+pub use status::{Lag, LinkStatus, RunningSync, Status, CLOCK_OFFSET_WARNING_MS};
+pub use sync::SyncProgress;
+
+use sync::{SyncJob, Waiter};
+
+/// Identifies one authenticated connection for as long as it is open (chosen by the driver).
+pub type ConnId = u64;
+/// Identifies one operator command until it completes (chosen by the driver).
+pub type CommandId = u64;
+
+/// Who this appliance is; fixed for the life of a [`Replica`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalNode {
+    pub node_id: NodeId,
+    pub name: String,
+    pub software: SoftwareVersion,
+    /// The site's shared hostname, refused as a peer address.
+    pub site_hostname: Option<String>,
+}
+
+/// Tunables, with the defaults an operator gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// Delay between establishing and the first sync.
+    pub first_sync_delay_ms: u64,
+    /// Time between periodic syncs.
+    pub sync_interval_ms: u64,
+    /// Recording chunks requested but not yet received, at most (the transfer window).
+    pub window_chunks: usize,
+    /// Recordings being transferred at once, at most.
+    pub concurrent_transfers_max: usize,
+    /// Wait between attempts to reach the peer.
+    pub reconnect_delay_ms: u64,
+    /// How long Sync Now waits for the link to the peer to come up.
+    pub sync_now_link_wait_ms: u64,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            first_sync_delay_ms: 60_000,
+            sync_interval_ms: 300_000,
+            window_chunks: 16,
+            concurrent_transfers_max: 4,
+            reconnect_delay_ms: 5_000,
+            sync_now_link_wait_ms: 15_000,
+        }
+    }
+}
+
+/// What the transport established about a connection before handing it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerHandshake {
+    pub hello: Hello,
+    pub certificate_fingerprint: [u8; 32],
+    /// Peer clock minus local clock, in milliseconds.
+    pub clock_offset_ms: i64,
+}
+
+/// Why the replica asked for a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// This appliance is establishing a relationship with the backup at `backup_address`.
+    Establish {
+        command: CommandId,
+        backup_address: String,
+        reverse_address: String,
+    },
+    /// This appliance, asked to become a backup over `request`, checks that it can reach the
+    /// primary at the reverse address.
+    VerifyReverse { request: ConnId, address: String },
+    /// The relationship's own link to the peer.
+    Peer,
+}
+
+/// Something that happened to the replica's connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A connection finished authenticating. `outbound` is the purpose of a connection this
+    /// replica asked for; `None` for one the peer opened.
+    Connected {
+        conn: ConnId,
+        handshake: PeerHandshake,
+        outbound: Option<Purpose>,
+    },
+    /// A requested connection could not be made (unreachable, refused, authentication failed).
+    ConnectFailed {
+        purpose: Purpose,
+        reason: String,
+    },
+    Received {
+        conn: ConnId,
+        message: Message,
+    },
+    Disconnected {
+        conn: ConnId,
+        reason: String,
+    },
+}
+
+/// Operator commands that take time (the quick ones are methods).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Establish {
+        backup_address: String,
+        reverse_address: String,
+    },
+    SyncNow,
+    Break,
+}
+
+/// Why a command failed, split by who can fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    /// The operator asked for something the current state does not allow.
+    Refused(String),
+    /// The peer refused or could not be reached.
+    Peer(String),
+    /// Local storage failed.
+    Local(String),
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::Refused(text) | CommandError::Peer(text) | CommandError::Local(text) => {
+                f.write_str(text)
+            }
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Connect {
+        address: String,
+        purpose: Purpose,
+        /// Refuse the connection unless the peer presents this certificate.
+        pinned_fingerprint: Option<[u8; 32]>,
+    },
+    Send {
+        conn: ConnId,
+        message: Message,
+    },
+    /// Send `error` (if any), then close the connection.
+    Close {
+        conn: ConnId,
+        error: Option<ErrorMessage>,
+    },
+    Progress {
+        command: CommandId,
+        progress: SyncProgress,
+    },
+    Completed {
+        command: CommandId,
+        outcome: Result<String, CommandError>,
+    },
+}
+
+/// Why a configuration write was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigWriteError {
+    /// This appliance is the backup; writes go to the primary.
+    ReadOnlyBackup {
+        primary: String,
+    },
+    Store(StoreFault),
+}
+
+impl fmt::Display for ConfigWriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigWriteError::ReadOnlyBackup { primary } => write!(
+                f,
+                "this appliance is the backup and its site configuration is read-only; \
+                 make the change on the primary, {primary}"
+            ),
+            ConfigWriteError::Store(fault) => write!(f, "{fault}"),
+        }
+    }
+}
+
+/// An authenticated connection and what it is for.
+#[derive(Clone, Debug)]
+struct Link {
+    handshake: PeerHandshake,
+    kind: LinkKind,
+    /// Whether this side opened it.
+    outbound: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LinkKind {
+    /// Authenticated, but not (yet) part of the relationship: may carry `Establish`.
+    Unbound,
+    Establishing {
+        command: CommandId,
+        backup_address: String,
+        epoch: Epoch,
+    },
+    Verifying {
+        request: ConnId,
+    },
+    Peer,
+}
+
+/// A backup-side establish waiting for the reverse address check.
+#[derive(Clone, Debug)]
+struct PendingEstablish {
+    epoch: Epoch,
+    reverse_address: String,
+}
+
+/// Sync Now issued here: done when the local sync and the peer's sync have both finished.
+#[derive(Clone, Debug)]
+struct SyncNowCommand {
+    request: u64,
+    local: Option<Result<String, CommandError>>,
+    remote: Option<Result<String, CommandError>>,
+    /// Set while waiting for the link; the command fails if it is not up by then.
+    link_deadline_unix_ms: Option<u64>,
+}
+
+/// Counters kept since the replica started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransferCounters {
+    /// Recording bytes this appliance sent to its peer.
+    pub bytes_sent: u64,
+    /// Of those, bytes of chunks this appliance had already sent once before.
+    pub bytes_resent: u64,
+}
+
+/// One appliance's replication logic. See the module documentation for how to drive it.
+pub struct Replica<S: ReplicaStore> {
+    store: S,
+    node: LocalNode,
+    config: ReplicaConfig,
+    state: ReplicaState,
+    links: BTreeMap<ConnId, Link>,
+    pending_establish: BTreeMap<ConnId, PendingEstablish>,
+    dialing_peer: bool,
+    next_dial_unix_ms: u64,
+    next_sync_unix_ms: Option<u64>,
+    job: Option<SyncJob>,
+    sync_now_commands: BTreeMap<CommandId, SyncNowCommand>,
+    next_request: u64,
+    counters: TransferCounters,
+    /// For each recording served, which chunks were already sent (to count re-sent bytes).
+    chunks_sent: BTreeMap<dyad_wire::SessionId, Vec<bool>>,
+    actions: VecDeque<Action>,
+    /// A terminal storage failure: the replica stops replicating and says so in status.
+    failed: Option<StoreFault>,
+    last_refusal: Option<String>,
+    last_lag: Option<status::Lag>,
+}
+
+impl<S: ReplicaStore> Replica<S> {
+    /// Opens the replica over `store`, loading its persisted state (or starting standalone).
+    pub fn open(
+        store: S,
+        node: LocalNode,
+        config: ReplicaConfig,
+        now_unix_ms: u64,
+    ) -> Result<Self, StoreFault> {
+        let state = match store.load_replica_state()? {
+            Some(bytes) => ReplicaState::from_json(&bytes).map_err(|why| StoreFault {
+                message: format!("{why}; the data folder's replica state is damaged"),
+                terminal: true,
+            })?,
+            None => ReplicaState::initial(node.node_id),
+        };
+        let next_sync_unix_ms =
+            match state.role {
+                Role::Standalone => None,
+                _ => Some(state.first_sync_due_unix_ms.unwrap_or(
+                    now_unix_ms + config.sync_interval_ms.min(config.first_sync_delay_ms),
+                )),
+            };
+        Ok(Replica {
+            store,
+            node,
+            config,
+            state,
+            links: BTreeMap::new(),
+            pending_establish: BTreeMap::new(),
+            dialing_peer: false,
+            next_dial_unix_ms: now_unix_ms,
+            next_sync_unix_ms,
+            job: None,
+            sync_now_commands: BTreeMap::new(),
+            next_request: 1,
+            counters: TransferCounters::default(),
+            chunks_sent: BTreeMap::new(),
+            actions: VecDeque::new(),
+            failed: None,
+            last_refusal: None,
+            last_lag: None,
+        })
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Mutable access for operations that do not concern replication (importing a session).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    pub fn state(&self) -> &ReplicaState {
+        &self.state
+    }
+
+    pub fn node(&self) -> &LocalNode {
+        &self.node
+    }
+
+    pub fn counters(&self) -> &TransferCounters {
+        &self.counters
+    }
+
+    /// The next action for the driver, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Replica::handle_timeout`] must next be called (wall clock, ms), if ever.
+    pub fn next_timeout(&self) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        let mut consider = |at: Option<u64>| {
+            if let Some(at) = at {
+                next = Some(next.map_or(at, |current| current.min(at)));
+            }
+        };
+        consider(self.next_sync_unix_ms);
+        if self.wants_peer_link() && self.peer_link().is_none() && !self.dialing_peer {
+            consider(Some(self.next_dial_unix_ms));
+        }
+        for command in self.sync_now_commands.values() {
+            consider(command.link_deadline_unix_ms);
+        }
+        next
+    }
+
+    /// A site-configuration write by the operator or the application.
+    pub fn write_config(
+        &mut self,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<ConfigVersion, ConfigWriteError> {
+        if self.state.role == Role::Backup {
+            let primary = match &self.state.peer {
+                Some(peer) => format!("{} at {}", peer.name, peer.address),
+                None => "the primary".to_string(),
+            };
+            return Err(ConfigWriteError::ReadOnlyBackup { primary });
+        }
+        if let Some(fault) = &self.failed {
+            return Err(ConfigWriteError::Store(fault.clone()));
+        }
+        let epoch = self.state.epoch;
+        self.store.config_write(key, value, epoch).map_err(|fault| {
+            self.note_fault(&fault);
+            ConfigWriteError::Store(fault)
+        })
+    }
+
+    /// Delivers an operator command; its outcome arrives as `Action::Completed`.
+    pub fn handle_command(&mut self, now_unix_ms: u64, id: CommandId, command: Command) {
+        if let Some(fault) = &self.failed {
+            let text = format!("{fault}");
+            self.complete(id, Err(CommandError::Local(text)));
+            return;
+        }
+        match command {
+            Command::Establish {
+                backup_address,
+                reverse_address,
+            } => self.command_establish(id, backup_address, reverse_address),
+            Command::SyncNow => self.command_sync_now(now_unix_ms, id),
+            Command::Break => self.command_break(now_unix_ms, id),
+        }
+    }
+
+    /// Delivers a connection event.
+    pub fn handle_event(&mut self, now_unix_ms: u64, event: Event) {
+        match event {
+            Event::Connected {
+                conn,
+                handshake,
+                outbound,
+            } => self.on_connected(now_unix_ms, conn, handshake, outbound),
+            Event::ConnectFailed { purpose, reason } => {
+                self.on_connect_failed(now_unix_ms, purpose, reason)
+            }
+            Event::Received { conn, message } => self.on_message(now_unix_ms, conn, message),
+            Event::Disconnected { conn, reason } => self.on_disconnected(now_unix_ms, conn, reason),
+        }
+    }
+
+    /// Runs whatever is due at `now_unix_ms`.
+    pub fn handle_timeout(&mut self, now_unix_ms: u64) {
+        let expired: Vec<CommandId> = self
+            .sync_now_commands
+            .iter()
+            .filter(|(_, command)| {
+                command
+                    .link_deadline_unix_ms
+                    .is_some_and(|at| at <= now_unix_ms)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.sync_now_commands.remove(&id);
+            let text = self.unreachable_text();
+            self.complete(id, Err(CommandError::Peer(text)));
+        }
+        if self.failed.is_some() {
+            return;
+        }
+        if self.wants_peer_link()
+            && self.peer_link().is_none()
+            && !self.dialing_peer
+            && now_unix_ms >= self.next_dial_unix_ms
+        {
+            if let Some(peer) = &self.state.peer {
+                self.dialing_peer = true;
+                self.actions.push_back(Action::Connect {
+                    address: peer.address.clone(),
+                    purpose: Purpose::Peer,
+                    pinned_fingerprint: Some(peer.certificate_fingerprint),
+                });
+            }
+        }
+        if let Some(due) = self.next_sync_unix_ms {
+            if now_unix_ms >= due {
+                if self.state.first_sync_due_unix_ms.take().is_some() {
+                    self.persist();
+                }
+                self.next_sync_unix_ms = Some(now_unix_ms + self.config.sync_interval_ms);
+                if self.job.is_none() {
+                    if let Some(conn) = self.peer_link() {
+                        self.start_job(now_unix_ms, conn, None);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- commands -----
+
+    fn command_establish(
+        &mut self,
+        id: CommandId,
+        backup_address: String,
+        reverse_address: String,
+    ) {
+        if self.state.role != Role::Standalone {
+            let peer = self
+                .state
+                .peer
+                .as_ref()
+                .map_or("its peer".to_string(), |peer| peer.name.clone());
+            self.complete(
+                id,
+                Err(CommandError::Refused(format!(
+                    "this appliance is already {} in a relationship with {peer}; run `dyad break` first",
+                    state::role_name(self.state.role)
+                ))),
+            );
+            return;
+        }
+        for (what, address) in [("backup", &backup_address), ("reverse", &reverse_address)] {
+            if let Err(why) = check_peer_address(address, self.node.site_hostname.as_deref()) {
+                self.complete(
+                    id,
+                    Err(CommandError::Refused(format!(
+                        "the {what} address is refused: {why}"
+                    ))),
+                );
+                return;
+            }
+        }
+        self.actions.push_back(Action::Connect {
+            address: backup_address.clone(),
+            purpose: Purpose::Establish {
+                command: id,
+                backup_address,
+                reverse_address,
+            },
+            pinned_fingerprint: None,
+        });
+    }
+
+    fn command_sync_now(&mut self, now_unix_ms: u64, id: CommandId) {
+        if self.state.role == Role::Standalone {
+            self.complete(
+                id,
+                Err(CommandError::Refused(
+                    "this appliance is standalone; there is no peer to sync with (run `dyad establish` on the primary)".into(),
+                )),
+            );
+            return;
+        }
+        let request = self.next_request();
+        self.sync_now_commands.insert(
+            id,
+            SyncNowCommand {
+                request,
+                local: None,
+                remote: None,
+                link_deadline_unix_ms: None,
+            },
+        );
+        match self.peer_link() {
+            Some(conn) => self.run_sync_now(now_unix_ms, id, conn),
+            None => {
+                if let Some(command) = self.sync_now_commands.get_mut(&id) {
+                    command.link_deadline_unix_ms =
+                        Some(now_unix_ms + self.config.sync_now_link_wait_ms);
+                }
+                // Dial at once rather than at the next retry.
+                self.next_dial_unix_ms = now_unix_ms;
+                self.handle_timeout(now_unix_ms);
+            }
+        }
+    }
+
+    fn run_sync_now(&mut self, now_unix_ms: u64, id: CommandId, conn: ConnId) {
+        let Some(command) = self.sync_now_commands.get_mut(&id) else {
+            return;
+        };
+        command.link_deadline_unix_ms = None;
+        let request = command.request;
+        self.send(conn, Message::SyncNow(SyncNow { request }));
+        match &mut self.job {
+            Some(job) if job.conn == conn => job.waiters.push(Waiter::Command(id)),
+            _ => self.start_job(now_unix_ms, conn, Some(Waiter::Command(id))),
+        }
+    }
+
+    fn command_break(&mut self, now_unix_ms: u64, id: CommandId) {
+        if self.state.role == Role::Standalone {
+            self.complete(
+                id,
+                Err(CommandError::Refused(
+                    "this appliance is not in a relationship; nothing to break".into(),
+                )),
+            );
+            return;
+        }
+        let epoch = self.state.next_epoch(self.node.node_id);
+        let former = self
+            .state
+            .peer
+            .as_ref()
+            .map_or("the peer".to_string(), |peer| peer.name.clone());
+        let link = self.peer_link();
+        self.become_standalone(
+            now_unix_ms,
+            epoch,
+            "the relationship was broken by the operator",
+        );
+        self.state.break_unannounced = link.is_none();
+        if let Some(conn) = link {
+            self.send(conn, Message::Break(Break { epoch }));
+            self.close(conn, None);
+        }
+        self.persist();
+        let told = if link.is_some() {
+            format!("{former} was told")
+        } else {
+            format!("{former} is unreachable and will be told when it is next reachable")
+        };
+        self.complete(
+            id,
+            Ok(format!(
+                "relationship broken; this appliance is standalone in epoch {epoch}; {told}"
+            )),
+        );
+    }
+
+    // ----- connections -----
+
+    fn on_connected(
+        &mut self,
+        now_unix_ms: u64,
+        conn: ConnId,
+        handshake: PeerHandshake,
+        outbound: Option<Purpose>,
+    ) {
+        self.state.observe_epoch(handshake.hello.epoch);
+        let is_outbound = outbound.is_some();
+        match outbound {
+            Some(Purpose::Establish {
+                command,
+                backup_address,
+                reverse_address,
+            }) => {
+                self.establish_connected(conn, handshake, command, backup_address, reverse_address)
+            }
+            Some(Purpose::VerifyReverse { request, .. }) => {
+                self.links.insert(
+                    conn,
+                    Link {
+                        handshake: handshake.clone(),
+                        kind: LinkKind::Verifying { request },
+                        outbound: true,
+                    },
+                );
+                self.verify_connected(now_unix_ms, conn, request, handshake)
+            }
+            Some(Purpose::Peer) | None => {
+                if matches!(outbound, Some(Purpose::Peer)) {
+                    self.dialing_peer = false;
+                }
+                self.links.insert(
+                    conn,
+                    Link {
+                        handshake,
+                        kind: LinkKind::Unbound,
+                        outbound: is_outbound,
+                    },
+                );
+                self.classify_link(now_unix_ms, conn);
+            }
+        }
+    }
+
+    /// Decides whether an authenticated connection is the relationship's link, a stale or
+    /// departed peer to be told about a break, or a stranger that may still send `Establish`.
+    fn classify_link(&mut self, now_unix_ms: u64, conn: ConnId) {
+        let Some(link) = self.links.get(&conn) else {
+            return;
+        };
+        let hello = link.handshake.hello.clone();
+        let fingerprint = link.handshake.certificate_fingerprint;
+        let Some(peer) = self.state.peer.clone() else {
+            return;
+        };
+        if hello.node_id != peer.node_id {
+            return;
+        }
+        if fingerprint != peer.certificate_fingerprint {
+            let text = format!(
+                "{} presented certificate {} but this appliance is paired with certificate {}; \
+                 if the peer's certificate was replaced on purpose, break and re-establish",
+                peer.name,
+                state::hex(&fingerprint[..8]),
+                state::hex(&peer.certificate_fingerprint[..8])
+            );
+            self.last_refusal = Some(text.clone());
+            self.close(
+                conn,
+                Some(ErrorMessage::new(ReasonCode::UnexpectedPeer, text)),
+            );
+            return;
+        }
+        match self.state.role {
+            Role::Standalone => {
+                if self.state.break_unannounced && hello.role != Role::Standalone {
+                    self.send(
+                        conn,
+                        Message::Break(Break {
+                            epoch: self.state.epoch,
+                        }),
+                    );
+                    self.state.break_unannounced = false;
+                    self.persist();
+                    self.close(conn, None);
+                }
+            }
+            Role::Primary | Role::Backup => {
+                let expected_peer_role = if self.state.role == Role::Primary {
+                    Role::Backup
+                } else {
+                    Role::Primary
+                };
+                if hello.epoch == self.state.epoch && hello.role == expected_peer_role {
+                    self.bind_peer_link(now_unix_ms, conn);
+                } else if hello.epoch > self.state.epoch {
+                    let epoch = self.state.next_epoch(self.node.node_id);
+                    let why = format!(
+                        "{} left the relationship while unreachable (it is now {} in epoch {})",
+                        peer.name,
+                        state::role_name(hello.role),
+                        hello.epoch
+                    );
+                    self.become_standalone(now_unix_ms, epoch, &why);
+                    self.persist();
+                    self.close(conn, None);
+                } else {
+                    let text = format!(
+                        "{} is {} in epoch {}, but this appliance is {} in epoch {}; \
+                         break the relationship on the stale side and re-establish",
+                        peer.name,
+                        state::role_name(hello.role),
+                        hello.epoch,
+                        state::role_name(self.state.role),
+                        self.state.epoch
+                    );
+                    self.last_refusal = Some(text.clone());
+                    self.close(conn, Some(ErrorMessage::new(ReasonCode::StaleEpoch, text)));
+                }
+            }
+        }
+    }
+
+    fn bind_peer_link(&mut self, now_unix_ms: u64, conn: ConnId) {
+        if let Some(existing) = self.peer_link() {
+            if existing == conn {
+                return;
+            }
+            // Both sides may dial at once; both keep the link opened by the smaller node id,
+            // so they agree without a round trip.
+            let keep_new = {
+                let new_outbound = self.links.get(&conn).is_some_and(|link| link.outbound);
+                let peer_is_smaller = self
+                    .state
+                    .peer
+                    .as_ref()
+                    .is_some_and(|peer| peer.node_id < self.node.node_id);
+                // The new link was opened by us if outbound, else by the peer.
+                new_outbound != peer_is_smaller
+            };
+            if keep_new {
+                self.unbind(now_unix_ms, existing, "replaced by a newer link");
+                self.close(existing, None);
+            } else {
+                self.close(conn, None);
+                self.links.remove(&conn);
+                return;
+            }
+        }
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.kind = LinkKind::Peer;
+        }
+        self.last_refusal = None;
+        let waiting: Vec<CommandId> = self
+            .sync_now_commands
+            .iter()
+            .filter(|(_, command)| command.link_deadline_unix_ms.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.run_sync_now(now_unix_ms, id, conn);
+        }
+        if self.job.is_none() && self.next_sync_unix_ms.is_some_and(|due| due <= now_unix_ms) {
+            self.next_sync_unix_ms = Some(now_unix_ms + self.config.sync_interval_ms);
+            self.start_job(now_unix_ms, conn, None);
+        }
+    }
+
+    fn on_connect_failed(&mut self, now_unix_ms: u64, purpose: Purpose, reason: String) {
+        match purpose {
+            Purpose::Establish {
+                command,
+                backup_address,
+                ..
+            } => {
+                self.complete(
+                    command,
+                    Err(CommandError::Peer(format!(
+                        "could not establish with the backup at {backup_address}: {reason}"
+                    ))),
+                );
+            }
+            Purpose::VerifyReverse { request, address } => {
+                if self.pending_establish.remove(&request).is_some() {
+                    let text = format!(
+                        "the backup could not reach the primary over the reverse address {address}: {reason}; \
+                         check the reverse address and the firewall between the appliances"
+                    );
+                    self.reply_establish_refused(
+                        request,
+                        ReasonCode::ReverseAddressUnreachable,
+                        text,
+                    );
+                }
+            }
+            Purpose::Peer => {
+                self.dialing_peer = false;
+                self.next_dial_unix_ms = now_unix_ms + self.config.reconnect_delay_ms;
+                self.last_refusal = Some(reason);
+            }
+        }
+    }
+
+    fn on_disconnected(&mut self, now_unix_ms: u64, conn: ConnId, reason: String) {
+        self.unbind(now_unix_ms, conn, &reason);
+        if let Some(link) = self.links.remove(&conn) {
+            if let LinkKind::Establishing {
+                command,
+                backup_address,
+                ..
+            } = link.kind
+            {
+                self.complete(
+                    command,
+                    Err(CommandError::Peer(format!(
+                        "the backup at {backup_address} closed the connection before answering: {reason}"
+                    ))),
+                );
+            }
+        }
+        self.pending_establish.remove(&conn);
+    }
+
+    /// Ends everything that ran over `conn` as the relationship's link.
+    fn unbind(&mut self, now_unix_ms: u64, conn: ConnId, reason: &str) {
+        if self.job.as_ref().is_some_and(|job| job.conn == conn) {
+            self.finish_job(
+                now_unix_ms,
+                Err(CommandError::Peer(format!(
+                    "the link to the peer was lost during the sync: {reason}"
+                ))),
+            );
+        }
+        let request_ids: Vec<CommandId> = self
+            .sync_now_commands
+            .iter()
+            .filter(|(_, command)| {
+                command.remote.is_none() && command.link_deadline_unix_ms.is_none()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if self
+            .links
+            .get(&conn)
+            .is_some_and(|link| link.kind == LinkKind::Peer)
+        {
+            for id in request_ids {
+                self.resolve_sync_now(
+                    id,
+                    None,
+                    Some(Err(CommandError::Peer(format!(
+                        "the link to the peer was lost: {reason}"
+                    )))),
+                );
+            }
+            if let Some(link) = self.links.get_mut(&conn) {
+                link.kind = LinkKind::Unbound;
+            }
+            self.next_dial_unix_ms = now_unix_ms + self.config.reconnect_delay_ms;
+        }
+    }
+
+    fn on_message(&mut self, now_unix_ms: u64, conn: ConnId, message: Message) {
+        let Some(link) = self.links.get(&conn) else {
+            return;
+        };
+        let kind = link.kind.clone();
+        match message {
+            Message::KeepAlive(_) => {}
+            Message::Error(error) => self.on_peer_error(now_unix_ms, conn, kind, error),
+            Message::Establish(request) => self.on_establish_request(now_unix_ms, conn, request),
+            Message::EstablishReply(reply) => {
+                self.on_establish_reply(now_unix_ms, conn, kind, reply)
+            }
+            Message::Break(notice) => self.on_break_notice(now_unix_ms, conn, notice),
+            Message::Hello(_) | Message::KeyProof(_) => {
+                self.close(
+                    conn,
+                    Some(ErrorMessage::new(
+                        ReasonCode::Malformed,
+                        "handshake message after the handshake",
+                    )),
+                );
+                self.on_disconnected(now_unix_ms, conn, "peer repeated the handshake".into());
+            }
+            other => {
+                if kind != LinkKind::Peer {
+                    let text = "this appliance is not in a relationship with the sender; run `dyad establish` on the primary";
+                    self.send(
+                        conn,
+                        Message::Error(ErrorMessage::new(ReasonCode::RelationshipState, text)),
+                    );
+                    return;
+                }
+                self.on_peer_message(now_unix_ms, conn, other);
+            }
+        }
+    }
+
+    fn on_peer_error(
+        &mut self,
+        now_unix_ms: u64,
+        conn: ConnId,
+        kind: LinkKind,
+        error: ErrorMessage,
+    ) {
+        let text = format!("peer refused ({:?}): {}", error.reason(), error.text);
+        match kind {
+            LinkKind::Establishing { command, .. } => {
+                self.links.remove(&conn);
+                self.close(conn, None);
+                self.complete(command, Err(CommandError::Peer(text)));
+            }
+            _ => {
+                self.last_refusal = Some(text.clone());
+                if self.job.as_ref().is_some_and(|job| job.conn == conn) {
+                    self.finish_job(now_unix_ms, Err(CommandError::Peer(text)));
+                }
+            }
+        }
+    }
+
+    // ----- establish -----
+
+    fn establish_connected(
+        &mut self,
+        conn: ConnId,
+        handshake: PeerHandshake,
+        command: CommandId,
+        backup_address: String,
+        reverse_address: String,
+    ) {
+        let hello = handshake.hello.clone();
+        if hello.node_id == self.node.node_id {
+            self.close(conn, None);
+            self.complete(
+                command,
+                Err(CommandError::Refused(format!(
+                    "{backup_address} is this appliance itself; give the backup's address"
+                ))),
+            );
+            return;
+        }
+        if hello.role != Role::Standalone {
+            self.close(conn, None);
+            self.complete(
+                command,
+                Err(CommandError::Refused(format!(
+                    "{} at {backup_address} is {} of another relationship; run `dyad break` there first",
+                    hello.node_name,
+                    state::role_name(hello.role)
+                ))),
+            );
+            return;
+        }
+        self.state.observe_epoch(hello.epoch);
+        let epoch = self.state.next_epoch(self.node.node_id);
+        self.links.insert(
+            conn,
+            Link {
+                handshake,
+                kind: LinkKind::Establishing {
+                    command,
+                    backup_address: backup_address.clone(),
+                    epoch,
+                },
+                outbound: true,
+            },
+        );
+        self.send(
+            conn,
+            Message::Establish(Establish {
+                epoch,
+                reverse_address,
+                backup_address,
+            }),
+        );
+    }
+
+    fn on_establish_request(&mut self, _now_unix_ms: u64, conn: ConnId, request: Establish) {
+        let Some(link) = self.links.get(&conn) else {
+            return;
+        };
+        let requester = link.handshake.hello.clone();
+        if self.state.role != Role::Standalone {
+            let text = format!(
+                "{} is already {} in a relationship; run `dyad break` on it first",
+                self.node.name,
+                state::role_name(self.state.role)
+            );
+            self.send(
+                conn,
+                Message::EstablishReply(EstablishReply {
+                    epoch: request.epoch,
+                    refusal_code: ReasonCode::RelationshipState.as_u16(),
+                    text,
+                }),
+            );
+            return;
+        }
+        if request.epoch.node != requester.node_id
+            || request.epoch.counter <= self.state.epoch.counter
+        {
+            let text = format!(
+                "the proposed epoch {} is not above this appliance's epoch {}; retry the establish",
+                request.epoch, self.state.epoch
+            );
+            self.send(
+                conn,
+                Message::EstablishReply(EstablishReply {
+                    epoch: request.epoch,
+                    refusal_code: ReasonCode::StaleEpoch.as_u16(),
+                    text,
+                }),
+            );
+            return;
+        }
+        if let Err(why) =
+            check_peer_address(&request.reverse_address, self.node.site_hostname.as_deref())
+        {
+            let text = format!("the reverse address is refused: {why}");
+            self.send(
+                conn,
+                Message::EstablishReply(EstablishReply {
+                    epoch: request.epoch,
+                    refusal_code: ReasonCode::SharedHostname.as_u16(),
+                    text,
+                }),
+            );
+            return;
+        }
+        self.pending_establish.insert(
+            conn,
+            PendingEstablish {
+                epoch: request.epoch,
+                reverse_address: request.reverse_address.clone(),
+            },
+        );
+        self.actions.push_back(Action::Connect {
+            address: request.reverse_address.clone(),
+            purpose: Purpose::VerifyReverse {
+                request: conn,
+                address: request.reverse_address,
+            },
+            pinned_fingerprint: Some(link.handshake.certificate_fingerprint),
+        });
+    }
+
+    fn verify_connected(
+        &mut self,
+        now_unix_ms: u64,
+        conn: ConnId,
+        request: ConnId,
+        handshake: PeerHandshake,
+    ) {
+        self.links.remove(&conn);
+        self.close(conn, None);
+        let Some(pending) = self.pending_establish.remove(&request) else {
+            return;
+        };
+        let Some(requester) = self.links.get(&request).map(|link| link.handshake.clone()) else {
+            return;
+        };
+        if handshake.hello.node_id != requester.hello.node_id {
+            let text = format!(
+                "the reverse address {} reaches {} ({}), not the appliance asking to establish ({}); give the primary's own address",
+                pending.reverse_address, handshake.hello.node_name, handshake.hello.node_id, requester.hello.node_name
+            );
+            self.reply_establish_refused(request, ReasonCode::ReverseAddressUnreachable, text);
+            return;
+        }
+        if self.state.role != Role::Standalone {
+            self.reply_establish_refused(
+                request,
+                ReasonCode::RelationshipState,
+                "this appliance joined another relationship meanwhile".into(),
+            );
+            return;
+        }
+        self.state.observe_epoch(pending.epoch);
+        self.state.role = Role::Backup;
+        self.state.epoch = pending.epoch;
+        self.state.peer = Some(PeerRecord {
+            node_id: requester.hello.node_id,
+            name: requester.hello.node_name.clone(),
+            certificate_fingerprint: requester.certificate_fingerprint,
+            address: pending.reverse_address,
+        });
+        self.state.break_unannounced = false;
+        let first_sync = now_unix_ms + self.config.first_sync_delay_ms;
+        self.state.first_sync_due_unix_ms = Some(first_sync);
+        self.next_sync_unix_ms = Some(first_sync);
+        if !self.persist() {
+            return;
+        }
+        self.send(
+            request,
+            Message::EstablishReply(EstablishReply {
+                epoch: pending.epoch,
+                refusal_code: 0,
+                text: String::new(),
+            }),
+        );
+        self.bind_peer_link(now_unix_ms, request);
+    }
+
+    fn reply_establish_refused(&mut self, conn: ConnId, code: ReasonCode, text: String) {
+        let epoch = self.state.epoch;
+        self.send(
+            conn,
+            Message::EstablishReply(EstablishReply {
+                epoch,
+                refusal_code: code.as_u16(),
+                text,
+            }),
+        );
+    }
+
+    fn on_establish_reply(
+        &mut self,
+        now_unix_ms: u64,
+        conn: ConnId,
+        kind: LinkKind,
+        reply: EstablishReply,
+    ) {
+        let LinkKind::Establishing {
+            command,
+            backup_address,
+            epoch,
+        } = kind
+        else {
+            return;
+        };
+        if reply.refusal_code != 0 || reply.epoch != epoch {
+            self.links.remove(&conn);
+            self.close(conn, None);
+            let reason = ReasonCode::from_u16(reply.refusal_code);
+            self.complete(
+                command,
+                Err(CommandError::Peer(format!(
+                    "the backup refused ({reason:?}): {}",
+                    reply.text
+                ))),
+            );
+            return;
+        }
+        let Some(handshake) = self.links.get(&conn).map(|link| link.handshake.clone()) else {
+            return;
+        };
+        self.state.role = Role::Primary;
+        self.state.epoch = epoch;
+        self.state.peer = Some(PeerRecord {
+            node_id: handshake.hello.node_id,
+            name: handshake.hello.node_name.clone(),
+            certificate_fingerprint: handshake.certificate_fingerprint,
+            address: backup_address.clone(),
+        });
+        self.state.break_unannounced = false;
+        let first_sync = now_unix_ms + self.config.first_sync_delay_ms;
+        self.state.first_sync_due_unix_ms = Some(first_sync);
+        self.next_sync_unix_ms = Some(first_sync);
+        if !self.persist() {
+            self.complete(
+                command,
+                Err(CommandError::Local(
+                    "could not save the relationship".into(),
+                )),
+            );
+            return;
+        }
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.kind = LinkKind::Unbound;
+        }
+        self.bind_peer_link(now_unix_ms, conn);
+        self.complete(
+            command,
+            Ok(format!(
+                "established: this appliance is the primary and {} at {backup_address} its backup, epoch {epoch}; \
+                 the first sync starts in {} s",
+                handshake.hello.node_name,
+                self.config.first_sync_delay_ms / 1000
+            )),
+        );
+    }
+
+    // ----- break -----
+
+    fn on_break_notice(&mut self, now_unix_ms: u64, conn: ConnId, notice: Break) {
+        let Some(link) = self.links.get(&conn) else {
+            return;
+        };
+        let sender = link.handshake.hello.node_id;
+        let ours = self
+            .state
+            .peer
+            .as_ref()
+            .is_some_and(|peer| peer.node_id == sender);
+        if !ours || self.state.role == Role::Standalone {
+            return;
+        }
+        self.state.observe_epoch(notice.epoch);
+        let epoch = self.state.next_epoch(self.node.node_id);
+        self.become_standalone(now_unix_ms, epoch, "the peer broke the relationship");
+        self.persist();
+        self.close(conn, None);
+    }
+
+    fn become_standalone(&mut self, now_unix_ms: u64, epoch: Epoch, why: &str) {
+        if let Some(conn) = self.peer_link() {
+            if let Some(link) = self.links.get_mut(&conn) {
+                link.kind = LinkKind::Unbound;
+            }
+        }
+        if self.job.is_some() {
+            self.finish_job(
+                now_unix_ms,
+                Err(CommandError::Refused(format!("sync stopped: {why}"))),
+            );
+        }
+        let ids: Vec<CommandId> = self.sync_now_commands.keys().copied().collect();
+        for id in ids {
+            self.sync_now_commands.remove(&id);
+            self.complete(
+                id,
+                Err(CommandError::Refused(format!("sync stopped: {why}"))),
+            );
+        }
+        self.state.role = Role::Standalone;
+        self.state.epoch = epoch;
+        self.state.first_sync_due_unix_ms = None;
+        self.next_sync_unix_ms = None;
+        self.last_refusal = Some(why.to_string());
+    }
+
+    // ----- helpers -----
+
+    fn wants_peer_link(&self) -> bool {
+        self.state.peer.is_some()
+            && (self.state.role != Role::Standalone || self.state.break_unannounced)
+    }
+
+    fn peer_link(&self) -> Option<ConnId> {
+        self.links
+            .iter()
+            .find(|(_, link)| link.kind == LinkKind::Peer)
+            .map(|(conn, _)| *conn)
+    }
+
+    fn next_request(&mut self) -> u64 {
+        let request = self.next_request;
+        self.next_request += 1;
+        request
+    }
+
+    fn send(&mut self, conn: ConnId, message: Message) {
+        self.actions.push_back(Action::Send { conn, message });
+    }
+
+    fn close(&mut self, conn: ConnId, error: Option<ErrorMessage>) {
+        self.actions.push_back(Action::Close { conn, error });
+    }
+
+    fn complete(&mut self, command: CommandId, outcome: Result<String, CommandError>) {
+        self.actions
+            .push_back(Action::Completed { command, outcome });
+    }
+
+    /// Saves the replica state; on failure the replica stops (a terminal storage fault).
+    fn persist(&mut self) -> bool {
+        let bytes = self.state.to_json();
+        match self.store.save_replica_state(&bytes) {
+            Ok(()) => true,
+            Err(fault) => {
+                self.note_fault(&fault);
+                false
+            }
+        }
+    }
+
+    fn note_fault(&mut self, fault: &StoreFault) {
+        if fault.terminal && self.failed.is_none() {
+            self.failed = Some(fault.clone());
+            let conns: Vec<ConnId> = self.links.keys().copied().collect();
+            for conn in conns {
+                self.close(
+                    conn,
+                    Some(ErrorMessage::new(
+                        ReasonCode::Internal,
+                        "the peer's storage failed; it stopped replicating",
+                    )),
+                );
+            }
+            self.links.clear();
+            self.job = None;
+        }
+    }
+
+    fn unreachable_text(&self) -> String {
+        match &self.state.peer {
+            Some(peer) => format!(
+                "the peer {} at {} is not reachable{}; Sync Now needs the link to be up",
+                peer.name,
+                peer.address,
+                self.last_refusal
+                    .as_ref()
+                    .map(|why| format!(" ({why})"))
+                    .unwrap_or_default()
+            ),
+            None => "there is no peer".into(),
+        }
+    }
+
+    fn resolve_sync_now(
+        &mut self,
+        id: CommandId,
+        local: Option<Result<String, CommandError>>,
+        remote: Option<Result<String, CommandError>>,
+    ) {
+        let Some(command) = self.sync_now_commands.get_mut(&id) else {
+            return;
+        };
+        if local.is_some() {
+            command.local = local;
+        }
+        if remote.is_some() {
+            command.remote = remote;
+        }
+        if let (Some(local), Some(remote)) = (command.local.clone(), command.remote.clone()) {
+            self.sync_now_commands.remove(&id);
+            let outcome = match (local, remote) {
+                (Ok(here), Ok(there)) => Ok(format!("sync complete: {here}; on the peer: {there}")),
+                (Err(error), _) | (_, Err(error)) => Err(error),
+            };
+            self.complete(id, outcome);
+        }
+    }
+}
+
+/// Refuses an empty address, one without a port, or the site's shared hostname: the shared
+/// name follows whichever appliance is primary, so pairing with it would pair an appliance
+/// with itself after a role swap.
+pub fn check_peer_address(address: &str, site_hostname: Option<&str>) -> Result<(), String> {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("{address:?} is not host:port"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{address:?} is not host:port with a port number"));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if let Some(site) = site_hostname {
+        let normalize = |name: &str| name.trim_end_matches('.').to_ascii_lowercase();
+        if !site.is_empty() && normalize(host) == normalize(site) {
+            return Err(format!(
+                "{host} is the site's shared hostname, which follows the primary; give the appliance's own address"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses_are_checked() {
+        assert!(check_peer_address("10.0.0.2:7400", Some("site.example")).is_ok());
+        assert!(
+            check_peer_address("Site.Example.:7400", Some("site.example"))
+                .unwrap_err()
+                .contains("shared hostname")
+        );
+        assert!(check_peer_address("10.0.0.2", None).is_err());
+        assert!(check_peer_address(":7400", None).is_err());
+        assert!(check_peer_address("host:notaport", None).is_err());
+        assert!(check_peer_address("[::1]:7400", Some("::1")).is_err());
+    }
+}

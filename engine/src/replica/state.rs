@@ -1,0 +1,267 @@
+//! The replica's durable state: role, epoch, peer and sync history.
+//!
+//! It is small and changes rarely (on establish, break, role change and at the end of each
+//! sync), so it is kept as one JSON document in the store's appliance-local namespace, which
+//! is never replicated. JSON keeps it readable for an operator inspecting a data folder; its
+//! decoder refuses unknown fields and bad ids with a reason instead of guessing.
+
+use serde::{Deserialize, Serialize};
+
+use dyad_wire::{Epoch, NodeId, Role};
+
+/// Bumped when the document's meaning changes; older documents are migrated on load.
+pub const REPLICA_STATE_FORMAT: u32 = 1;
+
+/// Where the relationship stands, as persisted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaState {
+    pub role: Role,
+    pub epoch: Epoch,
+    /// The highest epoch counter this appliance has seen from anyone; new epochs go above it.
+    pub epoch_counter_seen_max: u64,
+    /// The other appliance of the relationship (or, after a break, the former one).
+    pub peer: Option<PeerRecord>,
+    /// After a break that the peer did not hear about, tell it when it is next reachable.
+    pub break_unannounced: bool,
+    pub last_sync: Option<SyncRecord>,
+    /// When the first sync after establishing is due (wall clock, ms).
+    pub first_sync_due_unix_ms: Option<u64>,
+}
+
+/// The paired appliance, pinned by its certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerRecord {
+    pub node_id: NodeId,
+    pub name: String,
+    /// BLAKE3 of the peer's certificate; connections presenting another one are refused.
+    pub certificate_fingerprint: [u8; 32],
+    /// The `host:port` by which this appliance reaches the peer.
+    pub address: String,
+}
+
+/// The outcome of the last sync this appliance ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRecord {
+    pub finished_unix_ms: u64,
+    pub succeeded: bool,
+    pub text: String,
+    pub sessions_pulled: u64,
+    pub bytes_pulled: u64,
+    /// The last successful sync, kept when a later one fails.
+    pub last_success_unix_ms: Option<u64>,
+}
+
+impl ReplicaState {
+    /// A freshly initialised appliance: standalone in its first epoch.
+    pub fn initial(node: NodeId) -> ReplicaState {
+        ReplicaState {
+            role: Role::Standalone,
+            epoch: Epoch { counter: 1, node },
+            epoch_counter_seen_max: 1,
+            peer: None,
+            break_unannounced: false,
+            last_sync: None,
+            first_sync_due_unix_ms: None,
+        }
+    }
+
+    /// A new epoch of this appliance's, above every epoch seen.
+    pub fn next_epoch(&mut self, node: NodeId) -> Epoch {
+        self.epoch_counter_seen_max += 1;
+        Epoch {
+            counter: self.epoch_counter_seen_max,
+            node,
+        }
+    }
+
+    pub fn observe_epoch(&mut self, epoch: Epoch) {
+        self.epoch_counter_seen_max = self.epoch_counter_seen_max.max(epoch.counter);
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let document = Document {
+            format: REPLICA_STATE_FORMAT,
+            role: role_name(self.role).to_string(),
+            epoch_counter: self.epoch.counter,
+            epoch_node: self.epoch.node.to_string(),
+            epoch_counter_seen_max: self.epoch_counter_seen_max,
+            peer: self.peer.as_ref().map(|peer| PeerDocument {
+                node_id: peer.node_id.to_string(),
+                name: peer.name.clone(),
+                certificate_fingerprint: hex(&peer.certificate_fingerprint),
+                address: peer.address.clone(),
+            }),
+            break_unannounced: self.break_unannounced,
+            last_sync: self.last_sync.clone(),
+            first_sync_due_unix_ms: self.first_sync_due_unix_ms,
+        };
+        serde_json::to_vec_pretty(&document)
+            .expect("a plain struct of strings and numbers serializes")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<ReplicaState, String> {
+        let document: Document = serde_json::from_slice(bytes)
+            .map_err(|error| format!("replica state is not valid: {error}"))?;
+        if document.format != REPLICA_STATE_FORMAT {
+            return Err(format!(
+                "replica state has format {}, this build reads format {REPLICA_STATE_FORMAT}",
+                document.format
+            ));
+        }
+        let peer = match document.peer {
+            None => None,
+            Some(peer) => Some(PeerRecord {
+                node_id: parse_node_id(&peer.node_id)?,
+                name: peer.name,
+                certificate_fingerprint: parse_hex32(&peer.certificate_fingerprint)?,
+                address: peer.address,
+            }),
+        };
+        Ok(ReplicaState {
+            role: parse_role(&document.role)?,
+            epoch: Epoch {
+                counter: document.epoch_counter,
+                node: parse_node_id(&document.epoch_node)?,
+            },
+            epoch_counter_seen_max: document.epoch_counter_seen_max.max(document.epoch_counter),
+            peer,
+            break_unannounced: document.break_unannounced,
+            last_sync: document.last_sync,
+            first_sync_due_unix_ms: document.first_sync_due_unix_ms,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    format: u32,
+    role: String,
+    epoch_counter: u64,
+    epoch_node: String,
+    epoch_counter_seen_max: u64,
+    peer: Option<PeerDocument>,
+    break_unannounced: bool,
+    last_sync: Option<SyncRecord>,
+    first_sync_due_unix_ms: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerDocument {
+    node_id: String,
+    name: String,
+    certificate_fingerprint: String,
+    address: String,
+}
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Standalone => "standalone",
+        Role::Primary => "primary",
+        Role::Backup => "backup",
+    }
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    match text {
+        "standalone" => Ok(Role::Standalone),
+        "primary" => Ok(Role::Primary),
+        "backup" => Ok(Role::Backup),
+        other => Err(format!("unknown role {other:?} in replica state")),
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn parse_hex<const N: usize>(text: &str) -> Result<[u8; N], String> {
+    if text.len() != N * 2 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        return Err(format!("expected {} hex digits, found {text:?}", N * 2));
+    }
+    let mut out = [0u8; N];
+    for (index, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16)
+            .map_err(|error| format!("bad hex in {text:?}: {error}"))?;
+    }
+    Ok(out)
+}
+
+pub fn parse_node_id(text: &str) -> Result<NodeId, String> {
+    parse_hex::<16>(text).map(NodeId)
+}
+
+pub fn parse_hex32(text: &str) -> Result<[u8; 32], String> {
+    parse_hex::<32>(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> ReplicaState {
+        let node = NodeId([3; 16]);
+        let mut state = ReplicaState::initial(node);
+        state.role = Role::Backup;
+        state.epoch = Epoch {
+            counter: 7,
+            node: NodeId([9; 16]),
+        };
+        state.epoch_counter_seen_max = 7;
+        state.peer = Some(PeerRecord {
+            node_id: NodeId([9; 16]),
+            name: "appliance-a".into(),
+            certificate_fingerprint: [0xab; 32],
+            address: "10.0.0.1:7400".into(),
+        });
+        state.last_sync = Some(SyncRecord {
+            finished_unix_ms: 5,
+            succeeded: true,
+            text: "ok".into(),
+            sessions_pulled: 2,
+            bytes_pulled: 10,
+            last_success_unix_ms: Some(5),
+        });
+        state
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let state = sample();
+        assert_eq!(ReplicaState::from_json(&state.to_json()), Ok(state));
+    }
+
+    #[test]
+    fn new_epochs_go_above_every_epoch_seen() {
+        let node = NodeId([1; 16]);
+        let mut state = ReplicaState::initial(node);
+        state.observe_epoch(Epoch {
+            counter: 41,
+            node: NodeId([2; 16]),
+        });
+        assert_eq!(state.next_epoch(node), Epoch { counter: 42, node });
+        assert_eq!(state.next_epoch(node).counter, 43);
+    }
+
+    #[test]
+    fn damaged_documents_are_refused_with_a_reason() {
+        let good = String::from_utf8(sample().to_json()).expect("json is utf-8");
+        let bad_role = good.replace("\"backup\"", "\"captain\"");
+        assert!(ReplicaState::from_json(bad_role.as_bytes())
+            .unwrap_err()
+            .contains("captain"));
+        let bad_id = good.replace(&NodeId([9; 16]).to_string(), "zz");
+        assert!(ReplicaState::from_json(bad_id.as_bytes()).is_err());
+        assert!(ReplicaState::from_json(b"{").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = ReplicaState::from_json(&bytes);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! What an operator sees: the relationship, the link, the last sync, the lag, and a running
+//! sync's progress, computed from the replica's state on demand.
+
+use dyad_wire::{Epoch, Role};
+
+use super::ports::ReplicaStore;
+use super::state::{PeerRecord, SyncRecord};
+use super::sync::{SyncJob, SyncProgress};
+use super::{Replica, TransferCounters};
+
+/// Peer clock offsets above this are flagged: download keys and certificate validity rely on
+/// both clocks being right.
+pub const CLOCK_OFFSET_WARNING_MS: i64 = 30_000;
+
+/// How far behind the peer this appliance was when its last sync compared catalogs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Sessions the peer held that this appliance lacked at the last comparison, minus those
+    /// pulled since.
+    pub sessions_missing: u64,
+    pub bytes_missing: u64,
+    /// The end time of the oldest session still missing, when known.
+    pub oldest_missing_unix_ms: Option<u64>,
+}
+
+impl Lag {
+    pub(super) fn after_sync(job: &SyncJob, progress: &SyncProgress) -> Lag {
+        let sessions_missing = progress
+            .sessions_total
+            .saturating_sub(progress.sessions_done);
+        Lag {
+            sessions_missing,
+            bytes_missing: progress.bytes_total.saturating_sub(progress.bytes_done),
+            oldest_missing_unix_ms: if sessions_missing == 0 {
+                None
+            } else {
+                job.oldest_missing_unix_ms
+            },
+        }
+    }
+}
+
+/// The link to the peer, when it is up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub peer_name: String,
+    pub peer_role: Role,
+    pub peer_epoch: Epoch,
+    pub clock_offset_ms: i64,
+    pub clock_offset_warning: bool,
+}
+
+/// A sync in progress, with its rate and estimated time to finish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningSync {
+    pub progress: SyncProgress,
+    pub elapsed_ms: u64,
+    pub bytes_per_second: u64,
+    pub eta_seconds: Option<u64>,
+}
+
+/// Everything `dyad status` shows about replication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub node_name: String,
+    pub role: Role,
+    pub epoch: Epoch,
+    pub peer: Option<PeerRecord>,
+    pub link: Option<LinkStatus>,
+    /// Why the link is down or was last refused, if known.
+    pub link_problem: Option<String>,
+    pub last_sync: Option<SyncRecord>,
+    pub lag: Option<Lag>,
+    pub counters: TransferCounters,
+    pub running: Option<RunningSync>,
+    pub sessions_held: u64,
+    pub config_version: Option<dyad_wire::ConfigVersion>,
+    pub next_sync_unix_ms: Option<u64>,
+    /// A terminal storage failure, if the replica stopped because of one.
+    pub storage_failure: Option<String>,
+    /// After a break the peer has not heard about yet.
+    pub break_unannounced: bool,
+}
+
+impl<S: ReplicaStore> Replica<S> {
+    pub fn status(&self, now_unix_ms: u64) -> Status {
+        let link = self
+            .peer_link()
+            .and_then(|conn| self.links.get(&conn))
+            .map(|link| LinkStatus {
+                peer_name: link.handshake.hello.node_name.clone(),
+                peer_role: link.handshake.hello.role,
+                peer_epoch: link.handshake.hello.epoch,
+                clock_offset_ms: link.handshake.clock_offset_ms,
+                clock_offset_warning: link.handshake.clock_offset_ms.abs()
+                    > CLOCK_OFFSET_WARNING_MS,
+            });
+        let running = self.job.as_ref().map(|job| {
+            let progress = job.progress.clone();
+            let elapsed_ms = now_unix_ms.saturating_sub(progress.started_unix_ms);
+            let bytes_per_second = (progress.bytes_done * 1000)
+                .checked_div(elapsed_ms)
+                .unwrap_or(0);
+            let remaining = progress.bytes_total.saturating_sub(progress.bytes_done);
+            let eta_seconds = (bytes_per_second > 0).then(|| remaining / bytes_per_second);
+            RunningSync {
+                progress,
+                elapsed_ms,
+                bytes_per_second,
+                eta_seconds,
+            }
+        });
+        Status {
+            node_name: self.node.name.clone(),
+            role: self.state.role,
+            epoch: self.state.epoch,
+            peer: self.state.peer.clone(),
+            link,
+            link_problem: self.last_refusal.clone(),
+            last_sync: self.state.last_sync.clone(),
+            lag: self.last_lag.clone(),
+            counters: self.counters.clone(),
+            running,
+            sessions_held: self.store.session_count().unwrap_or(0),
+            config_version: self.store.config_version().ok(),
+            next_sync_unix_ms: self.next_sync_unix_ms,
+            storage_failure: self.failed.as_ref().map(|fault| fault.to_string()),
+            break_unannounced: self.state.break_unannounced,
+        }
+    }
+}

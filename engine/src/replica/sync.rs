@@ -1,0 +1,661 @@
+//! The pulling side of a sync: configuration (on a backup), then the catalog comparison, then
+//! the recordings this appliance lacks, chunk by chunk inside a bounded window.
+//!
+//! Both appliances pull: the backup pulls configuration and sessions from the primary, and the
+//! primary pulls the sessions only the backup holds (completed there while failover was down),
+//! so that after a sync both hold the union. Resumption needs no bookkeeping of its own: a
+//! transfer asks the store which chunks are already durable and requests only the others, so an
+//! interruption costs at most the chunks that were in flight.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use dyad_wire::{
+    CatalogAnswer, CatalogEntry, CatalogQuery, CatalogRange, ConfigEntry, ConfigPull, ConfigUpdate,
+    FetchChunks, FetchSession, Message, Role, SessionHeader, SessionId, SyncDone,
+};
+
+use super::ports::{ChunkRefusal, ConflictRecord, DifferingKey, IncomingRefusal, ReplicaStore};
+use super::state::SyncRecord;
+use super::{Action, CommandError, CommandId, ConnId, Replica};
+use dyad_wire::limits::MAX_CHUNKS_PER_FETCH;
+
+/// Catalog ranges asked about in one query, at most.
+const RANGES_PER_QUERY_MAX: usize = 256;
+/// A chunk that fails verification is asked for again this many times before the session is
+/// given up for this sync (a peer that keeps sending bad bytes is faulty, not unlucky).
+const CHUNK_RETRIES_MAX: u32 = 3;
+/// Progress is reported to waiting commands at most once per this many bytes.
+const PROGRESS_STEP_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Who waits for a sync to finish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Waiter {
+    Command(CommandId),
+    Peer { conn: ConnId, request: u64 },
+}
+
+/// How far a running sync has come.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    pub phase: &'static str,
+    pub started_unix_ms: u64,
+    pub sessions_done: u64,
+    pub sessions_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Configuration entries received (changes, or the whole configuration).
+    pub config_entries: u64,
+    pub conflicts_recorded: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Config,
+    Catalog,
+    Transfer,
+}
+
+#[derive(Debug)]
+struct Transfer {
+    /// Chunks not yet requested.
+    pending: VecDeque<u32>,
+    in_flight: BTreeSet<u32>,
+    remaining: usize,
+    retries: u32,
+    started: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct SyncJob {
+    pub(super) conn: ConnId,
+    pub(super) waiters: Vec<Waiter>,
+    phase: Phase,
+    query: u64,
+    follow_up: VecDeque<CatalogRange>,
+    full_config: Vec<ConfigEntry>,
+    queue: VecDeque<CatalogEntry>,
+    transfers: BTreeMap<SessionId, Transfer>,
+    in_flight_chunks: usize,
+    pub(super) progress: SyncProgress,
+    progress_reported_bytes: u64,
+    failures: Vec<String>,
+    /// Missing sessions' end times are unknown until their headers arrive; the oldest seen.
+    pub(super) oldest_missing_unix_ms: Option<u64>,
+}
+
+impl<S: ReplicaStore> Replica<S> {
+    pub(super) fn start_job(&mut self, now_unix_ms: u64, conn: ConnId, waiter: Option<Waiter>) {
+        let pull_config = self.state.role == Role::Backup;
+        let mut job = SyncJob {
+            conn,
+            waiters: waiter.into_iter().collect(),
+            phase: Phase::Catalog,
+            query: 0,
+            follow_up: VecDeque::new(),
+            full_config: Vec::new(),
+            queue: VecDeque::new(),
+            transfers: BTreeMap::new(),
+            in_flight_chunks: 0,
+            progress: SyncProgress {
+                phase: "catalog",
+                started_unix_ms: now_unix_ms,
+                ..SyncProgress::default()
+            },
+            progress_reported_bytes: 0,
+            failures: Vec::new(),
+            oldest_missing_unix_ms: None,
+        };
+        if pull_config {
+            let since = match self.store.config_version() {
+                Ok(version) => version,
+                Err(fault) => {
+                    self.note_fault(&fault);
+                    self.job = Some(job);
+                    self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
+                    return;
+                }
+            };
+            job.phase = Phase::Config;
+            job.progress.phase = "configuration";
+            self.job = Some(job);
+            self.send(
+                conn,
+                Message::ConfigPull(ConfigPull {
+                    epoch: self.state.epoch,
+                    since,
+                }),
+            );
+        } else {
+            self.job = Some(job);
+            self.start_catalog(conn);
+        }
+    }
+
+    fn start_catalog(&mut self, conn: ConnId) {
+        let query = self.next_request();
+        if let Some(job) = &mut self.job {
+            job.phase = Phase::Catalog;
+            job.progress.phase = "catalog";
+            job.query = query;
+        }
+        self.send(
+            conn,
+            Message::CatalogQuery(CatalogQuery {
+                query,
+                ranges: Vec::new(),
+            }),
+        );
+    }
+
+    fn job_on(&self, conn: ConnId, phase: Phase) -> bool {
+        self.job
+            .as_ref()
+            .is_some_and(|job| job.conn == conn && job.phase == phase)
+    }
+
+    pub(super) fn on_config_update(
+        &mut self,
+        now_unix_ms: u64,
+        conn: ConnId,
+        update: ConfigUpdate,
+    ) {
+        if !self.job_on(conn, Phase::Config) {
+            return;
+        }
+        if update.epoch != self.state.epoch {
+            let text = format!(
+                "the primary answered in epoch {} but this backup is in epoch {}; refusing its configuration",
+                update.epoch, self.state.epoch
+            );
+            self.finish_job(now_unix_ms, Err(CommandError::Peer(text)));
+            return;
+        }
+        let count = update.entries.len() as u64;
+        if let Some(job) = &mut self.job {
+            job.progress.config_entries += count;
+        }
+        if update.full {
+            if let Some(job) = &mut self.job {
+                job.full_config.extend(update.entries);
+            }
+            if !update.last_page {
+                return;
+            }
+            let entries = self
+                .job
+                .as_mut()
+                .map(|job| std::mem::take(&mut job.full_config))
+                .unwrap_or_default();
+            if let Err(error) = self.replace_config(now_unix_ms, update.snapshot_version, &entries)
+            {
+                self.finish_job(now_unix_ms, Err(error));
+                return;
+            }
+        } else if let Err(fault) = self.store.config_apply_changes(&update.entries) {
+            self.note_fault(&fault);
+            self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
+            return;
+        }
+        if update.last_page {
+            self.start_catalog(conn);
+        }
+    }
+
+    /// Replaces the local configuration by the primary's, saving a conflict record first when
+    /// the two differ, in the same transaction.
+    fn replace_config(
+        &mut self,
+        now_unix_ms: u64,
+        version: dyad_wire::ConfigVersion,
+        entries: &[ConfigEntry],
+    ) -> Result<(), CommandError> {
+        let local = self.store.config_snapshot().map_err(|fault| {
+            self.note_fault(&fault);
+            CommandError::Local(fault.to_string())
+        })?;
+        let (local_version, local_entries) = local;
+        let local_map: BTreeMap<&str, Option<&Vec<u8>>> = local_entries
+            .iter()
+            .map(|entry| (entry.key.as_str(), entry.value.as_ref()))
+            .collect();
+        let incoming_map: BTreeMap<&str, Option<&Vec<u8>>> = entries
+            .iter()
+            .map(|entry| (entry.key.as_str(), entry.value.as_ref()))
+            .collect();
+        let keys: BTreeSet<&str> = local_map
+            .keys()
+            .chain(incoming_map.keys())
+            .copied()
+            .collect();
+        let differing: Vec<DifferingKey> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let local_value = local_map.get(key).copied().flatten();
+                let incoming_value = incoming_map.get(key).copied().flatten();
+                (local_value != incoming_value).then(|| DifferingKey {
+                    key: key.to_string(),
+                    local: local_value.cloned(),
+                    incoming: incoming_value.cloned(),
+                })
+            })
+            .collect();
+        let conflict = (!differing.is_empty()).then(|| ConflictRecord {
+            recorded_unix_ms: now_unix_ms,
+            cause: format!(
+                "configuration replaced by the primary's (epoch {}) during a sync in epoch {}",
+                version.epoch, self.state.epoch
+            ),
+            local_version,
+            incoming_version: version,
+            differing,
+        });
+        self.store
+            .config_replace(version, entries, conflict.as_ref())
+            .map_err(|fault| {
+                self.note_fault(&fault);
+                CommandError::Local(fault.to_string())
+            })?;
+        if conflict.is_some() {
+            if let Some(job) = &mut self.job {
+                job.progress.conflicts_recorded += 1;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_catalog_answer(
+        &mut self,
+        now_unix_ms: u64,
+        conn: ConnId,
+        answer: CatalogAnswer,
+    ) {
+        if !self.job_on(conn, Phase::Catalog)
+            || self
+                .job
+                .as_ref()
+                .is_some_and(|job| job.query != answer.query)
+        {
+            return;
+        }
+        let comparison = match self.store.catalog_compare(&answer) {
+            Ok(comparison) => comparison,
+            Err(fault) => {
+                self.note_fault(&fault);
+                self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
+                return;
+            }
+        };
+        let Some(job) = &mut self.job else { return };
+        for (entry, local_root) in &comparison.conflicting {
+            job.failures.push(format!(
+                "session {}#{} has content {} on the peer but {} here; refused, not merged",
+                entry.id.origin,
+                entry.id.sequence,
+                super::state::hex(&entry.root[..8]),
+                super::state::hex(&local_root[..8])
+            ));
+        }
+        for entry in comparison.missing_here {
+            job.progress.sessions_total += 1;
+            job.progress.bytes_total += entry.size_bytes;
+            job.queue.push_back(entry);
+        }
+        job.follow_up.extend(comparison.follow_up);
+        if job.follow_up.is_empty() {
+            job.phase = Phase::Transfer;
+            job.progress.phase = "transfer";
+            self.pump(now_unix_ms);
+        } else {
+            let count = job.follow_up.len().min(RANGES_PER_QUERY_MAX);
+            let ranges: Vec<CatalogRange> = job.follow_up.drain(..count).collect();
+            let query = self.next_request();
+            if let Some(job) = &mut self.job {
+                job.query = query;
+            }
+            self.send(conn, Message::CatalogQuery(CatalogQuery { query, ranges }));
+        }
+    }
+
+    /// Keeps the transfer window full: asks for headers of the next sessions and for chunks of
+    /// started ones, and finishes the job when nothing is left.
+    fn pump(&mut self, now_unix_ms: u64) {
+        let concurrent_max = self.config.concurrent_transfers_max.max(1);
+        let window = self.config.window_chunks.clamp(1, MAX_CHUNKS_PER_FETCH);
+        let Some(job) = &mut self.job else { return };
+        if job.phase != Phase::Transfer {
+            return;
+        }
+        let conn = job.conn;
+        let mut messages = Vec::new();
+        while job.transfers.len() < concurrent_max {
+            let Some(entry) = job.queue.pop_front() else {
+                break;
+            };
+            job.transfers.insert(
+                entry.id,
+                Transfer {
+                    pending: VecDeque::new(),
+                    in_flight: BTreeSet::new(),
+                    remaining: 0,
+                    retries: 0,
+                    started: false,
+                },
+            );
+            messages.push(Message::FetchSession(FetchSession { id: entry.id }));
+        }
+        for (id, transfer) in job.transfers.iter_mut() {
+            if !transfer.started || transfer.pending.is_empty() {
+                continue;
+            }
+            let room = window.saturating_sub(job.in_flight_chunks);
+            if room == 0 {
+                break;
+            }
+            let take = room.min(transfer.pending.len());
+            let chunk_indexes: Vec<u32> = transfer.pending.drain(..take).collect();
+            transfer.in_flight.extend(chunk_indexes.iter().copied());
+            job.in_flight_chunks += take;
+            messages.push(Message::FetchChunks(FetchChunks {
+                id: *id,
+                chunk_indexes,
+            }));
+        }
+        let done = job.queue.is_empty() && job.transfers.is_empty();
+        for message in messages {
+            self.send(conn, message);
+        }
+        if done {
+            self.finish_job(now_unix_ms, Ok(()));
+        }
+    }
+
+    pub(super) fn on_session_header(
+        &mut self,
+        now_unix_ms: u64,
+        conn: ConnId,
+        header: SessionHeader,
+    ) {
+        if !self.job_on(conn, Phase::Transfer) {
+            return;
+        }
+        let id = header.meta.id;
+        let awaiting = self
+            .job
+            .as_ref()
+            .and_then(|job| job.transfers.get(&id))
+            .is_some_and(|transfer| !transfer.started);
+        if !awaiting {
+            return;
+        }
+        match self.store.begin_incoming(&header) {
+            Ok(durable) => {
+                let Some(job) = &mut self.job else { return };
+                job.oldest_missing_unix_ms = Some(
+                    job.oldest_missing_unix_ms
+                        .map_or(header.meta.ended_unix_ms, |oldest| {
+                            oldest.min(header.meta.ended_unix_ms)
+                        }),
+                );
+                let Some(transfer) = job.transfers.get_mut(&id) else {
+                    return;
+                };
+                transfer.started = true;
+                transfer.pending = durable
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, durable)| !**durable)
+                    .map(|(index, _)| index as u32)
+                    .collect();
+                transfer.remaining = transfer.pending.len();
+                // Chunks that were already durable count as done for progress.
+                let chunk_size = u64::from(header.meta.chunk_size_bytes.max(1));
+                let durable_bytes: u64 = durable
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, durable)| **durable)
+                    .map(|(index, _)| {
+                        chunk_size.min(
+                            header
+                                .meta
+                                .size_bytes
+                                .saturating_sub(index as u64 * chunk_size),
+                        )
+                    })
+                    .sum();
+                job.progress.bytes_done += durable_bytes;
+                if transfer.remaining == 0 {
+                    self.publish_transfer(now_unix_ms, id);
+                }
+            }
+            Err(IncomingRefusal::Fault(fault)) => {
+                self.note_fault(&fault);
+                self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
+                return;
+            }
+            Err(refusal) => {
+                let text = match refusal {
+                    IncomingRefusal::IdConflict { local_root } => format!(
+                        "session {}#{} arrived with content {} but is held here with content {}; refused, not merged",
+                        id.origin,
+                        id.sequence,
+                        super::state::hex(&header.meta.root[..8]),
+                        super::state::hex(&local_root[..8])
+                    ),
+                    IncomingRefusal::BadChainingValues(why) | IncomingRefusal::BadMeta(why) => {
+                        format!("the peer sent an invalid header for session {}#{}: {why}", id.origin, id.sequence)
+                    }
+                    IncomingRefusal::Fault(_) => unreachable!("handled above"),
+                };
+                self.drop_transfer(id, text);
+            }
+        }
+        self.pump(now_unix_ms);
+    }
+
+    pub(super) fn on_session_unavailable(
+        &mut self,
+        now_unix_ms: u64,
+        conn: ConnId,
+        id: SessionId,
+        text: String,
+    ) {
+        if !self.job_on(conn, Phase::Transfer) {
+            return;
+        }
+        self.drop_transfer(
+            id,
+            format!(
+                "the peer cannot serve session {}#{}: {text}",
+                id.origin, id.sequence
+            ),
+        );
+        self.pump(now_unix_ms);
+    }
+
+    fn drop_transfer(&mut self, id: SessionId, why: String) {
+        let Some(job) = &mut self.job else { return };
+        if let Some(transfer) = job.transfers.remove(&id) {
+            job.in_flight_chunks -= transfer.in_flight.len();
+            job.failures.push(why);
+        }
+    }
+
+    pub(super) fn on_chunk(
+        &mut self,
+        now_unix_ms: u64,
+        conn: ConnId,
+        id: SessionId,
+        index: u32,
+        data: Bytes,
+    ) {
+        if !self.job_on(conn, Phase::Transfer) {
+            return;
+        }
+        let expected = self
+            .job
+            .as_ref()
+            .and_then(|job| job.transfers.get(&id))
+            .is_some_and(|transfer| transfer.in_flight.contains(&index));
+        if !expected {
+            // A late or duplicated chunk: already durable or no longer wanted.
+            return;
+        }
+        let outcome = self.store.write_chunk(id, index, &data);
+        let Some(job) = &mut self.job else { return };
+        let Some(transfer) = job.transfers.get_mut(&id) else {
+            return;
+        };
+        transfer.in_flight.remove(&index);
+        job.in_flight_chunks -= 1;
+        match outcome {
+            Ok(()) => {
+                transfer.remaining -= 1;
+                job.progress.bytes_done += data.len() as u64;
+                if transfer.remaining == 0 {
+                    self.publish_transfer(now_unix_ms, id);
+                }
+                self.report_progress(false);
+            }
+            Err(ChunkRefusal::Rejected(why)) => {
+                transfer.retries += 1;
+                if transfer.retries > CHUNK_RETRIES_MAX {
+                    let text = format!(
+                        "chunk {index} of session {}#{} kept failing verification: {why}",
+                        id.origin, id.sequence
+                    );
+                    self.drop_transfer(id, text);
+                } else {
+                    transfer.pending.push_back(index);
+                }
+            }
+            Err(ChunkRefusal::Unknown) => {
+                let text = format!(
+                    "session {}#{} vanished from the partial recordings",
+                    id.origin, id.sequence
+                );
+                self.drop_transfer(id, text);
+            }
+            Err(ChunkRefusal::Fault(fault)) => {
+                self.note_fault(&fault);
+                self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
+                return;
+            }
+        }
+        self.pump(now_unix_ms);
+    }
+
+    fn publish_transfer(&mut self, now_unix_ms: u64, id: SessionId) {
+        match self.store.publish(id) {
+            Ok(_) => {
+                if let Some(job) = &mut self.job {
+                    job.transfers.remove(&id);
+                    job.progress.sessions_done += 1;
+                }
+            }
+            Err(fault) => {
+                self.note_fault(&fault);
+                if fault.terminal {
+                    self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
+                } else {
+                    self.drop_transfer(
+                        id,
+                        format!(
+                            "could not publish session {}#{}: {fault}",
+                            id.origin, id.sequence
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn report_progress(&mut self, force: bool) {
+        let Some(job) = &mut self.job else { return };
+        if !force && job.progress.bytes_done < job.progress_reported_bytes + PROGRESS_STEP_BYTES {
+            return;
+        }
+        job.progress_reported_bytes = job.progress.bytes_done;
+        let progress = job.progress.clone();
+        let commands: Vec<CommandId> = job
+            .waiters
+            .iter()
+            .filter_map(|waiter| match waiter {
+                Waiter::Command(id) => Some(*id),
+                Waiter::Peer { .. } => None,
+            })
+            .collect();
+        for command in commands {
+            self.actions.push_back(Action::Progress {
+                command,
+                progress: progress.clone(),
+            });
+        }
+    }
+
+    /// Ends the running job, records its outcome and tells everyone who waited.
+    pub(super) fn finish_job(&mut self, now_unix_ms: u64, result: Result<(), CommandError>) {
+        self.report_progress(true);
+        let Some(job) = self.job.take() else { return };
+        let progress = job.progress.clone();
+        let outcome: Result<String, CommandError> = match result {
+            Ok(()) if job.failures.is_empty() => Ok(format!(
+                "pulled {} sessions ({} bytes) and {} configuration entries in {} ms",
+                progress.sessions_done,
+                progress.bytes_done,
+                progress.config_entries,
+                now_unix_ms.saturating_sub(progress.started_unix_ms)
+            )),
+            Ok(()) => Err(CommandError::Peer(format!(
+                "sync finished with {} problem(s): {}",
+                job.failures.len(),
+                job.failures.join("; ")
+            ))),
+            Err(error) => Err(error),
+        };
+        let last_success = match &outcome {
+            Ok(_) => Some(now_unix_ms),
+            Err(_) => self
+                .state
+                .last_sync
+                .as_ref()
+                .and_then(|record| record.last_success_unix_ms),
+        };
+        self.state.last_sync = Some(SyncRecord {
+            finished_unix_ms: now_unix_ms,
+            succeeded: outcome.is_ok(),
+            text: match &outcome {
+                Ok(text) => text.clone(),
+                Err(error) => error.to_string(),
+            },
+            sessions_pulled: progress.sessions_done,
+            bytes_pulled: progress.bytes_done,
+            last_success_unix_ms: last_success,
+        });
+        self.last_lag = Some(super::status::Lag::after_sync(&job, &progress));
+        if self.failed.is_none() {
+            self.persist();
+        }
+        for waiter in job.waiters {
+            match waiter {
+                Waiter::Command(id) => self.resolve_sync_now(id, Some(outcome.clone()), None),
+                Waiter::Peer { conn, request } => {
+                    let (refusal_code, text) = match &outcome {
+                        Ok(text) => (0, text.clone()),
+                        Err(error) => (dyad_wire::ReasonCode::Internal.as_u16(), error.to_string()),
+                    };
+                    self.send(
+                        conn,
+                        Message::SyncDone(SyncDone {
+                            request,
+                            refusal_code,
+                            text,
+                            sessions_pulled: progress.sessions_done,
+                            bytes_pulled: progress.bytes_done,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+}
