@@ -7,3 +7,4 @@
 #![forbid(unsafe_code)]
 
 pub use dyad_wire as wire;
+pub mod transport;
