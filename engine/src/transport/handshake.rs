@@ -695,6 +695,84 @@ mod tests {
         assert!(!proof_matches(base, [0u8; 32]));
     }
 
+    fn local() -> LocalHello {
+        LocalHello::new(
+            dyad_wire::SoftwareVersion {
+                app: dyad_wire::Version {
+                    major: 7,
+                    minor: 3,
+                    patch: 0,
+                },
+                base: dyad_wire::Version {
+                    major: 3,
+                    minor: 2,
+                    patch: 0,
+                },
+            },
+            dyad_wire::NodeId([1; 16]),
+            "alpha",
+            dyad_wire::Role::Primary,
+            dyad_wire::Epoch {
+                counter: 1,
+                node: dyad_wire::NodeId([1; 16]),
+            },
+        )
+    }
+
+    fn peer_of(local: &LocalHello) -> Hello {
+        Hello {
+            protocol_min: local.protocol_min,
+            protocol_max: local.protocol_max,
+            software: local.software,
+            node_id: dyad_wire::NodeId([2; 16]),
+            node_name: "beta".to_string(),
+            role: dyad_wire::Role::Backup,
+            epoch: local.epoch,
+            clock_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn hello_checks_refuse_each_incompatibility_with_its_own_reason() {
+        let local = local();
+        let peer = peer_of(&local);
+        assert_eq!(
+            check_peer_hello(&local, &peer),
+            Ok(dyad_wire::PROTOCOL_VERSION_MAX)
+        );
+
+        let mut older = peer.clone();
+        older.software.app.minor = 2;
+        let (reason, text) = check_peer_hello(&local, &older).expect_err("version differs");
+        assert_eq!(reason, ReasonCode::VersionMismatch);
+        assert!(
+            text.contains("runs 7.2.0 (base 3.2.0), this appliance runs 7.3.0"),
+            "{text}"
+        );
+
+        let mut other_base = peer.clone();
+        other_base.software.base.major = 4;
+        assert_eq!(
+            check_peer_hello(&local, &other_base).map_err(|error| error.0),
+            Err(ReasonCode::VersionMismatch)
+        );
+
+        let mut future = peer.clone();
+        future.protocol_min = local.protocol_max + 1;
+        future.protocol_max = local.protocol_max + 5;
+        assert_eq!(
+            check_peer_hello(&local, &future).map_err(|error| error.0),
+            Err(ReasonCode::NoCommonProtocol)
+        );
+
+        let mut itself = peer;
+        itself.node_id = local.node_id;
+        assert_eq!(
+            check_peer_hello(&local, &itself).map_err(|error| error.0),
+            Err(ReasonCode::UnexpectedPeer)
+        );
+    }
+
     #[test]
     fn clock_offset_adds_half_the_round_trip() {
         assert_eq!(clock_offset_ms(10_000, 10_000, Duration::from_millis(0)), 0);
