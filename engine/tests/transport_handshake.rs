@@ -469,3 +469,29 @@ async fn the_shared_hostname_is_refused_before_connecting() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_unauthenticated_peer_cannot_announce_a_large_frame() {
+    bounded(async {
+        let key = keygen().expect("key");
+        let mut acceptor = serve(config("alpha", 1, Role::Primary, &key)).await;
+        let stranger = Identity::generate("stranger").expect("identity");
+        let connector =
+            tokio_rustls::TlsConnector::from(client_config(&stranger).expect("client config"));
+        let name = ServerName::try_from("peer.dyad.invalid").expect("name");
+        let tcp = TcpStream::connect(acceptor.local_addr())
+            .await
+            .expect("tcp");
+        let mut tls = connector.connect(name, tcp).await.expect("TLS completes");
+        // A valid header announcing a 1 MiB chunk instead of a key proof: refused on the header,
+        // without waiting for (or buffering) the payload.
+        let header = dyad_wire::FrameHeader::new(dyad_wire::MessageKind::Chunk, 1 << 20);
+        tls.write_all(&header.to_bytes()).await.expect("write");
+        tls.flush().await.expect("flush");
+        let accepted = acceptor.accept().await;
+        assert_eq!(reason_of(&accepted.result), Some(ReasonCode::Malformed));
+        let text = accepted.result.expect_err("refused").to_string();
+        assert!(text.contains("during the handshake"), "{text}");
+    })
+    .await;
+}

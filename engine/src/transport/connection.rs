@@ -9,7 +9,10 @@
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
-use dyad_wire::{decode_frame, encode_frame, DecodeError, Hello, Message, ReasonCode};
+use dyad_wire::{
+    decode_frame, encode_frame, DecodeError, FrameHeader, Hello, Message, ReasonCode,
+    FRAME_HEADER_LEN,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
@@ -49,13 +52,33 @@ impl PeerInfo {
     }
 }
 
+/// Largest payload accepted before the peer has proved the key: a Hello or an Error with its
+/// longest text fits easily. Without this an unauthenticated peer could make each
+/// authenticating slot reserve a full control-frame buffer.
+pub(crate) const HANDSHAKE_MAX_PAYLOAD_BYTES: usize = 8 * 1024;
+
 /// Reads one frame from `io`, reading more into `buf` as needed. `Ok(None)` means the peer
-/// closed the connection cleanly between frames.
+/// closed the connection cleanly between frames. Frames whose payload exceeds
+/// `max_payload_bytes` are refused as soon as their header arrives (the wire's own per-kind
+/// limits always apply as well).
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
+    max_payload_bytes: usize,
 ) -> Result<Option<Message>, TransportError> {
     loop {
+        if let Some(header) = buf.first_chunk::<FRAME_HEADER_LEN>() {
+            let payload_len = FrameHeader::from_bytes(header).payload_len as usize;
+            if payload_len > max_payload_bytes {
+                return Err(TransportError::misbehaved(
+                    ReasonCode::Malformed,
+                    format!(
+                        "the peer sent a frame of {payload_len} bytes during the handshake, \
+                         above the limit of {max_payload_bytes}"
+                    ),
+                ));
+            }
+        }
         match decode_frame(buf) {
             Ok(message) => return Ok(Some(message)),
             Err(DecodeError::Malformed(why)) => {
@@ -117,7 +140,7 @@ pub struct FrameReader {
 impl FrameReader {
     /// The next message; `Ok(None)` when the peer closed the connection cleanly.
     pub async fn recv(&mut self) -> Result<Option<Message>, TransportError> {
-        read_frame(&mut self.io, &mut self.buf).await
+        read_frame(&mut self.io, &mut self.buf, usize::MAX).await
     }
 }
 

@@ -19,7 +19,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::connection::{read_frame, write_frame, AuthenticatedConnection, PeerInfo, PeerStream};
+use super::connection::{
+    read_frame, write_frame, AuthenticatedConnection, PeerInfo, PeerStream,
+    HANDSHAKE_MAX_PAYLOAD_BYTES,
+};
 use super::error::TransportError;
 use super::identity::CertFingerprint;
 use super::tls::{client_config, server_config, TLS_SERVER_NAME};
@@ -309,7 +312,12 @@ impl Session<'_> {
 
     async fn receive(&mut self, step: Step) -> Result<Message, TransportError> {
         let limit = self.config.timeouts.step_timeout(step);
-        match timeout(limit, read_frame(&mut self.stream, &mut self.read_buf)).await {
+        let read = read_frame(
+            &mut self.stream,
+            &mut self.read_buf,
+            HANDSHAKE_MAX_PAYLOAD_BYTES,
+        );
+        match timeout(limit, read).await {
             Ok(Ok(Some(message))) => Ok(message),
             Ok(Ok(None)) => Err(TransportError::misbehaved(
                 ReasonCode::Malformed,

@@ -366,11 +366,6 @@ async fn accept_loop(
     }
 }
 
-/// Reason code helper for callers matching on refusals.
-pub fn is_refusal(error: &TransportError, reason: ReasonCode) -> bool {
-    error.reason() == Some(reason)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
