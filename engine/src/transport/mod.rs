@@ -20,9 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dyad_wire::{
-    Epoch, NodeId, ReasonCode, Role, SoftwareVersion, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
-};
+use dyad_wire::{Epoch, NodeId, Role, SoftwareVersion, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
@@ -369,6 +367,7 @@ async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dyad_wire::ReasonCode;
 
     #[test]
     fn the_shared_hostname_is_refused_in_every_spelling() {
