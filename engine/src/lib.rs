@@ -9,3 +9,4 @@
 pub use dyad_wire as wire;
 
 pub mod replica;
+pub mod transport;
