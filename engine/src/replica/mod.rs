@@ -1363,9 +1363,9 @@ impl<S: ReplicaStore> Replica<S> {
     }
 }
 
-/// Refuses an empty address, one without a port, or the site's shared hostname: the shared
-/// name follows whichever appliance is primary, so pairing with it would pair an appliance
-/// with itself after a role swap.
+/// Refuses an address that is not `host:port`, and the site's shared hostname (which follows
+/// whichever appliance is primary, so pairing with it would pair an appliance with itself after
+/// a role swap).
 pub fn check_peer_address(address: &str, site_hostname: Option<&str>) -> Result<(), String> {
     let Some((host, port)) = address.rsplit_once(':') else {
         return Err(format!("{address:?} is not host:port"));
@@ -1373,14 +1373,8 @@ pub fn check_peer_address(address: &str, site_hostname: Option<&str>) -> Result<
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(format!("{address:?} is not host:port with a port number"));
     }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Some(site) = site_hostname {
-        let normalize = |name: &str| name.trim_end_matches('.').to_ascii_lowercase();
-        if !site.is_empty() && normalize(host) == normalize(site) {
-            return Err(format!(
-                "{host} is the site's shared hostname, which follows the primary; give the appliance's own address"
-            ));
-        }
+        crate::transport::check_peer_address(address, site).map_err(|error| error.to_string())?;
     }
     Ok(())
 }
@@ -1401,5 +1395,6 @@ mod tests {
         assert!(check_peer_address(":7400", None).is_err());
         assert!(check_peer_address("host:notaport", None).is_err());
         assert!(check_peer_address("[::1]:7400", Some("::1")).is_err());
+        assert!(check_peer_address("[::1]:7400", Some("site.example")).is_ok());
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use dyad_wire::{Epoch, NodeId, Role, SoftwareVersion, PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
 
@@ -276,17 +276,28 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// Starts serving `listener`. Must be called within a tokio runtime.
+    /// Starts serving `listener` with a fixed configuration. Must be called within a tokio
+    /// runtime.
     pub fn new(
         listener: TcpListener,
         config: Arc<TransportConfig>,
     ) -> Result<Acceptor, TransportError> {
+        Acceptor::with_updates(listener, watch::channel(config).1)
+    }
+
+    /// Starts serving `listener`; each new connection uses the configuration current when it
+    /// arrives (the role and epoch in the Hello change with the relationship).
+    pub fn with_updates(
+        listener: TcpListener,
+        updates: watch::Receiver<Arc<TransportConfig>>,
+    ) -> Result<Acceptor, TransportError> {
+        let config = updates.borrow().clone();
         config.validate()?;
         let local_addr = listener
             .local_addr()
             .map_err(|error| TransportError::io("reading the listener's address", error))?;
         let (sender, results) = mpsc::channel(config.max_authenticating);
-        let task = tokio::spawn(accept_loop(listener, config, sender));
+        let task = tokio::spawn(accept_loop(listener, updates, sender));
         Ok(Acceptor {
             results,
             task,
@@ -325,10 +336,11 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 async fn accept_loop(
     listener: TcpListener,
-    config: Arc<TransportConfig>,
+    updates: watch::Receiver<Arc<TransportConfig>>,
     sender: mpsc::Sender<Accepted>,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_authenticating));
+    let max_authenticating = updates.borrow().max_authenticating;
+    let slots = Arc::new(Semaphore::new(max_authenticating));
     // Owning the handshake tasks here means aborting this loop aborts them too.
     let mut handshakes = JoinSet::new();
     loop {
@@ -338,14 +350,14 @@ async fn accept_loop(
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
                         tracing::warn!(
                             %peer_addr,
-                            max_authenticating = config.max_authenticating,
+                            max_authenticating,
                             "dropping a connection: all authenticating slots are taken"
                         );
                         drop(tcp);
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
-                    let config = config.clone();
+                    let config = updates.borrow().clone();
                     let sender = sender.clone();
                     handshakes.spawn(async move {
                         let result = handshake::server_handshake(tcp, peer_addr, &config).await;
