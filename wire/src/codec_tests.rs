@@ -180,7 +180,13 @@ fn replication_message() -> impl Strategy<Value = Message> {
     let summary = (catalog_range(), any::<u64>(), any::<[u8; 32]>())
         .prop_map(|(range, count, hash)| RangeSummary { range, count, hash });
     let catalog_entry =
-        (session_id(), any::<[u8; 32]>()).prop_map(|(id, root)| CatalogEntry { id, root });
+        (session_id(), any::<[u8; 32]>(), any::<u64>()).prop_map(|(id, root, size_bytes)| {
+            CatalogEntry {
+                id,
+                root,
+                size_bytes,
+            }
+        });
     let answer = (
         any::<u64>(),
         prop::collection::vec(summary, 0..5),
