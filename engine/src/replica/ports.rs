@@ -154,6 +154,9 @@ pub trait ReplicaStore {
     fn begin_incoming(&mut self, header: &SessionHeader) -> Result<Vec<bool>, IncomingRefusal>;
     /// Verifies one chunk against the recording's chaining values, then writes it.
     fn write_chunk(&mut self, id: SessionId, index: u32, data: &[u8]) -> Result<(), ChunkRefusal>;
+    /// Makes the chunks written so far for `id` durable; chunks written but not yet synced
+    /// may be lost by a crash.
+    fn sync_incoming(&mut self, id: SessionId) -> Result<(), StoreFault>;
     /// Makes a fully received recording durable and visible, atomically.
     fn publish(&mut self, id: SessionId) -> Result<SessionMeta, StoreFault>;
 }

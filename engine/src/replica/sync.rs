@@ -64,6 +64,9 @@ struct Transfer {
     remaining: usize,
     retries: u32,
     started: bool,
+    /// Chunks written but not yet synced: they still count against the window, so that a
+    /// crash can cost at most one window of chunks, whether in flight or unsynced.
+    unsynced: usize,
 }
 
 #[derive(Debug)]
@@ -340,6 +343,7 @@ impl<S: ReplicaStore> Replica<S> {
                     remaining: 0,
                     retries: 0,
                     started: false,
+                    unsynced: 0,
                 },
             );
             messages.push(Message::FetchSession(FetchSession { id: entry.id }));
@@ -476,7 +480,7 @@ impl<S: ReplicaStore> Replica<S> {
     fn drop_transfer(&mut self, id: SessionId, why: String) {
         let Some(job) = &mut self.job else { return };
         if let Some(transfer) = job.transfers.remove(&id) {
-            job.in_flight_chunks -= transfer.in_flight.len();
+            job.in_flight_chunks -= transfer.in_flight.len() + transfer.unsynced;
             job.failures.push(why);
         }
     }
@@ -502,22 +506,32 @@ impl<S: ReplicaStore> Replica<S> {
             return;
         }
         let outcome = self.store.write_chunk(id, index, &data);
+        let window = self.config.window_chunks.clamp(1, MAX_CHUNKS_PER_FETCH);
         let Some(job) = &mut self.job else { return };
         let Some(transfer) = job.transfers.get_mut(&id) else {
             return;
         };
         transfer.in_flight.remove(&index);
-        job.in_flight_chunks -= 1;
         match outcome {
             Ok(()) => {
                 transfer.remaining -= 1;
+                transfer.unsynced += 1;
                 job.progress.bytes_done += data.len() as u64;
-                if transfer.remaining == 0 {
+                let finished = transfer.remaining == 0;
+                let unsynced_total: usize = job.transfers.values().map(|t| t.unsynced).sum();
+                if finished {
                     self.publish_transfer(now_unix_ms, id);
+                } else if unsynced_total * 2 >= window {
+                    // Half the window is written but not durable: make it durable, which frees
+                    // those slots for new requests.
+                    if !self.sync_unsynced(now_unix_ms) {
+                        return;
+                    }
                 }
                 self.report_progress(false);
             }
             Err(ChunkRefusal::Rejected(why)) => {
+                job.in_flight_chunks -= 1;
                 transfer.retries += 1;
                 if transfer.retries > CHUNK_RETRIES_MAX {
                     let text = format!(
@@ -530,6 +544,7 @@ impl<S: ReplicaStore> Replica<S> {
                 }
             }
             Err(ChunkRefusal::Unknown) => {
+                job.in_flight_chunks -= 1;
                 let text = format!(
                     "session {}#{} vanished from the partial recordings",
                     id.origin, id.sequence
@@ -545,11 +560,43 @@ impl<S: ReplicaStore> Replica<S> {
         self.pump(now_unix_ms);
     }
 
+    /// Syncs every transfer's written chunks, releasing their window slots. Returns false
+    /// (after ending the job) on a storage fault.
+    fn sync_unsynced(&mut self, now_unix_ms: u64) -> bool {
+        let ids: Vec<SessionId> = self
+            .job
+            .as_ref()
+            .map(|job| {
+                job.transfers
+                    .iter()
+                    .filter(|(_, t)| t.unsynced > 0)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            if let Err(fault) = self.store.sync_incoming(id) {
+                self.note_fault(&fault);
+                self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
+                return false;
+            }
+            if let Some(job) = &mut self.job {
+                if let Some(transfer) = job.transfers.get_mut(&id) {
+                    job.in_flight_chunks -= transfer.unsynced;
+                    transfer.unsynced = 0;
+                }
+            }
+        }
+        true
+    }
+
     fn publish_transfer(&mut self, now_unix_ms: u64, id: SessionId) {
         match self.store.publish(id) {
             Ok(_) => {
                 if let Some(job) = &mut self.job {
-                    job.transfers.remove(&id);
+                    if let Some(transfer) = job.transfers.remove(&id) {
+                        job.in_flight_chunks -= transfer.unsynced;
+                    }
                     job.progress.sessions_done += 1;
                 }
             }
