@@ -92,10 +92,10 @@ fn config_version() -> impl Strategy<Value = ConfigVersion> {
 }
 
 fn catalog_range() -> impl Strategy<Value = CatalogRange> {
-    (node_id(), any::<u64>(), any::<u64>()).prop_map(|(origin, start, end)| CatalogRange {
+    (node_id(), any::<u64>(), any::<u8>()).prop_map(|(origin, start, level)| CatalogRange {
         origin,
         start,
-        end,
+        level,
     })
 }
 
@@ -175,28 +175,47 @@ fn replication_message() -> impl Strategy<Value = Message> {
                 last_page,
             })
         });
-    let query = (any::<u64>(), prop::collection::vec(catalog_range(), 0..6))
-        .prop_map(|(query, ranges)| Message::CatalogQuery(CatalogQuery { query, ranges }));
-    let summary = (catalog_range(), any::<u64>(), any::<[u8; 32]>())
-        .prop_map(|(range, count, hash)| RangeSummary { range, count, hash });
-    let catalog_entry =
-        (session_id(), any::<[u8; 32]>(), any::<u64>()).prop_map(|(id, root, size_bytes)| {
-            CatalogEntry {
-                id,
-                root,
-                size_bytes,
+    let query = (
+        any::<(u64, u32, u32, bool)>(),
+        prop::collection::vec(catalog_range(), 0..6),
+    )
+        .prop_map(|((query, part, parts, origins), ranges)| {
+            Message::CatalogQuery(CatalogQuery {
+                query,
+                part,
+                parts,
+                origins,
+                ranges,
+            })
+        });
+    let summary =
+        (any::<u64>(), any::<[u8; 32]>()).prop_map(|(count, hash)| RangeSummary { count, hash });
+    let origin =
+        (node_id(), any::<u64>(), summary.clone()).prop_map(|(origin, max_sequence, summary)| {
+            OriginSummary {
+                origin,
+                max_sequence,
+                summary,
             }
         });
+    let item = (any::<u64>(), any::<[u8; 32]>())
+        .prop_map(|(sequence, root)| CatalogItem { sequence, root });
+    let range_answer = prop_oneof![
+        prop::collection::vec(summary, 0..16).prop_map(RangeAnswer::Children),
+        prop::collection::vec(item, 0..16).prop_map(RangeAnswer::Items),
+    ];
     let answer = (
-        any::<u64>(),
-        prop::collection::vec(summary, 0..5),
-        prop::collection::vec(catalog_entry, 0..5),
+        any::<(u64, u32, u32)>(),
+        prop::collection::vec(origin, 0..4),
+        prop::collection::vec(range_answer, 0..4),
     )
-        .prop_map(|(query, summaries, entries)| {
+        .prop_map(|((query, part, parts), origins, ranges)| {
             Message::CatalogAnswer(CatalogAnswer {
                 query,
-                summaries,
-                entries,
+                part,
+                parts,
+                origins,
+                ranges,
             })
         });
     let fetch = session_id().prop_map(|id| Message::FetchSession(FetchSession { id }));

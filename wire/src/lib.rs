@@ -31,7 +31,8 @@ pub use message::{
     PROTOCOL_VERSION_MIN,
 };
 pub use replication::{
-    Break, CatalogAnswer, CatalogEntry, CatalogQuery, CatalogRange, ConfigEntry, ConfigPull,
+    Break, CatalogAnswer, CatalogItem, CatalogQuery, CatalogRange, ConfigEntry, ConfigPull,
     ConfigUpdate, ConfigVersion, Establish, EstablishReply, FetchChunks, FetchSession,
-    RangeSummary, SessionHeader, SessionMeta, SessionUnavailable, SyncDone, SyncNow,
+    OriginSummary, RangeAnswer, RangeSummary, SessionHeader, SessionMeta, SessionUnavailable,
+    SyncDone, SyncNow,
 };

@@ -35,3 +35,14 @@ pub const MAX_CONFIG_KEY_BYTES: usize = 256;
 
 /// Largest site-configuration value.
 pub const MAX_CONFIG_VALUE_BYTES: usize = 64 * 1024;
+
+/// Most catalog ranges asked about (or answered) in one message. An answer holds at most
+/// [`MAX_RANGE_ANSWER_LEN`] summaries of 40 bytes per range, so this keeps it within
+/// [`MAX_CONTROL_PAYLOAD_BYTES`]; larger questions are sent in parts.
+pub const MAX_CATALOG_RANGES: usize = 4096;
+
+/// Most origins (appliances that completed sessions) in one catalog answer.
+pub const MAX_CATALOG_ORIGINS: usize = 4096;
+
+/// Most children or items in the answer about one range (the summary tree's fan-out).
+pub const MAX_RANGE_ANSWER_LEN: usize = 16;

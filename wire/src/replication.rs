@@ -9,8 +9,9 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::error::{EncodeError, Malformed};
 use crate::frame::MessageKind;
 use crate::limits::{
-    MAX_ADDRESS_BYTES, MAX_CHUNKS_PER_FETCH, MAX_CHUNKS_PER_RECORDING, MAX_CONFIG_KEY_BYTES,
-    MAX_CONFIG_VALUE_BYTES, MAX_LIST_LEN, MAX_NODE_NAME_BYTES, MAX_TEXT_BYTES,
+    MAX_ADDRESS_BYTES, MAX_CATALOG_ORIGINS, MAX_CATALOG_RANGES, MAX_CHUNKS_PER_FETCH,
+    MAX_CHUNKS_PER_RECORDING, MAX_CONFIG_KEY_BYTES, MAX_CONFIG_VALUE_BYTES, MAX_LIST_LEN,
+    MAX_NODE_NAME_BYTES, MAX_RANGE_ANSWER_LEN, MAX_TEXT_BYTES,
 };
 use crate::message::{ControlMessage, Epoch, NodeId, SessionId};
 
@@ -105,45 +106,64 @@ pub struct ConfigUpdate {
     pub last_page: bool,
 }
 
-/// A range of one origin's session sequence numbers, `start..end`.
+/// The range `[start, start + 16^level)` of one origin's session sequence numbers.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CatalogRange {
     pub origin: NodeId,
     pub start: u64,
-    pub end: u64,
+    pub level: u8,
 }
 
-/// An order-independent summary of the sessions in a range.
+/// An order-independent summary of the sessions in a range: their count and the XOR of their
+/// leaf hashes.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RangeSummary {
-    pub range: CatalogRange,
     pub count: u64,
     pub hash: [u8; 32],
 }
 
-/// A session's id and content hash: what two catalogs compare.
-#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CatalogEntry {
-    pub id: SessionId,
-    pub root: [u8; 32],
-    /// The recording's size, so that a puller knows how many bytes it is missing.
-    pub size_bytes: u64,
+/// One origin's sessions, summarized, and its highest sequence.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginSummary {
+    pub origin: NodeId,
+    pub max_sequence: u64,
+    pub summary: RangeSummary,
 }
 
-/// Asks for the summaries of `ranges` split further, or their entries when small; an empty
-/// list asks for one summary per origin.
+/// A session in a range answered item by item: its sequence and content hash.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CatalogItem {
+    pub sequence: u64,
+    pub root: [u8; 32],
+}
+
+/// The answer about one range: its children's summaries, or (when small) its sessions.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum RangeAnswer {
+    Children(Vec<RangeSummary>),
+    Items(Vec<CatalogItem>),
+}
+
+/// Asks for the summary of every origin (`origins`), or about `ranges`. A question too large
+/// for one frame is sent in `parts` parts, each answered on its own.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CatalogQuery {
     pub query: u64,
+    pub part: u32,
+    pub parts: u32,
+    pub origins: bool,
     pub ranges: Vec<CatalogRange>,
 }
 
-/// The answer to a [`CatalogQuery`].
+/// The answer to one part of a [`CatalogQuery`]: origin summaries, or one answer per range
+/// asked, in order.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CatalogAnswer {
     pub query: u64,
-    pub summaries: Vec<RangeSummary>,
-    pub entries: Vec<CatalogEntry>,
+    pub part: u32,
+    pub parts: u32,
+    pub origins: Vec<OriginSummary>,
+    pub ranges: Vec<RangeAnswer>,
 }
 
 /// Asks for a session's metadata and chunk chaining values.
@@ -256,17 +276,49 @@ control_message!(
     CatalogQuery,
     ArchivedCatalogQuery,
     MessageKind::CatalogQuery,
-    |m| { limit("ranges", m.ranges.len(), MAX_LIST_LEN) }
+    |m| { limit("ranges", m.ranges.len(), MAX_CATALOG_RANGES) }
 );
 control_message!(
     CatalogAnswer,
     ArchivedCatalogAnswer,
     MessageKind::CatalogAnswer,
     |m| {
-        limit("summaries", m.summaries.len(), MAX_LIST_LEN)?;
-        limit("entries", m.entries.len(), MAX_LIST_LEN)
+        limit("origins", m.origins.len(), MAX_CATALOG_ORIGINS)?;
+        limit("ranges", m.ranges.len(), MAX_CATALOG_RANGES)?;
+        for answer in m.ranges.iter() {
+            limit("range answer", answer.len(), MAX_RANGE_ANSWER_LEN)?;
+        }
+        Ok(())
     }
 );
+
+impl RangeAnswer {
+    /// Children or items in this answer.
+    pub fn len(&self) -> usize {
+        match self {
+            RangeAnswer::Children(children) => children.len(),
+            RangeAnswer::Items(items) => items.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl ArchivedRangeAnswer {
+    /// Children or items in this answer, read from the validated archive.
+    pub fn len(&self) -> usize {
+        match self {
+            ArchivedRangeAnswer::Children(children) => children.len(),
+            ArchivedRangeAnswer::Items(items) => items.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 control_message!(
     FetchSession,
     ArchivedFetchSession,

@@ -283,7 +283,7 @@ pub struct Replica<S: ReplicaStore> {
     dialing_peer: bool,
     next_dial_unix_ms: u64,
     next_sync_unix_ms: Option<u64>,
-    job: Option<SyncJob>,
+    job: Option<SyncJob<S::CatalogDiff>>,
     sync_now_commands: BTreeMap<CommandId, SyncNowCommand>,
     next_request: u64,
     counters: TransferCounters,

@@ -9,8 +9,8 @@ use std::fmt;
 
 use bytes::Bytes;
 use dyad_wire::{
-    CatalogAnswer, CatalogEntry, CatalogQuery, CatalogRange, ConfigEntry, ConfigVersion, Epoch,
-    SessionHeader, SessionId, SessionMeta,
+    CatalogAnswer, CatalogQuery, ConfigEntry, ConfigVersion, Epoch, SessionHeader, SessionId,
+    SessionMeta,
 };
 
 /// A local storage failure. `terminal` failures (a failed write or fsync) mean the store
@@ -55,15 +55,13 @@ pub struct DifferingKey {
     pub incoming: Option<Vec<u8>>,
 }
 
-/// What a comparison of a peer's catalog answer with the local catalog found.
+/// What comparing the peer's catalog with the local one found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CatalogComparison {
-    /// Ranges whose summaries differ and must be asked about in more detail.
-    pub follow_up: Vec<CatalogRange>,
     /// Sessions the peer holds and this appliance lacks.
-    pub missing_here: Vec<CatalogEntry>,
+    pub missing_here: Vec<SessionId>,
     /// Sessions both hold under the same id with different content: refused, reported.
-    pub conflicting: Vec<(CatalogEntry, [u8; 32])>,
+    pub conflicting: Vec<SessionId>,
 }
 
 /// Why an incoming recording could not be started.
@@ -139,10 +137,23 @@ pub trait ReplicaStore {
     ) -> Result<(), StoreFault>;
     fn conflicts(&self) -> Result<Vec<ConflictRecord>, StoreFault>;
 
-    /// Answers a peer's catalog question from the local catalog.
+    /// The state of one catalog comparison driven by this appliance.
+    type CatalogDiff: Default;
+
+    /// Answers (one part of) a peer's catalog question from the local catalog.
     fn catalog_answer(&self, query: &CatalogQuery) -> Result<CatalogAnswer, StoreFault>;
-    /// Compares a peer's answer with the local catalog.
-    fn catalog_compare(&self, answer: &CatalogAnswer) -> Result<CatalogComparison, StoreFault>;
+    /// The first question of a comparison (its `query` and `part` fields are the caller's).
+    fn catalog_start(&self, diff: &mut Self::CatalogDiff) -> CatalogQuery;
+    /// Takes the peer's whole answer to the last question (all parts joined, in order) and
+    /// returns the next question, or `None` when the comparison is complete. A non-terminal
+    /// fault means the peer's answer broke the protocol.
+    fn catalog_step(
+        &self,
+        diff: &mut Self::CatalogDiff,
+        answer: &CatalogAnswer,
+    ) -> Result<Option<CatalogQuery>, StoreFault>;
+    /// What a complete comparison found.
+    fn catalog_finish(&self, diff: Self::CatalogDiff) -> CatalogComparison;
     fn session_count(&self) -> Result<u64, StoreFault>;
 
     /// A complete, verified session's metadata and chunk chaining values.

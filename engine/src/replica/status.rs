@@ -8,9 +8,7 @@ use super::state::{PeerRecord, SyncRecord};
 use super::sync::{SyncJob, SyncProgress};
 use super::{Replica, TransferCounters};
 
-/// Peer clock offsets above this are flagged: download keys and certificate validity rely on
-/// both clocks being right.
-pub const CLOCK_OFFSET_WARNING_MS: i64 = 30_000;
+pub use crate::transport::CLOCK_OFFSET_WARNING_MS;
 
 /// How far behind the peer this appliance was when its last sync compared catalogs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,7 +22,7 @@ pub struct Lag {
 }
 
 impl Lag {
-    pub(super) fn after_sync(job: &SyncJob, progress: &SyncProgress) -> Lag {
+    pub(super) fn after_sync<D>(job: &SyncJob<D>, progress: &SyncProgress) -> Lag {
         let sessions_missing = progress
             .sessions_total
             .saturating_sub(progress.sessions_done);

@@ -10,9 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
+use dyad_wire::limits::MAX_CATALOG_RANGES;
 use dyad_wire::{
-    CatalogAnswer, CatalogEntry, CatalogQuery, CatalogRange, ConfigEntry, ConfigPull, ConfigUpdate,
-    FetchChunks, FetchSession, Message, Role, SessionHeader, SessionId, SyncDone,
+    CatalogAnswer, CatalogQuery, ConfigEntry, ConfigPull, ConfigUpdate, FetchChunks, FetchSession,
+    Message, Role, SessionHeader, SessionId, SyncDone,
 };
 
 use super::ports::{ChunkRefusal, ConflictRecord, DifferingKey, IncomingRefusal, ReplicaStore};
@@ -20,8 +21,6 @@ use super::state::SyncRecord;
 use super::{Action, CommandError, CommandId, ConnId, Replica};
 use dyad_wire::limits::MAX_CHUNKS_PER_FETCH;
 
-/// Catalog ranges asked about in one query, at most.
-const RANGES_PER_QUERY_MAX: usize = 256;
 /// A chunk that fails verification is asked for again this many times before the session is
 /// given up for this sync (a peer that keeps sending bad bytes is faulty, not unlucky).
 const CHUNK_RETRIES_MAX: u32 = 3;
@@ -69,15 +68,18 @@ struct Transfer {
     unsynced: usize,
 }
 
-#[derive(Debug)]
-pub(super) struct SyncJob {
+pub(super) struct SyncJob<D> {
     pub(super) conn: ConnId,
     pub(super) waiters: Vec<Waiter>,
     phase: Phase,
+    /// The catalog comparison in progress (taken when it completes).
+    diff: Option<D>,
     query: u64,
-    follow_up: VecDeque<CatalogRange>,
+    /// Parts of the answer to the current question, by part number.
+    answer_parts: BTreeMap<u32, CatalogAnswer>,
+    answer_parts_expected: u32,
     full_config: Vec<ConfigEntry>,
-    queue: VecDeque<CatalogEntry>,
+    queue: VecDeque<SessionId>,
     transfers: BTreeMap<SessionId, Transfer>,
     in_flight_chunks: usize,
     pub(super) progress: SyncProgress,
@@ -94,8 +96,10 @@ impl<S: ReplicaStore> Replica<S> {
             conn,
             waiters: waiter.into_iter().collect(),
             phase: Phase::Catalog,
+            diff: None,
             query: 0,
-            follow_up: VecDeque::new(),
+            answer_parts: BTreeMap::new(),
+            answer_parts_expected: 0,
             full_config: Vec::new(),
             queue: VecDeque::new(),
             transfers: BTreeMap::new(),
@@ -136,19 +140,44 @@ impl<S: ReplicaStore> Replica<S> {
     }
 
     fn start_catalog(&mut self, conn: ConnId) {
-        let query = self.next_request();
+        let mut diff = S::CatalogDiff::default();
+        let question = self.store.catalog_start(&mut diff);
         if let Some(job) = &mut self.job {
             job.phase = Phase::Catalog;
             job.progress.phase = "catalog";
-            job.query = query;
+            job.diff = Some(diff);
         }
-        self.send(
-            conn,
-            Message::CatalogQuery(CatalogQuery {
+        self.ask_catalog(conn, question);
+    }
+
+    /// Sends a catalog question, in as many parts as the frame limit needs.
+    fn ask_catalog(&mut self, conn: ConnId, question: CatalogQuery) {
+        let query = self.next_request();
+        let pieces: Vec<Vec<dyad_wire::CatalogRange>> = if question.ranges.is_empty() {
+            vec![Vec::new()]
+        } else {
+            question
+                .ranges
+                .chunks(MAX_CATALOG_RANGES)
+                .map(<[_]>::to_vec)
+                .collect()
+        };
+        let parts = pieces.len() as u32;
+        if let Some(job) = &mut self.job {
+            job.query = query;
+            job.answer_parts.clear();
+            job.answer_parts_expected = parts;
+        }
+        for (part, ranges) in pieces.into_iter().enumerate() {
+            let message = CatalogQuery {
                 query,
-                ranges: Vec::new(),
-            }),
-        );
+                part: part as u32,
+                parts,
+                origins: question.origins,
+                ranges,
+            };
+            self.send(conn, Message::CatalogQuery(message));
+        }
     }
 
     fn job_on(&self, conn: ConnId, phase: Phase) -> bool {
@@ -273,50 +302,69 @@ impl<S: ReplicaStore> Replica<S> {
         conn: ConnId,
         answer: CatalogAnswer,
     ) {
-        if !self.job_on(conn, Phase::Catalog)
-            || self
-                .job
-                .as_ref()
-                .is_some_and(|job| job.query != answer.query)
+        if !self.job_on(conn, Phase::Catalog) {
+            return;
+        }
+        let Some(job) = &mut self.job else { return };
+        if job.query != answer.query
+            || answer.parts != job.answer_parts_expected
+            || answer.part >= answer.parts
         {
             return;
         }
-        let comparison = match self.store.catalog_compare(&answer) {
-            Ok(comparison) => comparison,
+        job.answer_parts.insert(answer.part, answer);
+        if job.answer_parts.len() < job.answer_parts_expected as usize {
+            return;
+        }
+        let mut whole = CatalogAnswer {
+            query: job.query,
+            part: 0,
+            parts: 1,
+            origins: Vec::new(),
+            ranges: Vec::new(),
+        };
+        for (_, part) in std::mem::take(&mut job.answer_parts) {
+            whole.origins.extend(part.origins);
+            whole.ranges.extend(part.ranges);
+        }
+        let Some(mut diff) = job.diff.take() else {
+            return;
+        };
+        let step = self.store.catalog_step(&mut diff, &whole);
+        match step {
+            Ok(Some(question)) => {
+                if let Some(job) = &mut self.job {
+                    job.diff = Some(diff);
+                }
+                self.ask_catalog(conn, question);
+            }
+            Ok(None) => {
+                let comparison = self.store.catalog_finish(diff);
+                let Some(job) = &mut self.job else { return };
+                for id in comparison.conflicting {
+                    job.failures.push(format!(
+                        "session {}#{} has different content on the two appliances; refused, not merged",
+                        id.origin, id.sequence
+                    ));
+                }
+                job.progress.sessions_total += comparison.missing_here.len() as u64;
+                job.queue.extend(comparison.missing_here);
+                job.phase = Phase::Transfer;
+                job.progress.phase = "transfer";
+                self.pump(now_unix_ms);
+            }
             Err(fault) => {
                 self.note_fault(&fault);
-                self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
-                return;
+                let error = if fault.terminal {
+                    CommandError::Local(fault.to_string())
+                } else {
+                    CommandError::Peer(format!(
+                        "the peer's catalog answer was refused: {}",
+                        fault.message
+                    ))
+                };
+                self.finish_job(now_unix_ms, Err(error));
             }
-        };
-        let Some(job) = &mut self.job else { return };
-        for (entry, local_root) in &comparison.conflicting {
-            job.failures.push(format!(
-                "session {}#{} has content {} on the peer but {} here; refused, not merged",
-                entry.id.origin,
-                entry.id.sequence,
-                super::state::hex(&entry.root[..8]),
-                super::state::hex(&local_root[..8])
-            ));
-        }
-        for entry in comparison.missing_here {
-            job.progress.sessions_total += 1;
-            job.progress.bytes_total += entry.size_bytes;
-            job.queue.push_back(entry);
-        }
-        job.follow_up.extend(comparison.follow_up);
-        if job.follow_up.is_empty() {
-            job.phase = Phase::Transfer;
-            job.progress.phase = "transfer";
-            self.pump(now_unix_ms);
-        } else {
-            let count = job.follow_up.len().min(RANGES_PER_QUERY_MAX);
-            let ranges: Vec<CatalogRange> = job.follow_up.drain(..count).collect();
-            let query = self.next_request();
-            if let Some(job) = &mut self.job {
-                job.query = query;
-            }
-            self.send(conn, Message::CatalogQuery(CatalogQuery { query, ranges }));
         }
     }
 
@@ -332,11 +380,11 @@ impl<S: ReplicaStore> Replica<S> {
         let conn = job.conn;
         let mut messages = Vec::new();
         while job.transfers.len() < concurrent_max {
-            let Some(entry) = job.queue.pop_front() else {
+            let Some(id) = job.queue.pop_front() else {
                 break;
             };
             job.transfers.insert(
-                entry.id,
+                id,
                 Transfer {
                     pending: VecDeque::new(),
                     in_flight: BTreeSet::new(),
@@ -346,7 +394,7 @@ impl<S: ReplicaStore> Replica<S> {
                     unsynced: 0,
                 },
             );
-            messages.push(Message::FetchSession(FetchSession { id: entry.id }));
+            messages.push(Message::FetchSession(FetchSession { id }));
         }
         for (id, transfer) in job.transfers.iter_mut() {
             if !transfer.started || transfer.pending.is_empty() {
