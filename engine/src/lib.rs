@@ -7,3 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub use dyad_wire as wire;
+
+pub mod disk;
+pub mod store;
