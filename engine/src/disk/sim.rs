@@ -158,7 +158,10 @@ impl SimDisk {
             tears.push((*id, point));
         }
         for (id, point) in tears {
-            let inode = state.inodes.get_mut(&id).expect("id was just read from the map");
+            let inode = state
+                .inodes
+                .get_mut(&id)
+                .expect("id was just read from the map");
             inode.current = inode.durable.clone();
             inode.dirty.clear();
             inode.open_handles = 0;
@@ -228,7 +231,9 @@ impl SimDisk {
 
 fn lock_state(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
     // A panic while holding the lock leaves plain data behind; the state stays usable.
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn not_found(name: &str) -> io::Error {
@@ -323,7 +328,10 @@ impl Disk for SimDisk {
             (_, None) => state.name_or_create(name),
         };
         let generation = state.generation;
-        let inode = state.inodes.get_mut(&id).expect("names point at live inodes");
+        let inode = state
+            .inodes
+            .get_mut(&id)
+            .expect("names point at live inodes");
         inode.open_handles += 1;
         if mode == OpenMode::CreateTruncate && !inode.current.is_empty() {
             inode.current.clear();
@@ -408,9 +416,7 @@ impl DiskFile for SimFile {
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         let mut state = lock_state(&self.state);
         let inode = state.live_inode(self.generation, self.inode)?;
-        let end = offset
-            .checked_add(out.len() as u64)
-            .ok_or_else(past_end)?;
+        let end = offset.checked_add(out.len() as u64).ok_or_else(past_end)?;
         if end > inode.current.len() as u64 {
             return Err(past_end());
         }
@@ -464,7 +470,9 @@ impl DiskFile for SimFile {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
         let inode = state.live_inode(self.generation, self.inode)?;
         inode.current.resize(new_len, 0);
-        inode.dirty.push((current_len.min(len), len.max(current_len)));
+        inode
+            .dirty
+            .push((current_len.min(len), len.max(current_len)));
         Ok(())
     }
 
@@ -543,7 +551,10 @@ mod tests {
             let bytes = disk.file_bytes("a").expect("a exists");
             assert_eq!(bytes.len(), 100);
             let ones = bytes.iter().take_while(|b| **b == 1).count();
-            assert!(bytes[ones..].iter().all(|b| *b == 0), "not a prefix: {bytes:?}");
+            assert!(
+                bytes[ones..].iter().all(|b| *b == 0),
+                "not a prefix: {bytes:?}"
+            );
         }
     }
 
