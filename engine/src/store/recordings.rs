@@ -866,28 +866,81 @@ impl Store {
     }
 }
 
-fn import_into(
-    inner: &mut Inner,
+/// Buffers in flight during an import: memory stays at this many chunks whatever the size.
+const IMPORT_BUFFERS: usize = 4;
+
+/// Copies `source` into `file` while a second thread hashes each chunk, so reading and
+/// writing on one core overlap with hashing on the other. Returns the chunk chaining values
+/// and the length.
+fn copy_and_hash(
     file: &dyn DiskFile,
-    temp: &str,
     source: &mut impl Read,
     info: &ImportInfo,
-) -> Result<SessionMeta, StoreError> {
-    let source_error = |error: std::io::Error| StoreError::ImportSource {
-        message: error.to_string(),
-    };
-    let mut buffer = vec![0u8; CHUNK_SIZE_BYTES];
-    let mut cvs = Vec::new();
-    let mut first_chunk: Option<Vec<u8>> = None;
+) -> Result<(Vec<[u8; 32]>, u64), StoreError> {
+    let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(2);
+    let (return_buffer, free_buffers) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut cvs = Vec::new();
+            let mut first: Option<Vec<u8>> = None;
+            for (index, chunk) in chunks {
+                if index == 0 {
+                    // Whether chunk 0 is the whole recording (then its value is the root) is
+                    // only known when chunk 1 arrives or the input ends.
+                    first = Some(chunk);
+                    continue;
+                }
+                if let Some(first) = first.take() {
+                    cvs.push(chunk_chaining_value(0, &first, u64::MAX));
+                    let _ = return_buffer.send(first);
+                }
+                cvs.push(chunk_chaining_value(index, &chunk, u64::MAX));
+                // The reader may have finished already; a buffer nobody wants is just dropped.
+                let _ = return_buffer.send(chunk);
+            }
+            (cvs, first)
+        });
+        let copied = copy_chunks(file, source, info, &to_hasher, &free_buffers);
+        drop(to_hasher);
+        let (mut cvs, first) = hasher.join().expect("hashing does not panic");
+        let total_len = copied?;
+        if let Some(first) = first {
+            cvs.push(chunk_chaining_value(0, &first, total_len));
+        }
+        Ok((cvs, total_len))
+    })
+}
+
+fn copy_chunks(
+    file: &dyn DiskFile,
+    source: &mut impl Read,
+    info: &ImportInfo,
+    to_hasher: &std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+    free_buffers: &std::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<u64, StoreError> {
+    let mut allocated = 0;
     let mut total_len = 0u64;
     loop {
-        let filled = read_full(source, &mut buffer).map_err(source_error)?;
+        let mut buffer = match free_buffers.try_recv() {
+            Ok(buffer) => buffer,
+            Err(_) if allocated < IMPORT_BUFFERS => {
+                allocated += 1;
+                Vec::with_capacity(CHUNK_SIZE_BYTES)
+            }
+            Err(_) => free_buffers
+                .recv()
+                .expect("the hasher returns buffers while it runs"),
+        };
+        buffer.resize(CHUNK_SIZE_BYTES, 0);
+        let filled = read_full(source, &mut buffer).map_err(|error| StoreError::ImportSource {
+            message: error.to_string(),
+        })?;
         if filled == 0 {
-            break;
+            return Ok(total_len);
         }
-        let chunk = &buffer[..filled];
+        buffer.truncate(filled);
         let index = total_len / CHUNK_SIZE_BYTES as u64;
-        file.write_at(total_len, chunk)
+        file.write_at(total_len, &buffer)
             .map_err(io_error("writing an imported recording"))?;
         total_len += filled as u64;
         if total_len > MAX_RECORDING_BYTES || info.expected_len.is_some_and(|len| total_len > len) {
@@ -898,20 +951,20 @@ fn import_into(
                 ),
             });
         }
-        if index == 0 {
-            // Whether chunk 0 is the whole recording (then its value is the root) is only
-            // known once the next read returns.
-            first_chunk = Some(chunk.to_vec());
-            continue;
-        }
-        if let Some(first) = first_chunk.take() {
-            cvs.push(chunk_chaining_value(0, &first, u64::MAX));
-        }
-        cvs.push(chunk_chaining_value(index, chunk, u64::MAX));
+        to_hasher
+            .send((index, buffer))
+            .expect("the hasher runs until the sender is dropped");
     }
-    if let Some(first) = first_chunk {
-        cvs.push(chunk_chaining_value(0, &first, total_len));
-    }
+}
+
+fn import_into(
+    inner: &mut Inner,
+    file: &dyn DiskFile,
+    temp: &str,
+    source: &mut impl Read,
+    info: &ImportInfo,
+) -> Result<SessionMeta, StoreError> {
+    let (cvs, total_len) = copy_and_hash(file, source, info)?;
     if let Some(expected) = info.expected_len {
         if total_len != expected {
             return Err(StoreError::ImportSource {
