@@ -877,24 +877,24 @@ fn copy_and_hash(
     source: &mut impl Read,
     info: &ImportInfo,
 ) -> Result<(Vec<[u8; 32]>, u64), StoreError> {
-    let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(2);
+    let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, usize)>(2);
     let (return_buffer, free_buffers) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
         let hasher = scope.spawn(move || {
             let mut cvs = Vec::new();
-            let mut first: Option<Vec<u8>> = None;
-            for (index, chunk) in chunks {
+            let mut first: Option<(Vec<u8>, usize)> = None;
+            for (index, chunk, filled) in chunks {
                 if index == 0 {
                     // Whether chunk 0 is the whole recording (then its value is the root) is
                     // only known when chunk 1 arrives or the input ends.
-                    first = Some(chunk);
+                    first = Some((chunk, filled));
                     continue;
                 }
-                if let Some(first) = first.take() {
-                    cvs.push(chunk_chaining_value(0, &first, u64::MAX));
+                if let Some((first, first_len)) = first.take() {
+                    cvs.push(chunk_chaining_value(0, &first[..first_len], u64::MAX));
                     let _ = return_buffer.send(first);
                 }
-                cvs.push(chunk_chaining_value(index, &chunk, u64::MAX));
+                cvs.push(chunk_chaining_value(index, &chunk[..filled], u64::MAX));
                 // The reader may have finished already; a buffer nobody wants is just dropped.
                 let _ = return_buffer.send(chunk);
             }
@@ -904,8 +904,8 @@ fn copy_and_hash(
         drop(to_hasher);
         let (mut cvs, first) = hasher.join().expect("hashing does not panic");
         let total_len = copied?;
-        if let Some(first) = first {
-            cvs.push(chunk_chaining_value(0, &first, total_len));
+        if let Some((first, first_len)) = first {
+            cvs.push(chunk_chaining_value(0, &first[..first_len], total_len));
         }
         Ok((cvs, total_len))
     })
@@ -915,7 +915,7 @@ fn copy_chunks(
     file: &dyn DiskFile,
     source: &mut impl Read,
     info: &ImportInfo,
-    to_hasher: &std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+    to_hasher: &std::sync::mpsc::SyncSender<(u64, Vec<u8>, usize)>,
     free_buffers: &std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<u64, StoreError> {
     let mut allocated = 0;
@@ -925,22 +925,20 @@ fn copy_chunks(
             Ok(buffer) => buffer,
             Err(_) if allocated < IMPORT_BUFFERS => {
                 allocated += 1;
-                Vec::with_capacity(CHUNK_SIZE_BYTES)
+                vec![0u8; CHUNK_SIZE_BYTES]
             }
             Err(_) => free_buffers
                 .recv()
                 .expect("the hasher returns buffers while it runs"),
         };
-        buffer.resize(CHUNK_SIZE_BYTES, 0);
         let filled = read_full(source, &mut buffer).map_err(|error| StoreError::ImportSource {
             message: error.to_string(),
         })?;
         if filled == 0 {
             return Ok(total_len);
         }
-        buffer.truncate(filled);
         let index = total_len / CHUNK_SIZE_BYTES as u64;
-        file.write_at(total_len, &buffer)
+        file.write_at(total_len, &buffer[..filled])
             .map_err(io_error("writing an imported recording"))?;
         total_len += filled as u64;
         if total_len > MAX_RECORDING_BYTES || info.expected_len.is_some_and(|len| total_len > len) {
@@ -952,7 +950,7 @@ fn copy_chunks(
             });
         }
         to_hasher
-            .send((index, buffer))
+            .send((index, buffer, filled))
             .expect("the hasher runs until the sender is dropped");
     }
 }
