@@ -583,3 +583,75 @@ fn two_stores_find_their_differences_through_the_summary() {
     assert!(differences.different_roots.is_empty());
     assert!(stats.bytes > 0);
 }
+
+#[test]
+fn a_vanished_recording_file_is_withdrawn_not_served() {
+    let (disk, store) = sim_store(17);
+    let content = data(CHUNK_SIZE_BYTES + 3, 4);
+    let meta = store
+        .import_recording(&content[..], info())
+        .expect("import");
+    let name = disk
+        .list()
+        .expect("list")
+        .into_iter()
+        .find(|name| name.ends_with(".dat"))
+        .expect("recording file");
+    disk.remove(&name).expect("remove");
+    assert!(matches!(
+        store.read_chunk(&meta.id, 1),
+        Err(StoreError::ChunkCorrupt { .. })
+    ));
+    assert!(store.failure().is_none());
+    assert!(store.catalog_list().expect("list").is_empty());
+    let partials = store.list_partials().expect("partials");
+    assert_eq!(partials.len(), 1);
+    assert!(partials[0].refetch);
+    assert_eq!(partials[0].durable_chunks, 0);
+    // A reopen keeps it as a resumable partial.
+    drop(store);
+    disk.crash(true);
+    let store = Store::open(disk as Arc<dyn Disk>).expect("reopen");
+    assert_eq!(store.list_partials().expect("partials").len(), 1);
+    store
+        .write_chunk(&meta.id, 0, &content[..CHUNK_SIZE_BYTES])
+        .expect("write");
+    store
+        .write_chunk(&meta.id, 1, &content[CHUNK_SIZE_BYTES..])
+        .expect("write");
+    assert_eq!(store.publish(&meta.id).expect("publish"), meta);
+}
+
+#[test]
+fn a_truncated_recording_file_is_withdrawn_on_open() {
+    let (disk, store) = sim_store(18);
+    let content = data(2 * CHUNK_SIZE_BYTES, 6);
+    let meta = store
+        .import_recording(&content[..], info())
+        .expect("import");
+    drop(store);
+    let name = disk
+        .list()
+        .expect("list")
+        .into_iter()
+        .find(|name| name.ends_with(".dat"))
+        .expect("recording file");
+    let bytes = disk.file_bytes(&name).expect("bytes");
+    disk.put_file(&name, &bytes[..CHUNK_SIZE_BYTES + 10])
+        .expect("truncate");
+    let store = Store::open(Arc::clone(&disk) as Arc<dyn Disk>).expect("reopen");
+    assert_eq!(store.open_report().recordings_withdrawn, vec![meta.id]);
+    assert!(store.catalog_list().expect("list").is_empty());
+    let durable = store.durable_chunks(&meta.id).expect("bits");
+    assert_eq!(durable, vec![false, false]);
+    for (index, chunk) in content.chunks(CHUNK_SIZE_BYTES).enumerate() {
+        store
+            .write_chunk(&meta.id, index as u64, chunk)
+            .expect("write");
+    }
+    store.publish(&meta.id).expect("publish");
+    drop(store);
+    let store = Store::open(disk as Arc<dyn Disk>).expect("reopen");
+    assert!(store.open_report().recordings_withdrawn.is_empty());
+    assert_eq!(read_all(&store, &meta).expect("read"), content);
+}

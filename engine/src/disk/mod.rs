@@ -49,6 +49,10 @@ pub trait Disk: Send + Sync + fmt::Debug + 'static {
 pub trait DiskFile: Send + Sync + fmt::Debug {
     /// The current length in bytes.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file holds no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Fills `out` from `offset`; reading past the end is an error of kind `UnexpectedEof`.
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()>;
     /// Writes all of `data` at `offset`, extending the file (with zeros before it) as needed.

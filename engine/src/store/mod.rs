@@ -301,6 +301,12 @@ impl Store {
         }
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let result = operation(&mut inner);
+        drop(inner);
+        self.note(result)
+    }
+
+    /// Stops the store if `result` is a terminal error (work done outside the lock).
+    pub(crate) fn note<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         if let Err(error) = &result {
             if error.is_terminal() {
                 let mut slot = self.failure_slot();

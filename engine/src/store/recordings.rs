@@ -297,10 +297,21 @@ fn withdraw(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<()
             .disk
             .rename(&complete_name(id), &partial_name(id))
             .map_err(io_error("withdrawing a damaged recording"))?;
-        inner
+        let file = inner
             .disk
             .open(&partial_name(id), OpenMode::Existing)
-            .map_err(io_error("opening a partial recording"))?
+            .map_err(io_error("opening a partial recording"))?;
+        if file
+            .len()
+            .map_err(io_error("reading a recording's length"))?
+            != record.meta.size_bytes
+        {
+            file.set_len(record.meta.size_bytes)
+                .map_err(io_error("sizing a partial recording"))?;
+            file.sync()
+                .map_err(io_error("syncing a partial recording"))?;
+        }
+        file
     } else {
         create_partial_file(inner, &record.meta)?
     };
@@ -498,10 +509,10 @@ pub(crate) fn recover(inner: &mut Inner) -> Result<OpenReport, StoreError> {
     Ok(report)
 }
 
-fn read_cvs(
-    inner: &Inner,
-    id: &SessionId,
-) -> Result<Option<(SessionMeta, Vec<[u8; 32]>)>, StoreError> {
+/// A complete recording's metadata and chunk chaining values.
+type StoredRecording = (SessionMeta, Vec<[u8; 32]>);
+
+fn read_cvs(inner: &Inner, id: &SessionId) -> Result<Option<StoredRecording>, StoreError> {
     let key = session_key(id);
     let read = inner.db.begin_read().map_err(db_error)?;
     let sessions = read.open_table(SESSIONS).map_err(db_error)?;
@@ -517,6 +528,15 @@ fn read_cvs(
     };
     let cvs = decode_chaining_values(bytes.value(), meta.size_bytes).map_err(corrupt)?;
     Ok(Some((meta, cvs)))
+}
+
+/// Opens a complete recording's file; `None` when it is gone (damage, not an I/O failure).
+fn open_complete(inner: &Inner, id: &SessionId) -> Result<Option<Arc<dyn DiskFile>>, StoreError> {
+    match inner.disk.open(&complete_name(id), OpenMode::Existing) {
+        Ok(file) => Ok(Some(file)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(StoreError::io("opening a recording", error)),
+    }
 }
 
 /// Reads chunk `index` of `file`; `Ok(None)` when the file is too short (damage, not I/O).
@@ -723,10 +743,11 @@ impl Store {
             let cv = *cvs
                 .get(index as usize)
                 .ok_or_else(|| invalid(Some(*id), format!("chunk {index} is past the end")))?;
-            let file = inner
-                .disk
-                .open(&complete_name(id), OpenMode::Existing)
-                .map_err(io_error("opening a recording"))?;
+            let Some(file) = open_complete(inner, id)? else {
+                let all = (0..cvs.len() as u64).collect();
+                withdraw(inner, id, &all)?;
+                return Err(StoreError::ChunkCorrupt { id: *id, index });
+            };
             let data = read_chunk_bytes(file.as_ref(), index, meta.size_bytes)?;
             match data {
                 Some(data) if verify_chunk(index, &data, &cv, meta.size_bytes).is_ok() => {
@@ -759,14 +780,14 @@ impl Store {
             for id in ids {
                 let (meta, cvs) = read_cvs(inner, &id)?.ok_or(StoreError::NotFound { id })?;
                 report.recordings_checked += 1;
-                let file = inner
-                    .disk
-                    .open(&complete_name(&id), OpenMode::Existing)
-                    .map_err(io_error("opening a recording"))?;
+                let file = open_complete(inner, &id)?;
                 let mut bad = BTreeSet::new();
                 for (index, cv) in cvs.iter().enumerate() {
                     let index = index as u64;
-                    let data = read_chunk_bytes(file.as_ref(), index, meta.size_bytes)?;
+                    let data = match &file {
+                        Some(file) => read_chunk_bytes(file.as_ref(), index, meta.size_bytes)?,
+                        None => None,
+                    };
                     report.bytes_checked += data.as_ref().map_or(0, |d| d.len() as u64);
                     let good = data.is_some_and(|data| {
                         verify_chunk(index, &data, cv, meta.size_bytes).is_ok()
@@ -798,7 +819,7 @@ impl Store {
                     }
                     let data = read_chunk_bytes(partial.file.as_ref(), index as u64, size)?;
                     report.bytes_checked += data.as_ref().map_or(0, |d| d.len() as u64);
-                    if !data.is_some_and(|data| verify_chunk(index as u64, &data, cv, size).is_ok())
+                    if data.is_none_or(|data| verify_chunk(index as u64, &data, cv, size).is_err())
                     {
                         bits[index] = false;
                         changed = true;
@@ -849,20 +870,23 @@ impl Store {
         mut source: impl Read,
         info: ImportInfo,
     ) -> Result<SessionMeta, StoreError> {
-        self.run(|inner| {
+        // The copy runs outside the store's lock (it can take seconds); only naming the
+        // temporary file and publishing take the lock.
+        let (disk, temp) = self.run(|inner| {
             inner.import_counter += 1;
-            let temp = format!("import-{}.tmp", inner.import_counter);
-            let file = inner
-                .disk
-                .open(&temp, OpenMode::CreateTruncate)
-                .map_err(io_error("creating an import file"))?;
-            let result = import_into(inner, file.as_ref(), &temp, &mut source, &info);
-            if result.is_err() {
-                // Leave nothing behind; a failure here is reported through the result anyway.
-                let _ = inner.disk.remove(&temp);
-            }
-            result
-        })
+            Ok((
+                Arc::clone(&inner.disk),
+                format!("import-{}.tmp", inner.import_counter),
+            ))
+        })?;
+        let result = self
+            .note(import_copy(disk.as_ref(), &temp, &mut source, &info))
+            .and_then(|copied| self.run(|inner| import_publish(inner, copied, &temp, &info)));
+        if result.is_err() {
+            // Leave nothing behind; the failure itself is reported through the result.
+            let _ = disk.remove(&temp);
+        }
+        result
     }
 }
 
@@ -955,14 +979,18 @@ fn copy_chunks(
     }
 }
 
-fn import_into(
-    inner: &mut Inner,
-    file: &dyn DiskFile,
+/// Copies and hashes the source into `temp` and syncs it; returns the chunk chaining values,
+/// the length and the root.
+fn import_copy(
+    disk: &dyn crate::disk::Disk,
     temp: &str,
     source: &mut impl Read,
     info: &ImportInfo,
-) -> Result<SessionMeta, StoreError> {
-    let (cvs, total_len) = copy_and_hash(file, source, info)?;
+) -> Result<(Vec<[u8; 32]>, u64, [u8; 32]), StoreError> {
+    let file = disk
+        .open(temp, OpenMode::CreateTruncate)
+        .map_err(io_error("creating an import file"))?;
+    let (cvs, total_len) = copy_and_hash(file.as_ref(), source, info)?;
     if let Some(expected) = info.expected_len {
         if total_len != expected {
             return Err(StoreError::ImportSource {
@@ -973,16 +1001,24 @@ fn import_into(
     let root = *root_from_chaining_values(&cvs, total_len)
         .map_err(|error| invalid(None, error))?
         .as_bytes();
-    if let Some(expected) = info.expected_root {
-        if expected != root {
-            return Err(invalid(
-                None,
-                "the content does not match the expected BLAKE3 root",
-            ));
-        }
+    if info.expected_root.is_some_and(|expected| expected != root) {
+        return Err(invalid(
+            None,
+            "the content does not match the expected BLAKE3 root",
+        ));
     }
     file.sync()
         .map_err(io_error("syncing an imported recording"))?;
+    Ok((cvs, total_len, root))
+}
+
+/// Gives a copied recording its id and final name, and lists it.
+fn import_publish(
+    inner: &mut Inner,
+    (cvs, total_len, root): (Vec<[u8; 32]>, u64, [u8; 32]),
+    temp: &str,
+    info: &ImportInfo,
+) -> Result<SessionMeta, StoreError> {
     let write = inner.db.begin_write().map_err(db_error)?;
     let id = allocate_local_id(inner, &write, info.origin)?;
     let meta = SessionMeta {

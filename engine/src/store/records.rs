@@ -98,7 +98,8 @@ impl ConflictRecord {
         recorded_unix_ms: u64,
     ) -> ConflictRecord {
         use std::collections::BTreeMap;
-        let mut keys: BTreeMap<&str, (Option<&Vec<u8>>, Option<&Vec<u8>>)> = BTreeMap::new();
+        type Sides<'a> = (Option<&'a Vec<u8>>, Option<&'a Vec<u8>>);
+        let mut keys: BTreeMap<&str, Sides<'_>> = BTreeMap::new();
         for (key, value) in &local.entries {
             keys.entry(key).or_default().0 = Some(value);
         }
