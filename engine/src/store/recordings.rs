@@ -979,6 +979,9 @@ fn copy_chunks(
     }
 }
 
+/// A copied recording: chunk chaining values, length, root.
+type Copied = (Vec<[u8; 32]>, u64, [u8; 32]);
+
 /// Copies and hashes the source into `temp` and syncs it; returns the chunk chaining values,
 /// the length and the root.
 fn import_copy(
@@ -986,7 +989,7 @@ fn import_copy(
     temp: &str,
     source: &mut impl Read,
     info: &ImportInfo,
-) -> Result<(Vec<[u8; 32]>, u64, [u8; 32]), StoreError> {
+) -> Result<Copied, StoreError> {
     let file = disk
         .open(temp, OpenMode::CreateTruncate)
         .map_err(io_error("creating an import file"))?;
@@ -1015,7 +1018,7 @@ fn import_copy(
 /// Gives a copied recording its id and final name, and lists it.
 fn import_publish(
     inner: &mut Inner,
-    (cvs, total_len, root): (Vec<[u8; 32]>, u64, [u8; 32]),
+    (cvs, total_len, root): Copied,
     temp: &str,
     info: &ImportInfo,
 ) -> Result<SessionMeta, StoreError> {
