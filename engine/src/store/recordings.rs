@@ -405,7 +405,6 @@ pub(crate) fn recover(inner: &mut Inner) -> Result<OpenReport, StoreError> {
         } else if files.contains(&rec) && all_durable {
             // A crash hit publication after the rename; finish it below.
             renamed = true;
-            expected.insert(rec.clone());
             inner
                 .disk
                 .open(&rec, OpenMode::Existing)
@@ -469,6 +468,8 @@ pub(crate) fn recover(inner: &mut Inner) -> Result<OpenReport, StoreError> {
         );
         if inner.partials[&id].missing() == 0 {
             publish_partial(inner, &id, renamed)?;
+            // The published file must not be mistaken for an orphan below.
+            expected.insert(rec);
             report.publications_completed.push(id);
         }
     }

@@ -171,7 +171,9 @@ fn protocol_error(problem: impl Into<String>) -> SummaryError {
 /// store and updated on every publish and withdrawal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SummaryIndex {
-    origins: BTreeMap<NodeId, BTreeMap<u64, [u8; 32]>>,
+    /// Per origin: sequence → (root, leaf hash). The leaf hash is kept so that summarizing a
+    /// range is XORs only.
+    origins: BTreeMap<NodeId, BTreeMap<u64, ([u8; 32], [u8; 32])>>,
 }
 
 /// The leaf hash of one session.
@@ -185,10 +187,11 @@ pub fn leaf_hash(id: &SessionId, root: &[u8; 32]) -> [u8; 32] {
 
 impl SummaryIndex {
     pub fn insert(&mut self, id: SessionId, root: [u8; 32]) {
+        let leaf = leaf_hash(&id, &root);
         self.origins
             .entry(id.origin)
             .or_default()
-            .insert(id.sequence, root);
+            .insert(id.sequence, (root, leaf));
     }
 
     pub fn remove(&mut self, id: &SessionId) {
@@ -220,10 +223,11 @@ impl SummaryIndex {
             .collect()
     }
 
-    fn items<'a>(
+    /// Sequence, root and leaf hash of each session in the range.
+    fn entries<'a>(
         &'a self,
         query: &'a RangeQuery,
-    ) -> impl Iterator<Item = (u64, &'a [u8; 32])> + 'a {
+    ) -> impl Iterator<Item = (u64, &'a [u8; 32], &'a [u8; 32])> + 'a {
         let end = query.end();
         self.origins
             .get(&query.origin)
@@ -232,20 +236,22 @@ impl SummaryIndex {
                 sessions
                     .range(query.start..)
                     .take_while(move |(sequence, _)| u128::from(**sequence) < end)
-                    .map(|(sequence, root)| (*sequence, root))
+                    .map(|(sequence, (root, leaf))| (*sequence, root, leaf))
             })
+    }
+
+    fn items<'a>(
+        &'a self,
+        query: &'a RangeQuery,
+    ) -> impl Iterator<Item = (u64, &'a [u8; 32])> + 'a {
+        self.entries(query)
+            .map(|(sequence, root, _)| (sequence, root))
     }
 
     fn summarize(&self, query: &RangeQuery) -> RangeSummary {
         let mut summary = RangeSummary::default();
-        for (sequence, root) in self.items(query) {
-            summary.add(&leaf_hash(
-                &SessionId {
-                    origin: query.origin,
-                    sequence,
-                },
-                root,
-            ));
+        for (_, _, leaf) in self.entries(query) {
+            summary.add(leaf);
         }
         summary
     }
@@ -253,15 +259,9 @@ impl SummaryIndex {
     fn children(&self, query: &RangeQuery) -> Vec<RangeSummary> {
         let mut children = vec![RangeSummary::default(); FANOUT as usize];
         let width = u128::from(FANOUT).pow(u32::from(query.level) - 1);
-        for (sequence, root) in self.items(query) {
+        for (sequence, _, leaf) in self.entries(query) {
             let index = ((u128::from(sequence) - u128::from(query.start)) / width) as usize;
-            children[index].add(&leaf_hash(
-                &SessionId {
-                    origin: query.origin,
-                    sequence,
-                },
-                root,
-            ));
+            children[index].add(leaf);
         }
         children
     }
