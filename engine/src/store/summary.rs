@@ -167,13 +167,16 @@ fn protocol_error(problem: impl Into<String>) -> SummaryError {
     }
 }
 
+/// A session's root and its leaf hash.
+type RootAndLeaf = ([u8; 32], [u8; 32]);
+
 /// The catalog as the summary sees it: per origin, sequence → root. Kept in memory by the
 /// store and updated on every publish and withdrawal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SummaryIndex {
     /// Per origin: sequence → (root, leaf hash). The leaf hash is kept so that summarizing a
     /// range is XORs only.
-    origins: BTreeMap<NodeId, BTreeMap<u64, ([u8; 32], [u8; 32])>>,
+    origins: BTreeMap<NodeId, BTreeMap<u64, RootAndLeaf>>,
 }
 
 /// The leaf hash of one session.
