@@ -10,7 +10,8 @@
 //! - `catalog_diff/*`: finding the differences between two catalogs that differ in 10
 //!   sessions, at `DYAD_BENCH_CATALOG_SMALL` (default 10,000) and `DYAD_BENCH_CATALOG_LARGE`
 //!   (default 100,000) sessions. Messages and bytes are counted, printed, and the large
-//!   catalog's must be at most 1.5x the small one's (the bench fails otherwise).
+//!   catalog's must be at most 1.5x the small one's (at the default sizes the bench fails
+//!   otherwise; the unit test `cost_grows_with_log_of_catalog_size` checks it too).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -66,8 +67,14 @@ fn median(samples: &Mutex<Vec<Duration>>) -> Duration {
 
 fn import(c: &mut Criterion) {
     let len = env_usize("DYAD_BENCH_IMPORT_BYTES", 1 << 30);
-    let dir = tempfile::tempdir_in(std::env::var("DYAD_BENCH_DIR").unwrap_or_else(|_| ".".into()))
-        .expect("tempdir");
+    // By default on the disk holding the build's target directory (not /tmp, which may be
+    // memory).
+    let base = std::env::var("DYAD_BENCH_DIR").unwrap_or_else(|_| {
+        option_env!("CARGO_TARGET_TMPDIR")
+            .unwrap_or(".")
+            .to_string()
+    });
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
     let source = dir.path().join("source.bin");
     write_source(&source, len);
     let copies = Arc::new(Mutex::new(Vec::new()));
@@ -242,10 +249,14 @@ fn catalog_diff(c: &mut Criterion) {
     println!(
         "catalog_diff {large} vs {small}: messages x{message_ratio:.2}, bytes x{byte_ratio:.2} (limit 1.5)"
     );
-    assert!(
-        message_ratio <= 1.5 && byte_ratio <= 1.5,
-        "difference cost grows too fast"
-    );
+    // The requirement is stated for 10,000 vs 100,000 sessions; other sizes (CI runs them
+    // small) can straddle a tree level differently, so they are reported, not judged.
+    if (small, large) == (10_000, 100_000) {
+        assert!(
+            message_ratio <= 1.5 && byte_ratio <= 1.5,
+            "difference cost grows too fast"
+        );
+    }
 }
 
 criterion_group!(benches, catalog_diff, import);
