@@ -8,5 +8,7 @@
 
 pub use dyad_wire as wire;
 
+pub mod disk;
 pub mod replica;
+pub mod store;
 pub mod transport;

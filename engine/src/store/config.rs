@@ -1,0 +1,387 @@
+//! Site configuration: a versioned key/value map with a bounded history of changes.
+//!
+//! Every write is stamped `(epoch, sequence)`; the sequence grows by one per change across
+//! epochs, so a backup that is `k` changes behind can catch up with exactly those `k` changes.
+//! The history is bounded ([`CONFIG_HISTORY_MAX_ENTRIES`]); a peer further behind, or one whose
+//! history diverged, gets `None` from [`Store::config_changes_since`] and needs a snapshot.
+//! Each operation is one redb transaction, so after a crash the configuration is as before or
+//! as after each write.
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+
+use super::records::{
+    decode_config_change, decode_config_version, decode_conflict, encode_config_change,
+    encode_config_version, encode_conflict, ConfigChange, ConfigSnapshot, ConfigVersion,
+    ConflictRecord,
+};
+use super::{
+    check_key, check_value, corrupt, db_error, Store, StoreError, CONFIG, CONFIG_LOG, CONFIG_STATE,
+    CONFLICTS,
+};
+use dyad_wire::Epoch;
+
+/// Changes kept for [`Store::config_changes_since`]; older ones are compacted away.
+pub const CONFIG_HISTORY_MAX_ENTRIES: u64 = 10_000;
+/// Most changes [`Store::config_apply_changes`] takes at once.
+pub const MAX_CONFIG_CHANGES_PER_APPLY: usize = 100_000;
+
+const VERSION_KEY: &str = "version";
+/// The version from which the kept history starts (changes after it are all kept).
+const FLOOR_KEY: &str = "history_floor";
+
+fn read_state(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<ConfigVersion, StoreError> {
+    match table.get(key).map_err(db_error)? {
+        Some(bytes) => decode_config_version(bytes.value()).map_err(corrupt),
+        None => Ok(ConfigVersion::ZERO),
+    }
+}
+
+fn set_state(
+    write: &WriteTransaction,
+    key: &str,
+    version: &ConfigVersion,
+) -> Result<(), StoreError> {
+    let mut table = write.open_table(CONFIG_STATE).map_err(db_error)?;
+    table
+        .insert(key, encode_config_version(version).as_slice())
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Applies one change inside `write`: value, version and history.
+fn apply_change(write: &WriteTransaction, change: &ConfigChange) -> Result<(), StoreError> {
+    {
+        let mut config = write.open_table(CONFIG).map_err(db_error)?;
+        match &change.value {
+            Some(value) => {
+                config
+                    .insert(change.key.as_str(), value.as_slice())
+                    .map_err(db_error)?;
+            }
+            None => {
+                config.remove(change.key.as_str()).map_err(db_error)?;
+            }
+        }
+    }
+    {
+        let mut log = write.open_table(CONFIG_LOG).map_err(db_error)?;
+        log.insert(
+            change.version.sequence,
+            encode_config_change(change).as_slice(),
+        )
+        .map_err(db_error)?;
+    }
+    set_state(write, VERSION_KEY, &change.version)
+}
+
+/// Drops the oldest history beyond the limit, moving the floor up to the last dropped change.
+fn compact(write: &WriteTransaction) -> Result<(), StoreError> {
+    let mut log = write.open_table(CONFIG_LOG).map_err(db_error)?;
+    let len = log.len().map_err(db_error)?;
+    if len <= CONFIG_HISTORY_MAX_ENTRIES {
+        return Ok(());
+    }
+    let mut floor = None;
+    for _ in 0..(len - CONFIG_HISTORY_MAX_ENTRIES) {
+        if let Some((_, bytes)) = log.pop_first().map_err(db_error)? {
+            floor = Some(
+                decode_config_change(bytes.value())
+                    .map_err(corrupt)?
+                    .version,
+            );
+        }
+    }
+    drop(log);
+    if let Some(floor) = floor {
+        set_state(write, FLOOR_KEY, &floor)?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The configuration's current version.
+    pub fn config_version(&self) -> Result<ConfigVersion, StoreError> {
+        self.run(|inner| {
+            let read = inner.db.begin_read().map_err(db_error)?;
+            let state = read.open_table(CONFIG_STATE).map_err(db_error)?;
+            read_state(&state, VERSION_KEY)
+        })
+    }
+
+    /// One configuration value.
+    pub fn config_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_key(key)?;
+        self.run(|inner| {
+            let read = inner.db.begin_read().map_err(db_error)?;
+            let table = read.open_table(CONFIG).map_err(db_error)?;
+            let value = table.get(key).map_err(db_error)?;
+            Ok(value.map(|value| value.value().to_vec()))
+        })
+    }
+
+    /// Sets `key` in `epoch`, durably; returns the new version `(epoch, previous sequence + 1)`.
+    /// Refused when `epoch` is older than the configuration's current epoch.
+    pub fn config_set(
+        &self,
+        key: &str,
+        value: &[u8],
+        epoch: Epoch,
+    ) -> Result<ConfigVersion, StoreError> {
+        check_key(key)?;
+        check_value(value)?;
+        self.write_change(key, Some(value), epoch)
+            .map(|version| version.expect("a set always makes a change"))
+    }
+
+    /// Deletes `key` in `epoch`; returns the new version, or `None` when the key was absent
+    /// (nothing changes then).
+    pub fn config_delete(
+        &self,
+        key: &str,
+        epoch: Epoch,
+    ) -> Result<Option<ConfigVersion>, StoreError> {
+        check_key(key)?;
+        self.write_change(key, None, epoch)
+    }
+
+    fn write_change(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        epoch: Epoch,
+    ) -> Result<Option<ConfigVersion>, StoreError> {
+        self.run(|inner| {
+            let write = inner.db.begin_write().map_err(db_error)?;
+            let current = {
+                let state = write.open_table(CONFIG_STATE).map_err(db_error)?;
+                read_state(&state, VERSION_KEY)?
+            };
+            if epoch < current.epoch {
+                return Err(StoreError::StaleEpoch {
+                    current: current.epoch,
+                    given: epoch,
+                });
+            }
+            if value.is_none() {
+                let config = write.open_table(CONFIG).map_err(db_error)?;
+                if config.get(key).map_err(db_error)?.is_none() {
+                    return Ok(None);
+                }
+            }
+            let version = ConfigVersion {
+                epoch,
+                sequence: current.sequence + 1,
+            };
+            apply_change(
+                &write,
+                &ConfigChange {
+                    version,
+                    key: key.to_string(),
+                    value: value.map(<[u8]>::to_vec),
+                },
+            )?;
+            compact(&write)?;
+            write.commit().map_err(db_error)?;
+            Ok(Some(version))
+        })
+    }
+
+    /// Entries whose key starts with `prefix`, sorted by key.
+    pub fn config_list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.run(|inner| {
+            let read = inner.db.begin_read().map_err(db_error)?;
+            let table = read.open_table(CONFIG).map_err(db_error)?;
+            let mut out = Vec::new();
+            for entry in table.range(prefix..).map_err(db_error)? {
+                let (key, value) = entry.map_err(db_error)?;
+                if !key.value().starts_with(prefix) {
+                    break;
+                }
+                out.push((key.value().to_string(), value.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The changes after `since`, oldest first; `None` when they are no longer all kept or
+    /// `since` is not a version of this configuration's history (a snapshot is needed then).
+    pub fn config_changes_since(
+        &self,
+        since: ConfigVersion,
+    ) -> Result<Option<Vec<ConfigChange>>, StoreError> {
+        self.run(|inner| {
+            let read = inner.db.begin_read().map_err(db_error)?;
+            let state = read.open_table(CONFIG_STATE).map_err(db_error)?;
+            let current = read_state(&state, VERSION_KEY)?;
+            let floor = read_state(&state, FLOOR_KEY)?;
+            if since == current {
+                return Ok(Some(Vec::new()));
+            }
+            if since.sequence > current.sequence || since.sequence < floor.sequence {
+                return Ok(None);
+            }
+            let log = read.open_table(CONFIG_LOG).map_err(db_error)?;
+            let known = if since.sequence == floor.sequence {
+                since == floor
+            } else {
+                match log.get(since.sequence).map_err(db_error)? {
+                    Some(bytes) => {
+                        decode_config_change(bytes.value())
+                            .map_err(corrupt)?
+                            .version
+                            == since
+                    }
+                    None => false,
+                }
+            };
+            if !known {
+                return Ok(None);
+            }
+            let mut changes = Vec::new();
+            for entry in log.range(since.sequence + 1..).map_err(db_error)? {
+                let (_, bytes) = entry.map_err(db_error)?;
+                changes.push(decode_config_change(bytes.value()).map_err(corrupt)?);
+            }
+            Ok(Some(changes))
+        })
+    }
+
+    /// The whole configuration and its version, read in one transaction.
+    pub fn config_snapshot(&self) -> Result<ConfigSnapshot, StoreError> {
+        self.run(|inner| {
+            let read = inner.db.begin_read().map_err(db_error)?;
+            let state = read.open_table(CONFIG_STATE).map_err(db_error)?;
+            let version = read_state(&state, VERSION_KEY)?;
+            let table = read.open_table(CONFIG).map_err(db_error)?;
+            let mut entries = Vec::new();
+            for entry in table.iter().map_err(db_error)? {
+                let (key, value) = entry.map_err(db_error)?;
+                entries.push((key.value().to_string(), value.value().to_vec()));
+            }
+            Ok(ConfigSnapshot { version, entries })
+        })
+    }
+
+    /// Replaces the whole configuration with `snapshot`, atomically. The history restarts at
+    /// the snapshot's version. Save a conflict record first if the replaced one differed.
+    pub fn config_apply_snapshot(&self, snapshot: &ConfigSnapshot) -> Result<(), StoreError> {
+        for (key, value) in &snapshot.entries {
+            check_key(key)?;
+            check_value(value)?;
+        }
+        self.run(|inner| {
+            let write = inner.db.begin_write().map_err(db_error)?;
+            {
+                let mut config = write.open_table(CONFIG).map_err(db_error)?;
+                config.retain(|_, _| false).map_err(db_error)?;
+                for (key, value) in &snapshot.entries {
+                    config
+                        .insert(key.as_str(), value.as_slice())
+                        .map_err(db_error)?;
+                }
+                let mut log = write.open_table(CONFIG_LOG).map_err(db_error)?;
+                log.retain(|_, _| false).map_err(db_error)?;
+            }
+            set_state(&write, VERSION_KEY, &snapshot.version)?;
+            set_state(&write, FLOOR_KEY, &snapshot.version)?;
+            write.commit().map_err(db_error)
+        })
+    }
+
+    /// Applies `changes` (as from the primary's [`Store::config_changes_since`]) atomically:
+    /// all or none. They must continue this configuration's sequence without a gap.
+    pub fn config_apply_changes(&self, changes: &[ConfigChange]) -> Result<(), StoreError> {
+        if changes.len() > MAX_CONFIG_CHANGES_PER_APPLY {
+            return Err(StoreError::InvalidInput {
+                problem: format!(
+                    "{} configuration changes at once is above the limit of {MAX_CONFIG_CHANGES_PER_APPLY}",
+                    changes.len()
+                ),
+            });
+        }
+        for change in changes {
+            check_key(&change.key)?;
+            if let Some(value) = &change.value {
+                check_value(value)?;
+            }
+        }
+        let Some(first) = changes.first() else {
+            return Ok(());
+        };
+        self.run(|inner| {
+            let write = inner.db.begin_write().map_err(db_error)?;
+            let current = {
+                let state = write.open_table(CONFIG_STATE).map_err(db_error)?;
+                read_state(&state, VERSION_KEY)?
+            };
+            let mut previous = current;
+            for change in changes {
+                if change.version.sequence != previous.sequence + 1
+                    || change.version.epoch < previous.epoch
+                {
+                    return Err(StoreError::ChangesOutOfOrder {
+                        current,
+                        first: first.version,
+                    });
+                }
+                previous = change.version;
+            }
+            for change in changes {
+                apply_change(&write, change)?;
+            }
+            compact(&write)?;
+            write.commit().map_err(db_error)
+        })
+    }
+
+    /// Saves a conflict record durably; returns its number.
+    pub fn config_save_conflict(&self, record: &ConflictRecord) -> Result<u64, StoreError> {
+        if record.entries.len() > super::records::MAX_CONFLICT_ENTRIES {
+            return Err(StoreError::InvalidInput {
+                problem: "conflict record has more entries than the limit".to_string(),
+            });
+        }
+        for entry in &record.entries {
+            check_key(&entry.key)?;
+            for value in [&entry.local, &entry.incoming].into_iter().flatten() {
+                check_value(value)?;
+            }
+        }
+        self.run(|inner| {
+            let write = inner.db.begin_write().map_err(db_error)?;
+            let number = {
+                let mut table = write.open_table(CONFLICTS).map_err(db_error)?;
+                let number = match table.last().map_err(db_error)? {
+                    Some((key, _)) => key.value() + 1,
+                    None => 1,
+                };
+                table
+                    .insert(number, encode_conflict(record).as_slice())
+                    .map_err(db_error)?;
+                number
+            };
+            write.commit().map_err(db_error)?;
+            Ok(number)
+        })
+    }
+
+    /// All conflict records, oldest first, with their numbers.
+    pub fn conflicts_list(&self) -> Result<Vec<(u64, ConflictRecord)>, StoreError> {
+        self.run(|inner| {
+            let read = inner.db.begin_read().map_err(db_error)?;
+            let table = read.open_table(CONFLICTS).map_err(db_error)?;
+            let mut out = Vec::new();
+            for entry in table.iter().map_err(db_error)? {
+                let (key, bytes) = entry.map_err(db_error)?;
+                out.push((
+                    key.value(),
+                    decode_conflict(bytes.value()).map_err(corrupt)?,
+                ));
+            }
+            Ok(out)
+        })
+    }
+}

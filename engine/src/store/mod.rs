@@ -1,0 +1,466 @@
+//! The appliance's persistent state: settings, site configuration, session catalog and
+//! recordings, crash-safe on any [`Disk`].
+//!
+//! One [`Store`] holds all of it in one data folder: a redb database (`meta.redb`) for
+//! everything small and transactional, and one plain file per recording. Opening the store
+//! checks the format version and repairs whatever a crash left half done (see
+//! `docs/storage.md` for the layout and the crash-safety argument). Any failed write or sync
+//! makes the store refuse all further work with that error: after an I/O failure nobody knows
+//! what reached the disk, so the only safe way on is to reopen, which recovers from what is
+//! durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dyad_wire::{Epoch, SessionId};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::disk::{Disk, OpenMode};
+
+mod backend;
+mod catalog;
+mod config;
+mod recordings;
+pub mod records;
+pub mod summary;
+pub mod tree;
+
+pub use recordings::{BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo, VerifyReport};
+pub use records::{
+    ConfigChange, ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SessionMeta,
+};
+pub use summary::{Differences, Reconciler, SummaryIndex, SummaryRequest, SummaryResponse};
+pub use tree::{TreeError, CHUNK_SIZE_BYTES, MAX_RECORDING_BYTES};
+
+/// The on-disk format this code reads and writes. Bump it (and migrate in [`Store::open`])
+/// when a table or record layout changes.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Name of the metadata database in the data folder.
+pub const META_FILE_NAME: &str = "meta.redb";
+
+/// redb's page cache: the metadata is small; recordings never pass through it.
+const META_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+pub(crate) const FORMAT: TableDefinition<&str, u64> = TableDefinition::new("format");
+pub(crate) const LOCAL: TableDefinition<&str, &[u8]> = TableDefinition::new("local");
+pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+pub(crate) const CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("config");
+pub(crate) const CONFIG_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("config_state");
+pub(crate) const CONFIG_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("config_log");
+pub(crate) const CONFLICTS: TableDefinition<u64, &[u8]> = TableDefinition::new("conflicts");
+pub(crate) const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+pub(crate) const SESSION_CVS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("session_cvs");
+pub(crate) const PARTIALS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("partials");
+pub(crate) const PARTIAL_CHUNKS: TableDefinition<&[u8], &[u8]> =
+    TableDefinition::new("partial_chunks");
+
+/// What went wrong, split by who can fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    // --- Local I/O: terminal; the store refuses further work until reopened. ---
+    /// A disk operation failed. Check the disk (space, health), then restart the service.
+    Io {
+        context: String,
+        kind: io::ErrorKind,
+        message: String,
+    },
+    /// The metadata database failed.
+    Database { message: String },
+    /// An earlier failure stopped the store; reopen it.
+    Failed { first: Box<StoreError> },
+
+    // --- Local data: found on disk, not caused by the caller. ---
+    /// The data folder was written by a newer version of Dyad; run that version (or newer).
+    NewerFormat { found: u64, supported: u64 },
+    /// A stored record does not follow its layout (disk corruption or tampering).
+    CorruptRecord { problem: String },
+    /// A chunk of a stored recording failed verification; the recording was withdrawn from
+    /// the catalog and marked to be fetched again from the peer.
+    ChunkCorrupt { id: SessionId, index: u64 },
+
+    // --- Caller or peer input: nothing was changed. ---
+    /// The same session id is already known with different content.
+    IdConflict {
+        id: SessionId,
+        existing_root: [u8; 32],
+        incoming_root: [u8; 32],
+    },
+    /// A recording's chunk list, size or chunk does not match its root.
+    InvalidRecording {
+        id: Option<SessionId>,
+        problem: String,
+    },
+    /// A configuration write from an epoch older than the configuration's own.
+    StaleEpoch { current: Epoch, given: Epoch },
+    /// Configuration changes that do not continue this configuration's history.
+    ChangesOutOfOrder {
+        current: ConfigVersion,
+        first: ConfigVersion,
+    },
+    /// An argument is outside its limits.
+    InvalidInput { problem: String },
+    /// No such session (complete or partial, as the call requires).
+    NotFound { id: SessionId },
+    /// `publish` was called before every chunk was durable.
+    Incomplete { id: SessionId, missing_chunks: u64 },
+    /// Reading the file to import failed (the source, not the store's disk).
+    ImportSource { message: String },
+    /// The peer broke the catalog summary protocol.
+    Protocol { problem: String },
+}
+
+impl StoreError {
+    /// Whether this error stops the store (local I/O failures).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Io { .. } | StoreError::Database { .. } | StoreError::Failed { .. }
+        )
+    }
+
+    pub(crate) fn io(context: impl Into<String>, error: io::Error) -> StoreError {
+        StoreError::Io {
+            context: context.into(),
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io {
+                context, message, ..
+            } => write!(
+                f,
+                "disk error while {context}: {message}; check the disk and restart the service"
+            ),
+            StoreError::Database { message } => write!(
+                f,
+                "metadata database error: {message}; check the disk and restart the service"
+            ),
+            StoreError::Failed { first } => write!(
+                f,
+                "the store stopped after an earlier failure ({first}); restart the service"
+            ),
+            StoreError::NewerFormat { found, supported } => write!(
+                f,
+                "the data folder has format {found}, this version reads up to {supported}; \
+                 install the newer Dyad version that wrote it"
+            ),
+            StoreError::CorruptRecord { problem } => {
+                write!(f, "the metadata database holds a damaged record: {problem}")
+            }
+            StoreError::ChunkCorrupt { id, index } => write!(
+                f,
+                "chunk {index} of recording {}:{} is damaged on disk; the recording is marked \
+                 to be fetched again from the peer",
+                id.origin, id.sequence
+            ),
+            StoreError::IdConflict { id, .. } => write!(
+                f,
+                "session {}:{} already exists with different content; refused, not merged",
+                id.origin, id.sequence
+            ),
+            StoreError::InvalidRecording { id, problem } => match id {
+                Some(id) => write!(
+                    f,
+                    "recording {}:{} refused: {problem}",
+                    id.origin, id.sequence
+                ),
+                None => write!(f, "recording refused: {problem}"),
+            },
+            StoreError::StaleEpoch { current, given } => write!(
+                f,
+                "configuration write from epoch {given} refused: the configuration is already at \
+                 epoch {current}"
+            ),
+            StoreError::ChangesOutOfOrder { current, first } => write!(
+                f,
+                "configuration changes starting at sequence {} do not follow version {}; a full \
+                 snapshot is needed",
+                first.sequence, current.sequence
+            ),
+            StoreError::InvalidInput { problem } => write!(f, "{problem}"),
+            StoreError::NotFound { id } => {
+                write!(f, "no session {}:{}", id.origin, id.sequence)
+            }
+            StoreError::Incomplete { id, missing_chunks } => write!(
+                f,
+                "recording {}:{} still misses {missing_chunks} durable chunks",
+                id.origin, id.sequence
+            ),
+            StoreError::ImportSource { message } => {
+                write!(f, "cannot read the recording to import: {message}")
+            }
+            StoreError::Protocol { problem } => write!(f, "{problem}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub(crate) fn db_error(error: impl Into<redb::Error>) -> StoreError {
+    let error: redb::Error = error.into();
+    if let redb::Error::Io(io_error) = error {
+        return StoreError::io("using the metadata database", io_error);
+    }
+    StoreError::Database {
+        message: error.to_string(),
+    }
+}
+
+pub(crate) fn corrupt(error: records::RecordError) -> StoreError {
+    StoreError::CorruptRecord {
+        problem: error.to_string(),
+    }
+}
+
+/// The state behind the store's lock.
+pub(crate) struct Inner {
+    pub(crate) disk: Arc<dyn Disk>,
+    pub(crate) db: Database,
+    pub(crate) summary: SummaryIndex,
+    pub(crate) partials: HashMap<SessionId, recordings::OpenPartial>,
+    pub(crate) import_counter: u64,
+}
+
+/// Everything an appliance persists. Methods take `&self`; calls are serialized inside.
+pub struct Store {
+    inner: Mutex<Inner>,
+    failure: Mutex<Option<StoreError>>,
+    open_report: OpenReport,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// What [`Store::open`] found and repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Files that no record referred to (interrupted imports or receptions), removed.
+    pub orphan_files_removed: Vec<String>,
+    /// Partial recordings whose publication a crash interrupted, completed now.
+    pub publications_completed: Vec<SessionId>,
+    /// Completed recordings whose file was missing or had the wrong length: withdrawn from
+    /// the catalog and marked for re-fetch.
+    pub recordings_withdrawn: Vec<SessionId>,
+}
+
+impl Store {
+    /// Opens the store in `disk`'s folder, creating it when empty, and recovers from any crash.
+    pub fn open(disk: Arc<dyn Disk>) -> Result<Store, StoreError> {
+        let file = disk
+            .open(META_FILE_NAME, OpenMode::CreateIfMissing)
+            .map_err(|error| StoreError::io("opening the metadata database", error))?;
+        // The database's file name must be durable before anything in it counts.
+        disk.sync_dir()
+            .map_err(|error| StoreError::io("syncing the data folder", error))?;
+        let db = redb::Builder::new()
+            .set_cache_size(META_CACHE_BYTES)
+            .set_check_integrity_on_open(true)
+            .create_with_backend(backend::DiskBackend::new(file))
+            .map_err(db_error)?;
+        init_tables(&db)?;
+        let mut inner = Inner {
+            disk,
+            db,
+            summary: SummaryIndex::default(),
+            partials: HashMap::new(),
+            import_counter: 0,
+        };
+        let open_report = recordings::recover(&mut inner)?;
+        Ok(Store {
+            inner: Mutex::new(inner),
+            failure: Mutex::new(None),
+            open_report,
+        })
+    }
+
+    /// What opening found and repaired.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.open_report
+    }
+
+    /// Runs `operation` unless the store has failed; a terminal error stops the store.
+    pub(crate) fn run<T>(
+        &self,
+        operation: impl FnOnce(&mut Inner) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if let Some(first) = self.failure_slot().as_ref() {
+            return Err(StoreError::Failed {
+                first: Box::new(first.clone()),
+            });
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let result = operation(&mut inner);
+        drop(inner);
+        self.note(result)
+    }
+
+    /// Stops the store if `result` is a terminal error (work done outside the lock).
+    pub(crate) fn note<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(error) = &result {
+            if error.is_terminal() {
+                let mut slot = self.failure_slot();
+                if slot.is_none() {
+                    *slot = Some(error.clone());
+                }
+            }
+        }
+        result
+    }
+
+    fn failure_slot(&self) -> MutexGuard<'_, Option<StoreError>> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The error that stopped the store, if one did.
+    pub fn failure(&self) -> Option<StoreError> {
+        self.failure_slot().clone()
+    }
+
+    /// An appliance-local setting (never replicated).
+    pub fn local_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_key(key)?;
+        self.run(|inner| {
+            let read = inner.db.begin_read().map_err(db_error)?;
+            let table = read.open_table(LOCAL).map_err(db_error)?;
+            let value = table.get(key).map_err(db_error)?;
+            Ok(value.map(|value| value.value().to_vec()))
+        })
+    }
+
+    /// Sets an appliance-local setting, durably.
+    pub fn local_set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        check_key(key)?;
+        check_value(value)?;
+        self.run(|inner| {
+            let write = inner.db.begin_write().map_err(db_error)?;
+            {
+                let mut table = write.open_table(LOCAL).map_err(db_error)?;
+                table.insert(key, value).map_err(db_error)?;
+            }
+            write.commit().map_err(db_error)
+        })
+    }
+
+    /// Removes an appliance-local setting; returns whether it existed.
+    pub fn local_delete(&self, key: &str) -> Result<bool, StoreError> {
+        check_key(key)?;
+        self.run(|inner| {
+            let write = inner.db.begin_write().map_err(db_error)?;
+            let existed = {
+                let mut table = write.open_table(LOCAL).map_err(db_error)?;
+                let removed = table.remove(key).map_err(db_error)?;
+                removed.is_some()
+            };
+            write.commit().map_err(db_error)?;
+            Ok(existed)
+        })
+    }
+
+    /// All appliance-local settings, sorted by key.
+    pub fn local_list(&self) -> Result<BTreeMap<String, Vec<u8>>, StoreError> {
+        self.run(|inner| {
+            let read = inner.db.begin_read().map_err(db_error)?;
+            let table = read.open_table(LOCAL).map_err(db_error)?;
+            let mut out = BTreeMap::new();
+            for entry in table.iter().map_err(db_error)? {
+                let (key, value) = entry.map_err(db_error)?;
+                out.insert(key.value().to_string(), value.value().to_vec());
+            }
+            Ok(out)
+        })
+    }
+}
+
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.len() > records::MAX_CONFIG_KEY_BYTES {
+        return Err(StoreError::InvalidInput {
+            problem: format!(
+                "key of {} bytes is longer than the limit of {}",
+                key.len(),
+                records::MAX_CONFIG_KEY_BYTES
+            ),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_value(value: &[u8]) -> Result<(), StoreError> {
+    if value.len() > records::MAX_CONFIG_VALUE_BYTES {
+        return Err(StoreError::InvalidInput {
+            problem: format!(
+                "value of {} bytes is larger than the limit of {}",
+                value.len(),
+                records::MAX_CONFIG_VALUE_BYTES
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Creates every table and checks (or writes) the format version, in one transaction.
+fn init_tables(db: &Database) -> Result<(), StoreError> {
+    let found = {
+        let read = db.begin_read().map_err(db_error)?;
+        match read.open_table(FORMAT) {
+            Ok(table) => table
+                .get("format_version")
+                .map_err(db_error)?
+                .map(|value| value.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(db_error(error)),
+        }
+    };
+    if let Some(found) = found {
+        if found > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat {
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        // Format 1 is the first; older formats would be migrated here.
+        return Ok(());
+    }
+    let write = db.begin_write().map_err(db_error)?;
+    {
+        write.open_table(LOCAL).map_err(db_error)?;
+        write.open_table(COUNTERS).map_err(db_error)?;
+        write.open_table(CONFIG).map_err(db_error)?;
+        write.open_table(CONFIG_STATE).map_err(db_error)?;
+        write.open_table(CONFIG_LOG).map_err(db_error)?;
+        write.open_table(CONFLICTS).map_err(db_error)?;
+        write.open_table(SESSIONS).map_err(db_error)?;
+        write.open_table(SESSION_CVS).map_err(db_error)?;
+        write.open_table(PARTIALS).map_err(db_error)?;
+        write.open_table(PARTIAL_CHUNKS).map_err(db_error)?;
+        let mut format = write.open_table(FORMAT).map_err(db_error)?;
+        format
+            .insert("format_version", FORMAT_VERSION)
+            .map_err(db_error)?;
+    }
+    write.commit().map_err(db_error)
+}
+
+/// Overwrites the stored format version; lets tests check that a newer format is refused.
+#[doc(hidden)]
+pub fn set_format_version_for_tests(disk: Arc<dyn Disk>, version: u64) -> Result<(), StoreError> {
+    let store = Store::open(disk)?;
+    store.run(|inner| {
+        let write = inner.db.begin_write().map_err(db_error)?;
+        {
+            let mut format = write.open_table(FORMAT).map_err(db_error)?;
+            format.insert("format_version", version).map_err(db_error)?;
+        }
+        write.commit().map_err(db_error)
+    })
+}

@@ -1,0 +1,1059 @@
+//! Recording bytes: plain files, visible only once every chunk verified and the file is
+//! durable under its final name.
+//!
+//! A recording being received is a *partial*: its metadata and chunk chaining values sit in
+//! the database (authenticated against the root before anything is written), its bytes in
+//! `part-<id>.tmp`, and a bitmap in the database says which chunks are verified *and durable*
+//! (a chunk's bit is committed only after the file was synced). Publishing runs: every chunk
+//! durable → rename to `rec-<id>.dat` → sync the folder → move the record from the partials
+//! to the catalog in one transaction. Opening the store reconciles files and records (see
+//! [`recover`]), so a crash at any step leaves each recording complete, absent, or partial and
+//! resumable. Reads verify every chunk; a damaged chunk withdraws the recording from the
+//! catalog into a partial marked for re-fetch, so it is never served as valid.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dyad_wire::{NodeId, SessionId};
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::catalog::allocate_local_id;
+use super::records::{
+    decode_bitmap, decode_chaining_values, decode_partial, decode_session_key, decode_session_meta,
+    encode_bitmap, encode_chaining_values, encode_partial, encode_session_meta, session_key,
+    PartialRecord, SessionMeta,
+};
+use super::tree::{
+    check_chaining_values, chunk_chaining_value, chunk_count, chunk_len, read_full,
+    root_from_chaining_values, verify_chunk, CHUNK_SIZE_BYTES, MAX_RECORDING_BYTES,
+};
+use super::{
+    corrupt, db_error, Inner, OpenReport, Store, StoreError, PARTIALS, PARTIAL_CHUNKS, SESSIONS,
+    SESSION_CVS,
+};
+use crate::disk::{DiskFile, OpenMode};
+
+/// Chunks written to a partial before it is synced and their bits committed on its own;
+/// bounds what a crash can make the peer send again.
+pub const SYNC_EVERY_CHUNKS: u64 = 16;
+
+/// A partial recording with its open file.
+pub(crate) struct OpenPartial {
+    record: PartialRecord,
+    file: Arc<dyn DiskFile>,
+    /// Verified and durable (persisted bitmap).
+    durable: Vec<bool>,
+    /// Verified and written since the last sync; not durable yet.
+    written: Vec<bool>,
+    unsynced: u64,
+}
+
+impl OpenPartial {
+    fn missing(&self) -> u64 {
+        self.durable.iter().filter(|bit| !**bit).count() as u64
+    }
+}
+
+/// What [`Store::begin_incoming`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BeginOutcome {
+    /// A new partial recording was created.
+    Started,
+    /// A partial with the same root existed; this many chunks are already durable.
+    Resumed { durable_chunks: u64 },
+    /// The same recording is already complete; nothing to do.
+    AlreadyComplete,
+}
+
+/// What [`Store::write_chunk`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// Verified and written (durable after the next sync).
+    Written,
+    /// The chunk was durable already; nothing written.
+    AlreadyDurable,
+}
+
+/// A partial recording, for listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartialInfo {
+    pub meta: SessionMeta,
+    pub chunk_count: u64,
+    pub durable_chunks: u64,
+    /// The recording was complete once and is being fetched again after damage.
+    pub refetch: bool,
+}
+
+/// A chunk that failed verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadChunk {
+    pub id: SessionId,
+    pub index: u64,
+    /// Whether the recording was complete (and is now withdrawn for re-fetch).
+    pub was_complete: bool,
+}
+
+/// The result of [`Store::verify_all`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub recordings_checked: u64,
+    pub bytes_checked: u64,
+    pub bad_chunks: Vec<BadChunk>,
+}
+
+/// The metadata of a session imported from a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImportInfo {
+    /// This appliance's node id (the new session's origin).
+    pub origin: NodeId,
+    pub started_unix_ms: u64,
+    pub ended_unix_ms: u64,
+    pub ended_normally: bool,
+    /// When given, a source of another length is refused (truncated file).
+    pub expected_len: Option<u64>,
+    /// When given, content with another BLAKE3 root is refused.
+    pub expected_root: Option<[u8; 32]>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+pub(crate) fn complete_name(id: &SessionId) -> String {
+    format!("rec-{}-{:016x}.dat", hex(&id.origin.0), id.sequence)
+}
+
+pub(crate) fn partial_name(id: &SessionId) -> String {
+    format!("part-{}-{:016x}.tmp", hex(&id.origin.0), id.sequence)
+}
+
+fn is_store_file(name: &str) -> bool {
+    name.starts_with("rec-") || name.starts_with("part-") || name.starts_with("import-")
+}
+
+fn io_error(context: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |error| StoreError::io(context, error)
+}
+
+fn invalid(id: Option<SessionId>, problem: impl ToString) -> StoreError {
+    StoreError::InvalidRecording {
+        id,
+        problem: problem.to_string(),
+    }
+}
+
+/// Commits the durable-chunk bitmap of a partial.
+fn commit_bitmap(inner: &Inner, id: &SessionId, bits: &[bool]) -> Result<(), StoreError> {
+    let write = inner.db.begin_write().map_err(db_error)?;
+    {
+        let mut table = write.open_table(PARTIAL_CHUNKS).map_err(db_error)?;
+        table
+            .insert(session_key(id).as_slice(), encode_bitmap(bits).as_slice())
+            .map_err(db_error)?;
+    }
+    write.commit().map_err(db_error)
+}
+
+/// Makes the chunks written to a partial durable, then records them as such.
+fn sync_partial(inner: &mut Inner, id: &SessionId) -> Result<(), StoreError> {
+    let partial = inner
+        .partials
+        .get(id)
+        .ok_or(StoreError::NotFound { id: *id })?;
+    if partial.unsynced == 0 {
+        return Ok(());
+    }
+    partial
+        .file
+        .sync()
+        .map_err(io_error("syncing a recording"))?;
+    let bits: Vec<bool> = partial
+        .durable
+        .iter()
+        .zip(&partial.written)
+        .map(|(durable, written)| *durable || *written)
+        .collect();
+    commit_bitmap(inner, id, &bits)?;
+    let partial = inner
+        .partials
+        .get_mut(id)
+        .expect("the partial was found above under the same lock");
+    partial.durable = bits;
+    partial.written.iter_mut().for_each(|bit| *bit = false);
+    partial.unsynced = 0;
+    Ok(())
+}
+
+/// Publishes a partial whose chunks are all durable: rename, sync the folder, then move the
+/// record into the catalog. `renamed` says the file already has its final name.
+fn publish_partial(inner: &mut Inner, id: &SessionId, renamed: bool) -> Result<(), StoreError> {
+    sync_partial(inner, id)?;
+    let partial = inner
+        .partials
+        .get(id)
+        .ok_or(StoreError::NotFound { id: *id })?;
+    let missing = partial.missing();
+    if missing > 0 {
+        return Err(StoreError::Incomplete {
+            id: *id,
+            missing_chunks: missing,
+        });
+    }
+    let record = partial.record.clone();
+    if !renamed {
+        inner
+            .disk
+            .rename(&partial_name(id), &complete_name(id))
+            .map_err(io_error("publishing a recording"))?;
+    }
+    inner
+        .disk
+        .sync_dir()
+        .map_err(io_error("syncing the data folder"))?;
+    let key = session_key(id);
+    let write = inner.db.begin_write().map_err(db_error)?;
+    {
+        let mut partials = write.open_table(PARTIALS).map_err(db_error)?;
+        partials.remove(key.as_slice()).map_err(db_error)?;
+        let mut chunks = write.open_table(PARTIAL_CHUNKS).map_err(db_error)?;
+        chunks.remove(key.as_slice()).map_err(db_error)?;
+        let mut sessions = write.open_table(SESSIONS).map_err(db_error)?;
+        sessions
+            .insert(key.as_slice(), encode_session_meta(&record.meta).as_slice())
+            .map_err(db_error)?;
+        let mut cvs = write.open_table(SESSION_CVS).map_err(db_error)?;
+        cvs.insert(
+            key.as_slice(),
+            encode_chaining_values(&record.cvs).as_slice(),
+        )
+        .map_err(db_error)?;
+    }
+    write.commit().map_err(db_error)?;
+    inner.partials.remove(id);
+    inner.summary.insert(*id, record.meta.root);
+    Ok(())
+}
+
+/// Withdraws a complete recording whose chunks `bad` failed verification (or whose file is
+/// gone): it leaves the catalog and becomes a partial marked for re-fetch, keeping the chunks
+/// not known to be bad.
+fn withdraw(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<(), StoreError> {
+    let key = session_key(id);
+    let (meta, cvs) = {
+        let read = inner.db.begin_read().map_err(db_error)?;
+        let sessions = read.open_table(SESSIONS).map_err(db_error)?;
+        let Some(meta) = sessions.get(key.as_slice()).map_err(db_error)? else {
+            return Err(StoreError::NotFound { id: *id });
+        };
+        let meta = decode_session_meta(meta.value()).map_err(corrupt)?;
+        let cvs_table = read.open_table(SESSION_CVS).map_err(db_error)?;
+        let cvs = match cvs_table.get(key.as_slice()).map_err(db_error)? {
+            Some(bytes) => {
+                decode_chaining_values(bytes.value(), meta.size_bytes).map_err(corrupt)?
+            }
+            None => {
+                return Err(StoreError::CorruptRecord {
+                    problem: "a session has no chunk hash list".to_string(),
+                })
+            }
+        };
+        (meta, cvs)
+    };
+    let file_exists = inner
+        .disk
+        .list()
+        .map_err(io_error("listing the data folder"))?
+        .contains(&complete_name(id));
+    let bits: Vec<bool> = (0..cvs.len() as u64)
+        .map(|index| file_exists && !bad.contains(&index))
+        .collect();
+    let record = PartialRecord {
+        meta,
+        cvs,
+        refetch: true,
+    };
+    let write = inner.db.begin_write().map_err(db_error)?;
+    {
+        let mut sessions = write.open_table(SESSIONS).map_err(db_error)?;
+        sessions.remove(key.as_slice()).map_err(db_error)?;
+        let mut cvs = write.open_table(SESSION_CVS).map_err(db_error)?;
+        cvs.remove(key.as_slice()).map_err(db_error)?;
+        let mut partials = write.open_table(PARTIALS).map_err(db_error)?;
+        partials
+            .insert(key.as_slice(), encode_partial(&record).as_slice())
+            .map_err(db_error)?;
+        let mut chunks = write.open_table(PARTIAL_CHUNKS).map_err(db_error)?;
+        chunks
+            .insert(key.as_slice(), encode_bitmap(&bits).as_slice())
+            .map_err(db_error)?;
+    }
+    write.commit().map_err(db_error)?;
+    inner.summary.remove(id);
+    let file = if file_exists {
+        inner
+            .disk
+            .rename(&complete_name(id), &partial_name(id))
+            .map_err(io_error("withdrawing a damaged recording"))?;
+        let file = inner
+            .disk
+            .open(&partial_name(id), OpenMode::Existing)
+            .map_err(io_error("opening a partial recording"))?;
+        if file
+            .len()
+            .map_err(io_error("reading a recording's length"))?
+            != record.meta.size_bytes
+        {
+            file.set_len(record.meta.size_bytes)
+                .map_err(io_error("sizing a partial recording"))?;
+            file.sync()
+                .map_err(io_error("syncing a partial recording"))?;
+        }
+        file
+    } else {
+        create_partial_file(inner, &record.meta)?
+    };
+    inner
+        .disk
+        .sync_dir()
+        .map_err(io_error("syncing the data folder"))?;
+    let count = bits.len();
+    inner.partials.insert(
+        *id,
+        OpenPartial {
+            record,
+            file,
+            durable: bits,
+            written: vec![false; count],
+            unsynced: 0,
+        },
+    );
+    Ok(())
+}
+
+fn create_partial_file(inner: &Inner, meta: &SessionMeta) -> Result<Arc<dyn DiskFile>, StoreError> {
+    let file = inner
+        .disk
+        .open(&partial_name(&meta.id), OpenMode::CreateTruncate)
+        .map_err(io_error("creating a partial recording"))?;
+    file.set_len(meta.size_bytes)
+        .map_err(io_error("sizing a partial recording"))?;
+    file.sync()
+        .map_err(io_error("syncing a partial recording"))?;
+    Ok(file)
+}
+
+/// Brings files and records into agreement after whatever happened before (see module doc).
+pub(crate) fn recover(inner: &mut Inner) -> Result<OpenReport, StoreError> {
+    let mut report = OpenReport::default();
+    let mut sessions = Vec::new();
+    let mut partials = Vec::new();
+    {
+        let read = inner.db.begin_read().map_err(db_error)?;
+        let table = read.open_table(SESSIONS).map_err(db_error)?;
+        for entry in table.iter().map_err(db_error)? {
+            let (key, value) = entry.map_err(db_error)?;
+            let meta = decode_session_meta(value.value()).map_err(corrupt)?;
+            if decode_session_key(key.value()).map_err(corrupt)? != meta.id {
+                return Err(StoreError::CorruptRecord {
+                    problem: "a session is filed under another session's id".to_string(),
+                });
+            }
+            sessions.push(meta);
+        }
+        let table = read.open_table(PARTIALS).map_err(db_error)?;
+        let chunks = read.open_table(PARTIAL_CHUNKS).map_err(db_error)?;
+        for entry in table.iter().map_err(db_error)? {
+            let (key, value) = entry.map_err(db_error)?;
+            let record = decode_partial(value.value()).map_err(corrupt)?;
+            if decode_session_key(key.value()).map_err(corrupt)? != record.meta.id {
+                return Err(StoreError::CorruptRecord {
+                    problem: "a partial recording is filed under another id".to_string(),
+                });
+            }
+            let count = record.cvs.len() as u64;
+            let bits = match chunks.get(key.value()).map_err(db_error)? {
+                Some(bytes) => decode_bitmap(bytes.value(), count).map_err(corrupt)?,
+                None => vec![false; count as usize],
+            };
+            partials.push((record, bits));
+        }
+    }
+    let files: BTreeSet<String> = inner
+        .disk
+        .list()
+        .map_err(io_error("listing the data folder"))?
+        .into_iter()
+        .collect();
+    let mut expected = BTreeSet::new();
+    for meta in &sessions {
+        inner.summary.insert(meta.id, meta.root);
+    }
+    for (record, mut bits) in partials {
+        let id = record.meta.id;
+        let (part, rec) = (partial_name(&id), complete_name(&id));
+        expected.insert(part.clone());
+        let all_durable = bits.iter().all(|bit| *bit);
+        let mut renamed = false;
+        let file = if files.contains(&part) {
+            inner
+                .disk
+                .open(&part, OpenMode::Existing)
+                .map_err(io_error("opening a partial recording"))?
+        } else if files.contains(&rec) && all_durable {
+            // A crash hit publication after the rename; finish it below.
+            renamed = true;
+            inner
+                .disk
+                .open(&rec, OpenMode::Existing)
+                .map_err(io_error("opening a recording"))?
+        } else if files.contains(&rec) {
+            // A crash hit a withdrawal after its commit; finish the rename.
+            inner
+                .disk
+                .rename(&rec, &part)
+                .map_err(io_error("withdrawing a recording"))?;
+            inner
+                .disk
+                .sync_dir()
+                .map_err(io_error("syncing the data folder"))?;
+            inner
+                .disk
+                .open(&part, OpenMode::Existing)
+                .map_err(io_error("opening a partial recording"))?
+        } else {
+            // The file never became durable: start it again.
+            let file = create_partial_file(inner, &record.meta)?;
+            inner
+                .disk
+                .sync_dir()
+                .map_err(io_error("syncing the data folder"))?;
+            bits.iter_mut().for_each(|bit| *bit = false);
+            commit_bitmap(inner, &id, &bits)?;
+            file
+        };
+        let len = file
+            .len()
+            .map_err(io_error("reading a recording's length"))?;
+        if len != record.meta.size_bytes {
+            // Chunks reaching past the durable end of the file cannot be durable.
+            let mut changed = false;
+            for (index, bit) in bits.iter_mut().enumerate() {
+                let end = (index as u64 + 1) * CHUNK_SIZE_BYTES as u64;
+                if *bit && end.min(record.meta.size_bytes) > len {
+                    *bit = false;
+                    changed = true;
+                }
+            }
+            file.set_len(record.meta.size_bytes)
+                .map_err(io_error("sizing a partial recording"))?;
+            file.sync()
+                .map_err(io_error("syncing a partial recording"))?;
+            if changed {
+                commit_bitmap(inner, &id, &bits)?;
+            }
+        }
+        let count = bits.len();
+        inner.partials.insert(
+            id,
+            OpenPartial {
+                record,
+                file,
+                durable: bits,
+                written: vec![false; count],
+                unsynced: 0,
+            },
+        );
+        if inner.partials[&id].missing() == 0 {
+            publish_partial(inner, &id, renamed)?;
+            // The published file must not be mistaken for an orphan below.
+            expected.insert(rec);
+            report.publications_completed.push(id);
+        }
+    }
+    for meta in &sessions {
+        let name = complete_name(&meta.id);
+        expected.insert(name.clone());
+        let intact = files.contains(&name)
+            && inner
+                .disk
+                .open(&name, OpenMode::Existing)
+                .and_then(|file| file.len())
+                .map_err(io_error("opening a recording"))?
+                == meta.size_bytes;
+        if !intact {
+            let bad = (0..chunk_count(meta.size_bytes)).collect();
+            withdraw(inner, &meta.id, &bad)?;
+            expected.insert(partial_name(&meta.id));
+            report.recordings_withdrawn.push(meta.id);
+        }
+    }
+    let orphans: Vec<String> = files
+        .into_iter()
+        .filter(|name| is_store_file(name) && !expected.contains(name))
+        .collect();
+    for name in &orphans {
+        inner
+            .disk
+            .remove(name)
+            .map_err(io_error("removing an orphan file"))?;
+    }
+    if !orphans.is_empty() {
+        inner
+            .disk
+            .sync_dir()
+            .map_err(io_error("syncing the data folder"))?;
+    }
+    report.orphan_files_removed = orphans;
+    Ok(report)
+}
+
+/// A complete recording's metadata and chunk chaining values.
+type StoredRecording = (SessionMeta, Vec<[u8; 32]>);
+
+fn read_cvs(inner: &Inner, id: &SessionId) -> Result<Option<StoredRecording>, StoreError> {
+    let key = session_key(id);
+    let read = inner.db.begin_read().map_err(db_error)?;
+    let sessions = read.open_table(SESSIONS).map_err(db_error)?;
+    let Some(meta) = sessions.get(key.as_slice()).map_err(db_error)? else {
+        return Ok(None);
+    };
+    let meta = decode_session_meta(meta.value()).map_err(corrupt)?;
+    let table = read.open_table(SESSION_CVS).map_err(db_error)?;
+    let Some(bytes) = table.get(key.as_slice()).map_err(db_error)? else {
+        return Err(StoreError::CorruptRecord {
+            problem: "a session has no chunk hash list".to_string(),
+        });
+    };
+    let cvs = decode_chaining_values(bytes.value(), meta.size_bytes).map_err(corrupt)?;
+    Ok(Some((meta, cvs)))
+}
+
+/// Opens a complete recording's file; `None` when it is gone (damage, not an I/O failure).
+fn open_complete(inner: &Inner, id: &SessionId) -> Result<Option<Arc<dyn DiskFile>>, StoreError> {
+    match inner.disk.open(&complete_name(id), OpenMode::Existing) {
+        Ok(file) => Ok(Some(file)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(StoreError::io("opening a recording", error)),
+    }
+}
+
+/// Reads chunk `index` of `file`; `Ok(None)` when the file is too short (damage, not I/O).
+fn read_chunk_bytes(
+    file: &dyn DiskFile,
+    index: u64,
+    size_bytes: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let len = chunk_len(index, size_bytes).map_err(|error| invalid(None, error))?;
+    let mut data = vec![0u8; len as usize];
+    match file.read_at(index * CHUNK_SIZE_BYTES as u64, &mut data) {
+        Ok(()) => Ok(Some(data)),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(error) => Err(StoreError::io("reading a recording", error)),
+    }
+}
+
+impl Store {
+    /// Starts (or resumes) receiving a recording. `chunk_cvs` must authenticate to
+    /// `meta.root`; the same id with another root is an [`StoreError::IdConflict`].
+    pub fn begin_incoming(
+        &self,
+        meta: &SessionMeta,
+        chunk_cvs: Vec<[u8; 32]>,
+    ) -> Result<BeginOutcome, StoreError> {
+        let id = meta.id;
+        if meta.chunk_size_bytes as usize != CHUNK_SIZE_BYTES {
+            return Err(invalid(
+                Some(id),
+                format!(
+                    "chunk size {} is not this store's {CHUNK_SIZE_BYTES}",
+                    meta.chunk_size_bytes
+                ),
+            ));
+        }
+        check_chaining_values(&chunk_cvs, meta.size_bytes, &meta.root)
+            .map_err(|error| invalid(Some(id), error))?;
+        self.run(|inner| {
+            let conflict = |existing_root: [u8; 32]| StoreError::IdConflict {
+                id,
+                existing_root,
+                incoming_root: meta.root,
+            };
+            if let Some((existing, _)) = read_cvs(inner, &id)? {
+                return if existing.root == meta.root {
+                    Ok(BeginOutcome::AlreadyComplete)
+                } else {
+                    Err(conflict(existing.root))
+                };
+            }
+            if let Some(partial) = inner.partials.get(&id) {
+                return if partial.record.meta.root == meta.root {
+                    Ok(BeginOutcome::Resumed {
+                        durable_chunks: partial.durable.iter().filter(|bit| **bit).count() as u64,
+                    })
+                } else {
+                    Err(conflict(partial.record.meta.root))
+                };
+            }
+            let record = PartialRecord {
+                meta: *meta,
+                cvs: chunk_cvs,
+                refetch: false,
+            };
+            let count = record.cvs.len();
+            let key = session_key(&id);
+            let write = inner.db.begin_write().map_err(db_error)?;
+            {
+                let mut partials = write.open_table(PARTIALS).map_err(db_error)?;
+                partials
+                    .insert(key.as_slice(), encode_partial(&record).as_slice())
+                    .map_err(db_error)?;
+                let mut chunks = write.open_table(PARTIAL_CHUNKS).map_err(db_error)?;
+                chunks
+                    .insert(
+                        key.as_slice(),
+                        encode_bitmap(&vec![false; count]).as_slice(),
+                    )
+                    .map_err(db_error)?;
+            }
+            write.commit().map_err(db_error)?;
+            let file = create_partial_file(inner, meta)?;
+            inner
+                .disk
+                .sync_dir()
+                .map_err(io_error("syncing the data folder"))?;
+            inner.partials.insert(
+                id,
+                OpenPartial {
+                    record,
+                    file,
+                    durable: vec![false; count],
+                    written: vec![false; count],
+                    unsynced: 0,
+                },
+            );
+            Ok(BeginOutcome::Started)
+        })
+    }
+
+    /// Which chunks of a partial recording are verified and durable.
+    pub fn durable_chunks(&self, id: &SessionId) -> Result<Vec<bool>, StoreError> {
+        self.run(|inner| {
+            inner
+                .partials
+                .get(id)
+                .map(|partial| partial.durable.clone())
+                .ok_or(StoreError::NotFound { id: *id })
+        })
+    }
+
+    /// Verifies chunk `index` of a partial recording and writes it. A chunk that does not
+    /// verify is refused and not written. Every [`SYNC_EVERY_CHUNKS`] chunks the partial is
+    /// synced; call [`Store::sync_chunks`] to make the rest durable sooner.
+    pub fn write_chunk(
+        &self,
+        id: &SessionId,
+        index: u64,
+        data: &[u8],
+    ) -> Result<ChunkOutcome, StoreError> {
+        self.run(|inner| {
+            let partial = inner
+                .partials
+                .get_mut(id)
+                .ok_or(StoreError::NotFound { id: *id })?;
+            let size = partial.record.meta.size_bytes;
+            let cv = partial
+                .record
+                .cvs
+                .get(index as usize)
+                .ok_or_else(|| invalid(Some(*id), format!("chunk {index} is past the end")))?;
+            if partial.durable[index as usize] {
+                return Ok(ChunkOutcome::AlreadyDurable);
+            }
+            verify_chunk(index, data, cv, size).map_err(|error| invalid(Some(*id), error))?;
+            partial
+                .file
+                .write_at(index * CHUNK_SIZE_BYTES as u64, data)
+                .map_err(io_error("writing a recording"))?;
+            if !partial.written[index as usize] {
+                partial.written[index as usize] = true;
+                partial.unsynced += 1;
+            }
+            if partial.unsynced >= SYNC_EVERY_CHUNKS {
+                sync_partial(inner, id)?;
+            }
+            Ok(ChunkOutcome::Written)
+        })
+    }
+
+    /// Makes every chunk written so far to a partial durable.
+    pub fn sync_chunks(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.run(|inner| sync_partial(inner, id))
+    }
+
+    /// Publishes a partial recording whose every chunk is written: sync, rename, sync the
+    /// folder, list it in the catalog.
+    pub fn publish(&self, id: &SessionId) -> Result<SessionMeta, StoreError> {
+        self.run(|inner| {
+            publish_partial(inner, id, false)?;
+            read_cvs(inner, id)?
+                .map(|(meta, _)| meta)
+                .ok_or(StoreError::NotFound { id: *id })
+        })
+    }
+
+    /// Partial recordings (being received, or re-fetched after damage), sorted by id.
+    pub fn list_partials(&self) -> Result<Vec<PartialInfo>, StoreError> {
+        self.run(|inner| {
+            let mut out: Vec<PartialInfo> = inner
+                .partials
+                .values()
+                .map(|partial| PartialInfo {
+                    meta: partial.record.meta,
+                    chunk_count: partial.record.cvs.len() as u64,
+                    durable_chunks: partial.durable.iter().filter(|bit| **bit).count() as u64,
+                    refetch: partial.record.refetch,
+                })
+                .collect();
+            out.sort_by_key(|info| info.meta.id);
+            Ok(out)
+        })
+    }
+
+    /// The chunk chaining values of a complete or partial recording (sent ahead of chunks so
+    /// the receiver can verify each one).
+    pub fn chunk_chaining_values(&self, id: &SessionId) -> Result<Vec<[u8; 32]>, StoreError> {
+        self.run(|inner| {
+            if let Some(partial) = inner.partials.get(id) {
+                return Ok(partial.record.cvs.clone());
+            }
+            read_cvs(inner, id)?
+                .map(|(_, cvs)| cvs)
+                .ok_or(StoreError::NotFound { id: *id })
+        })
+    }
+
+    /// Reads and verifies chunk `index` of a complete recording. A damaged chunk is never
+    /// returned: the recording is withdrawn for re-fetch and [`StoreError::ChunkCorrupt`]
+    /// returned.
+    pub fn read_chunk(&self, id: &SessionId, index: u64) -> Result<Bytes, StoreError> {
+        self.run(|inner| {
+            let (meta, cvs) = read_cvs(inner, id)?.ok_or(StoreError::NotFound { id: *id })?;
+            let cv = *cvs
+                .get(index as usize)
+                .ok_or_else(|| invalid(Some(*id), format!("chunk {index} is past the end")))?;
+            let Some(file) = open_complete(inner, id)? else {
+                let all = (0..cvs.len() as u64).collect();
+                withdraw(inner, id, &all)?;
+                return Err(StoreError::ChunkCorrupt { id: *id, index });
+            };
+            let data = read_chunk_bytes(file.as_ref(), index, meta.size_bytes)?;
+            match data {
+                Some(data) if verify_chunk(index, &data, &cv, meta.size_bytes).is_ok() => {
+                    Ok(Bytes::from(data))
+                }
+                _ => {
+                    withdraw(inner, id, &BTreeSet::from([index]))?;
+                    Err(StoreError::ChunkCorrupt { id: *id, index })
+                }
+            }
+        })
+    }
+
+    /// Re-hashes every stored chunk (complete recordings and the durable chunks of partials)
+    /// and reports each bad one. Damaged complete recordings are withdrawn for re-fetch;
+    /// damaged chunks of partials are forgotten so they are fetched again.
+    pub fn verify_all(&self) -> Result<VerifyReport, StoreError> {
+        self.run(|inner| {
+            let mut report = VerifyReport::default();
+            let ids: Vec<SessionId> = {
+                let read = inner.db.begin_read().map_err(db_error)?;
+                let table = read.open_table(SESSIONS).map_err(db_error)?;
+                let mut ids = Vec::new();
+                for entry in table.iter().map_err(db_error)? {
+                    let (key, _) = entry.map_err(db_error)?;
+                    ids.push(decode_session_key(key.value()).map_err(corrupt)?);
+                }
+                ids
+            };
+            for id in ids {
+                let (meta, cvs) = read_cvs(inner, &id)?.ok_or(StoreError::NotFound { id })?;
+                report.recordings_checked += 1;
+                let file = open_complete(inner, &id)?;
+                let mut bad = BTreeSet::new();
+                for (index, cv) in cvs.iter().enumerate() {
+                    let index = index as u64;
+                    let data = match &file {
+                        Some(file) => read_chunk_bytes(file.as_ref(), index, meta.size_bytes)?,
+                        None => None,
+                    };
+                    report.bytes_checked += data.as_ref().map_or(0, |d| d.len() as u64);
+                    let good = data.is_some_and(|data| {
+                        verify_chunk(index, &data, cv, meta.size_bytes).is_ok()
+                    });
+                    if !good {
+                        bad.insert(index);
+                        report.bad_chunks.push(BadChunk {
+                            id,
+                            index,
+                            was_complete: true,
+                        });
+                    }
+                }
+                if !bad.is_empty() {
+                    withdraw(inner, &id, &bad)?;
+                }
+            }
+            let partial_ids: Vec<SessionId> = inner.partials.keys().copied().collect();
+            for id in partial_ids {
+                sync_partial(inner, &id)?;
+                let partial = &inner.partials[&id];
+                report.recordings_checked += 1;
+                let size = partial.record.meta.size_bytes;
+                let mut bits = partial.durable.clone();
+                let mut changed = false;
+                for (index, cv) in partial.record.cvs.iter().enumerate() {
+                    if !bits[index] {
+                        continue;
+                    }
+                    let data = read_chunk_bytes(partial.file.as_ref(), index as u64, size)?;
+                    report.bytes_checked += data.as_ref().map_or(0, |d| d.len() as u64);
+                    if data.is_none_or(|data| verify_chunk(index as u64, &data, cv, size).is_err())
+                    {
+                        bits[index] = false;
+                        changed = true;
+                        report.bad_chunks.push(BadChunk {
+                            id,
+                            index: index as u64,
+                            was_complete: false,
+                        });
+                    }
+                }
+                if changed {
+                    commit_bitmap(inner, &id, &bits)?;
+                    inner
+                        .partials
+                        .get_mut(&id)
+                        .expect("the partial was read above under the same lock")
+                        .durable = bits;
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    /// Imports a completed local session from a file outside the data folder.
+    pub fn import_recording_file(
+        &self,
+        path: &Path,
+        mut info: ImportInfo,
+    ) -> Result<SessionMeta, StoreError> {
+        let file = std::fs::File::open(path).map_err(|error| StoreError::ImportSource {
+            message: format!("{}: {error}", path.display()),
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|error| StoreError::ImportSource {
+                message: format!("{}: {error}", path.display()),
+            })?
+            .len();
+        info.expected_len = Some(info.expected_len.unwrap_or(len));
+        self.import_recording(file, info)
+    }
+
+    /// Imports a completed local session from `source`: read, hash, write, sync, publish,
+    /// with a fresh local id. Memory stays at one chunk whatever the size. On any problem
+    /// with the source nothing changes in the store.
+    pub fn import_recording(
+        &self,
+        mut source: impl Read,
+        info: ImportInfo,
+    ) -> Result<SessionMeta, StoreError> {
+        // The copy runs outside the store's lock (it can take seconds); only naming the
+        // temporary file and publishing take the lock.
+        let (disk, temp) = self.run(|inner| {
+            inner.import_counter += 1;
+            Ok((
+                Arc::clone(&inner.disk),
+                format!("import-{}.tmp", inner.import_counter),
+            ))
+        })?;
+        let result = self
+            .note(import_copy(disk.as_ref(), &temp, &mut source, &info))
+            .and_then(|copied| self.run(|inner| import_publish(inner, copied, &temp, &info)));
+        if result.is_err() {
+            // Leave nothing behind; the failure itself is reported through the result.
+            let _ = disk.remove(&temp);
+        }
+        result
+    }
+}
+
+/// Buffers in flight during an import: memory stays at this many chunks whatever the size.
+const IMPORT_BUFFERS: usize = 4;
+
+/// Copies `source` into `file` while a second thread hashes each chunk, so reading and
+/// writing on one core overlap with hashing on the other. Returns the chunk chaining values
+/// and the length.
+fn copy_and_hash(
+    file: &dyn DiskFile,
+    source: &mut impl Read,
+    info: &ImportInfo,
+) -> Result<(Vec<[u8; 32]>, u64), StoreError> {
+    let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, usize)>(2);
+    let (return_buffer, free_buffers) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut cvs = Vec::new();
+            let mut first: Option<(Vec<u8>, usize)> = None;
+            for (index, chunk, filled) in chunks {
+                if index == 0 {
+                    // Whether chunk 0 is the whole recording (then its value is the root) is
+                    // only known when chunk 1 arrives or the input ends.
+                    first = Some((chunk, filled));
+                    continue;
+                }
+                if let Some((first, first_len)) = first.take() {
+                    cvs.push(chunk_chaining_value(0, &first[..first_len], u64::MAX));
+                    let _ = return_buffer.send(first);
+                }
+                cvs.push(chunk_chaining_value(index, &chunk[..filled], u64::MAX));
+                // The reader may have finished already; a buffer nobody wants is just dropped.
+                let _ = return_buffer.send(chunk);
+            }
+            (cvs, first)
+        });
+        let copied = copy_chunks(file, source, info, &to_hasher, &free_buffers);
+        drop(to_hasher);
+        let (mut cvs, first) = hasher.join().expect("hashing does not panic");
+        let total_len = copied?;
+        if let Some((first, first_len)) = first {
+            cvs.push(chunk_chaining_value(0, &first[..first_len], total_len));
+        }
+        Ok((cvs, total_len))
+    })
+}
+
+fn copy_chunks(
+    file: &dyn DiskFile,
+    source: &mut impl Read,
+    info: &ImportInfo,
+    to_hasher: &std::sync::mpsc::SyncSender<(u64, Vec<u8>, usize)>,
+    free_buffers: &std::sync::mpsc::Receiver<Vec<u8>>,
+) -> Result<u64, StoreError> {
+    let mut allocated = 0;
+    let mut total_len = 0u64;
+    loop {
+        let mut buffer = match free_buffers.try_recv() {
+            Ok(buffer) => buffer,
+            Err(_) if allocated < IMPORT_BUFFERS => {
+                allocated += 1;
+                vec![0u8; CHUNK_SIZE_BYTES]
+            }
+            Err(_) => free_buffers
+                .recv()
+                .expect("the hasher returns buffers while it runs"),
+        };
+        let filled = read_full(source, &mut buffer).map_err(|error| StoreError::ImportSource {
+            message: error.to_string(),
+        })?;
+        if filled == 0 {
+            return Ok(total_len);
+        }
+        let index = total_len / CHUNK_SIZE_BYTES as u64;
+        file.write_at(total_len, &buffer[..filled])
+            .map_err(io_error("writing an imported recording"))?;
+        total_len += filled as u64;
+        if total_len > MAX_RECORDING_BYTES || info.expected_len.is_some_and(|len| total_len > len) {
+            return Err(StoreError::ImportSource {
+                message: format!(
+                    "the source is longer than {} bytes",
+                    info.expected_len.unwrap_or(MAX_RECORDING_BYTES)
+                ),
+            });
+        }
+        to_hasher
+            .send((index, buffer, filled))
+            .expect("the hasher runs until the sender is dropped");
+    }
+}
+
+/// A copied recording: chunk chaining values, length, root.
+type Copied = (Vec<[u8; 32]>, u64, [u8; 32]);
+
+/// Copies and hashes the source into `temp` and syncs it; returns the chunk chaining values,
+/// the length and the root.
+fn import_copy(
+    disk: &dyn crate::disk::Disk,
+    temp: &str,
+    source: &mut impl Read,
+    info: &ImportInfo,
+) -> Result<Copied, StoreError> {
+    let file = disk
+        .open(temp, OpenMode::CreateTruncate)
+        .map_err(io_error("creating an import file"))?;
+    let (cvs, total_len) = copy_and_hash(file.as_ref(), source, info)?;
+    if let Some(expected) = info.expected_len {
+        if total_len != expected {
+            return Err(StoreError::ImportSource {
+                message: format!("the source ended after {total_len} of {expected} bytes"),
+            });
+        }
+    }
+    let root = *root_from_chaining_values(&cvs, total_len)
+        .map_err(|error| invalid(None, error))?
+        .as_bytes();
+    if info.expected_root.is_some_and(|expected| expected != root) {
+        return Err(invalid(
+            None,
+            "the content does not match the expected BLAKE3 root",
+        ));
+    }
+    file.sync()
+        .map_err(io_error("syncing an imported recording"))?;
+    Ok((cvs, total_len, root))
+}
+
+/// Gives a copied recording its id and final name, and lists it.
+fn import_publish(
+    inner: &mut Inner,
+    (cvs, total_len, root): Copied,
+    temp: &str,
+    info: &ImportInfo,
+) -> Result<SessionMeta, StoreError> {
+    let write = inner.db.begin_write().map_err(db_error)?;
+    let id = allocate_local_id(inner, &write, info.origin)?;
+    let meta = SessionMeta {
+        id,
+        started_unix_ms: info.started_unix_ms,
+        ended_unix_ms: info.ended_unix_ms,
+        size_bytes: total_len,
+        root,
+        chunk_size_bytes: CHUNK_SIZE_BYTES as u32,
+        ended_normally: info.ended_normally,
+    };
+    inner
+        .disk
+        .rename(temp, &complete_name(&id))
+        .map_err(io_error("publishing an imported recording"))?;
+    inner
+        .disk
+        .sync_dir()
+        .map_err(io_error("syncing the data folder"))?;
+    {
+        let key = session_key(&id);
+        let mut sessions = write.open_table(SESSIONS).map_err(db_error)?;
+        sessions
+            .insert(key.as_slice(), encode_session_meta(&meta).as_slice())
+            .map_err(db_error)?;
+        let mut table = write.open_table(SESSION_CVS).map_err(db_error)?;
+        table
+            .insert(key.as_slice(), encode_chaining_values(&cvs).as_slice())
+            .map_err(db_error)?;
+    }
+    write.commit().map_err(db_error)?;
+    inner.summary.insert(id, root);
+    Ok(meta)
+}
