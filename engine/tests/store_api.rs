@@ -11,7 +11,8 @@ use dyad_engine::store::records::ConflictRecord;
 use dyad_engine::store::tree::chunk_chaining_values;
 use dyad_engine::store::{
     set_format_version_for_tests, BeginOutcome, ChunkOutcome, ConfigVersion, ImportInfo,
-    Reconciler, SessionMeta, Store, StoreError, CHUNK_SIZE_BYTES, FORMAT_VERSION,
+    Reconciler, SessionMeta, Store, StoreError, CHUNK_SIZE_BYTES, CONFIG_VERSION_ZERO,
+    FORMAT_VERSION,
 };
 use dyad_wire::{Epoch, NodeId, SessionId};
 
@@ -62,7 +63,7 @@ fn files(disk: &SimDisk) -> Vec<String> {
 #[test]
 fn configuration_versions_history_and_snapshots() {
     let (_, store) = sim_store(1);
-    assert_eq!(store.config_version().expect("v"), ConfigVersion::ZERO);
+    assert_eq!(store.config_version().expect("v"), CONFIG_VERSION_ZERO);
     let v1 = store
         .config_set("net/dns", b"10.0.0.1", epoch(1))
         .expect("set");
@@ -108,7 +109,7 @@ fn configuration_versions_history_and_snapshots() {
     backup
         .config_apply_changes(
             &store
-                .config_changes_since(ConfigVersion::ZERO)
+                .config_changes_since(CONFIG_VERSION_ZERO)
                 .expect("c")
                 .expect("all"),
         )
@@ -147,7 +148,7 @@ fn local_settings_are_separate_from_site_configuration() {
         Some(b"abc".to_vec())
     );
     assert_eq!(store.config_get("node/id").expect("get"), None);
-    assert_eq!(store.config_version().expect("v"), ConfigVersion::ZERO);
+    assert_eq!(store.config_version().expect("v"), CONFIG_VERSION_ZERO);
     assert!(store.local_delete("node/id").expect("delete"));
     assert_eq!(store.local_get("node/id").expect("get"), None);
 }

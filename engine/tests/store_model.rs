@@ -298,7 +298,10 @@ fn run(ops: Vec<Op>, seed: u64, faulty: bool) {
             Ok(Some(uncertain)) => {
                 // The store stopped; every later call must say so until it is reopened.
                 assert!(store.config_version().expect_err("stopped").is_terminal());
-                drop(std::mem::replace(&mut store, reopen(&disk, seed % 2 == 0)));
+                drop(std::mem::replace(
+                    &mut store,
+                    reopen(&disk, seed.is_multiple_of(2)),
+                ));
                 check(&store, &mut model, Some(uncertain), &pool);
                 disk.set_faults(faults);
             }

@@ -39,8 +39,6 @@ impl fmt::Display for StoreFault {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConflictRecord {
     pub recorded_unix_ms: u64,
-    /// Why the configuration was replaced (establish, split brain resolution, …).
-    pub cause: String,
     pub local_version: ConfigVersion,
     pub incoming_version: ConfigVersion,
     /// Every key whose value differs.

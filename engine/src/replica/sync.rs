@@ -272,12 +272,8 @@ impl<S: ReplicaStore> Replica<S> {
                 })
             })
             .collect();
-        let conflict = (!differing.is_empty()).then(|| ConflictRecord {
+        let conflict = (!differing.is_empty()).then_some(ConflictRecord {
             recorded_unix_ms: now_unix_ms,
-            cause: format!(
-                "configuration replaced by the primary's (epoch {}) during a sync in epoch {}",
-                version.epoch, self.state.epoch
-            ),
             local_version,
             incoming_version: version,
             differing,
@@ -449,6 +445,7 @@ impl<S: ReplicaStore> Replica<S> {
                             oldest.min(header.meta.ended_unix_ms)
                         }),
                 );
+                job.progress.bytes_total += header.meta.size_bytes;
                 let Some(transfer) = job.transfers.get_mut(&id) else {
                     return;
                 };

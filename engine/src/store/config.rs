@@ -12,7 +12,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransact
 use super::records::{
     decode_config_change, decode_config_version, decode_conflict, encode_config_change,
     encode_config_version, encode_conflict, ConfigChange, ConfigSnapshot, ConfigVersion,
-    ConflictRecord,
+    ConflictRecord, CONFIG_VERSION_ZERO,
 };
 use super::{
     check_key, check_value, corrupt, db_error, Store, StoreError, CONFIG, CONFIG_LOG, CONFIG_STATE,
@@ -35,7 +35,7 @@ fn read_state(
 ) -> Result<ConfigVersion, StoreError> {
     match table.get(key).map_err(db_error)? {
         Some(bytes) => decode_config_version(bytes.value()).map_err(corrupt),
-        None => Ok(ConfigVersion::ZERO),
+        None => Ok(CONFIG_VERSION_ZERO),
     }
 }
 

@@ -21,15 +21,17 @@ use crate::disk::{Disk, OpenMode};
 
 mod backend;
 mod catalog;
-mod config;
+pub(crate) mod config;
 mod recordings;
 pub mod records;
+pub mod replica_port;
 pub mod summary;
 pub mod tree;
 
 pub use recordings::{BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo, VerifyReport};
 pub use records::{
     ConfigChange, ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SessionMeta,
+    CONFIG_VERSION_ZERO,
 };
 pub use summary::{Differences, Reconciler, SummaryIndex, SummaryRequest, SummaryResponse};
 pub use tree::{TreeError, CHUNK_SIZE_BYTES, MAX_RECORDING_BYTES};

@@ -40,23 +40,18 @@ impl std::fmt::Display for RecordError {
 impl std::error::Error for RecordError {}
 
 /// The version of the site configuration: the epoch of the write and a sequence number that
-/// grows by one with every change, across epochs. Ordered by epoch, then sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConfigVersion {
-    pub epoch: Epoch,
-    pub sequence: u64,
-}
+/// grows by one with every change, across epochs. Ordered by epoch, then sequence. The same
+/// type travels on the wire.
+pub use dyad_wire::ConfigVersion;
 
-impl ConfigVersion {
-    /// The version of an empty configuration that was never written.
-    pub const ZERO: ConfigVersion = ConfigVersion {
-        epoch: Epoch {
-            counter: 0,
-            node: NodeId([0; 16]),
-        },
-        sequence: 0,
-    };
-}
+/// The version of an empty configuration that was never written.
+pub const CONFIG_VERSION_ZERO: ConfigVersion = ConfigVersion {
+    epoch: Epoch {
+        counter: 0,
+        node: NodeId([0; 16]),
+    },
+    sequence: 0,
+};
 
 /// One change of the site configuration: `value` is `None` for a delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,19 +119,9 @@ impl ConflictRecord {
     }
 }
 
-/// A completed session's metadata, as listed in the catalog.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SessionMeta {
-    pub id: SessionId,
-    pub started_unix_ms: u64,
-    pub ended_unix_ms: u64,
-    pub size_bytes: u64,
-    /// `blake3::hash` of the whole recording.
-    pub root: [u8; 32],
-    pub chunk_size_bytes: u32,
-    /// Whether the session ended normally rather than being cut off.
-    pub ended_normally: bool,
-}
+/// A completed session's metadata, as listed in the catalog (the same type travels on the
+/// wire).
+pub use dyad_wire::SessionMeta;
 
 /// A recording being received (or re-fetched after corruption), before it is published.
 #[derive(Clone, Debug, PartialEq, Eq)]
