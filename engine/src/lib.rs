@@ -8,7 +8,11 @@
 
 pub use dyad_wire as wire;
 
+pub mod appliance;
+pub mod cli;
+pub mod demo;
 pub mod disk;
+pub mod driver;
 pub mod replica;
 pub mod store;
 pub mod transport;

@@ -1,0 +1,279 @@
+//! `dyad`: the operator's command for one appliance of a failover pair.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use dyad_engine::cli::{self, CliError};
+
+#[derive(Parser)]
+#[command(
+    name = "dyad",
+    version,
+    about = "Failover replication between a pair of appliances"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Args, Clone)]
+struct DataDirArg {
+    /// The appliance's data folder.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Create a new appliance in an empty data folder.
+    Init {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// This appliance's name, shown to operators.
+        #[arg(long)]
+        name: String,
+        /// host:port of this appliance's failover port.
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: String,
+        /// The site's shared hostname (refused as a peer address).
+        #[arg(long, value_name = "HOST")]
+        site_hostname: Option<String>,
+        /// File holding the inter-appliance key (from `dyad keygen`); a new key is made if absent.
+        #[arg(long, value_name = "FILE")]
+        psk_file: Option<PathBuf>,
+        /// Installed application version (default: this build's).
+        #[arg(long, value_name = "X.Y.Z")]
+        app_version: Option<String>,
+        /// Installed base-software version (default: 1.0.0).
+        #[arg(long, value_name = "X.Y.Z")]
+        base_version: Option<String>,
+        /// Operator-provided certificate chain (PEM) instead of a generated identity.
+        #[arg(long, value_name = "FILE", requires = "key_pem")]
+        cert_pem: Option<PathBuf>,
+        /// The private key (PEM) of --cert-pem.
+        #[arg(long, value_name = "FILE", requires = "cert_pem")]
+        key_pem: Option<PathBuf>,
+    },
+    /// Print a new inter-appliance key.
+    Keygen,
+    /// Show or replace the inter-appliance key.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Run the appliance (foreground, logs to stderr).
+    Serve {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Seconds between establishing and the first sync.
+        #[arg(long, default_value_t = 60)]
+        first_sync_delay_s: u64,
+        /// Seconds between periodic syncs.
+        #[arg(long, default_value_t = 300)]
+        sync_interval_s: u64,
+    },
+    /// On the appliance meant to be primary: pair with a backup.
+    Establish {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// host:port of the backup's failover port.
+        #[arg(long, value_name = "HOST:PORT")]
+        backup: String,
+        /// host:port by which the backup reaches this appliance.
+        #[arg(long, value_name = "HOST:PORT")]
+        reverse: String,
+    },
+    /// Sync with the peer now and wait until done.
+    SyncNow {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Show the relationship, the link, the last sync and the lag.
+    Status {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave the relationship; both appliances become standalone and keep their data.
+    Break {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Site configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Completed sessions and their recordings.
+    Session {
+        #[command(subcommand)]
+        action: SessionAction,
+    },
+    /// Configuration replaced during a sync, saved before it was replaced.
+    Conflicts {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two appliances on loopback in a temporary folder: establish, sync, compare.
+    Demo {
+        /// Megabytes of synthetic recordings on the primary.
+        #[arg(long, default_value_t = 256)]
+        size_mb: u64,
+        /// Number of sessions they are split into.
+        #[arg(long, default_value_t = 16)]
+        sessions: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Print the key's fingerprint (compare it between the two appliances).
+    Show {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Replace the key with the one in FILE.
+    Set {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, value_name = "FILE")]
+        psk_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Set KEY to VALUE (on the primary or a standalone appliance).
+    Set {
+        #[command(flatten)]
+        dir: DataDirArg,
+        key: String,
+        value: String,
+    },
+    /// Print KEY's value.
+    Get {
+        #[command(flatten)]
+        dir: DataDirArg,
+        key: String,
+    },
+    /// Delete KEY.
+    Delete {
+        #[command(flatten)]
+        dir: DataDirArg,
+        key: String,
+    },
+    /// Print every key under PREFIX.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionAction {
+    /// Import a recording file as a completed session of this appliance.
+    Import {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long)]
+        started_unix_ms: Option<u64>,
+        #[arg(long)]
+        ended_unix_ms: Option<u64>,
+    },
+    /// One line per session (id and content hash), sorted, to diff between appliances.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Re-hash every recording from disk and report bad chunks.
+    Verify {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Commands::Init {
+            dir,
+            name,
+            listen,
+            site_hostname,
+            psk_file,
+            app_version,
+            base_version,
+            cert_pem,
+            key_pem,
+        } => cli::init(cli::InitArgs {
+            data_dir: dir.data_dir,
+            name,
+            listen,
+            site_hostname,
+            psk_file,
+            app_version,
+            base_version,
+            cert_pem,
+            key_pem,
+        }),
+        Commands::Keygen => cli::keygen(),
+        Commands::Key {
+            action: KeyAction::Show { dir },
+        } => cli::key_show(&dir.data_dir),
+        Commands::Key {
+            action: KeyAction::Set { dir, psk_file },
+        } => cli::key_set(&dir.data_dir, &psk_file),
+        Commands::Serve {
+            dir,
+            first_sync_delay_s,
+            sync_interval_s,
+        } => cli::serve(&dir.data_dir, first_sync_delay_s, sync_interval_s),
+        Commands::Establish {
+            dir,
+            backup,
+            reverse,
+        } => cli::establish(&dir.data_dir, backup, reverse),
+        Commands::SyncNow { dir } => cli::sync_now(&dir.data_dir),
+        Commands::Status { dir, json } => cli::status(&dir.data_dir, json),
+        Commands::Break { dir } => cli::break_relationship(&dir.data_dir),
+        Commands::Config { action } => match action {
+            ConfigAction::Set { dir, key, value } => {
+                cli::config_write(&dir.data_dir, key, Some(value))
+            }
+            ConfigAction::Delete { dir, key } => cli::config_write(&dir.data_dir, key, None),
+            ConfigAction::Get { dir, key } => cli::config_get(&dir.data_dir, key),
+            ConfigAction::List { dir, prefix } => cli::config_list(&dir.data_dir, prefix),
+        },
+        Commands::Session { action } => match action {
+            SessionAction::Import {
+                dir,
+                file,
+                started_unix_ms,
+                ended_unix_ms,
+            } => cli::session_import(&dir.data_dir, file, started_unix_ms, ended_unix_ms),
+            SessionAction::List { dir } => cli::session_list(&dir.data_dir),
+            SessionAction::Verify { dir } => cli::session_verify(&dir.data_dir),
+        },
+        Commands::Conflicts { dir, json } => cli::conflicts(&dir.data_dir, json),
+        Commands::Demo { size_mb, sessions } => dyad_engine::demo::run(size_mb, sessions),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError(message)) => {
+            eprintln!("dyad: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! What each `dyad` command does, kept in the library so that tests can call it.
+//!
+//! Commands that only read or change this appliance (status, configuration, sessions) talk to
+//! the running `dyad serve` through its admin socket, or open the data folder themselves when
+//! no server runs. Commands that need the peer (establish, Sync Now, break) need the server.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::appliance::{build_software_version, parse_version, Appliance, DataDir, InitOptions};
+use crate::driver::admin::{AdminReply, AdminRequest};
+use crate::driver::{self, AdminCallError};
+use crate::replica::ReplicaConfig;
+use crate::transport::{self, InterApplianceKey};
+
+/// A failed command: the message names the problem and what to do.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl<T: std::fmt::Display> From<T> for CliError {
+    fn from(error: T) -> Self {
+        CliError(error.to_string())
+    }
+}
+
+type CliResult = Result<(), CliError>;
+
+/// `dyad init` arguments.
+pub struct InitArgs {
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub listen: String,
+    pub site_hostname: Option<String>,
+    pub psk_file: Option<PathBuf>,
+    pub app_version: Option<String>,
+    pub base_version: Option<String>,
+    pub cert_pem: Option<PathBuf>,
+    pub key_pem: Option<PathBuf>,
+}
+
+fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
+    transport::read_limited(path, 256 * 1024, false)
+        .map_err(|error| CliError(format!("{what} {}: {error}", path.display())))
+}
+
+pub fn init(args: InitArgs) -> CliResult {
+    let mut software = build_software_version();
+    if let Some(text) = &args.app_version {
+        software.app =
+            parse_version(text).map_err(|why| CliError(format!("--app-version: {why}")))?;
+    }
+    if let Some(text) = &args.base_version {
+        software.base =
+            parse_version(text).map_err(|why| CliError(format!("--base-version: {why}")))?;
+    }
+    let psk_text = match &args.psk_file {
+        Some(path) => Some(
+            String::from_utf8(read_small(path, "--psk-file")?).map_err(|_| {
+                CliError(format!(
+                    "--psk-file {} is not text from `dyad keygen`",
+                    path.display()
+                ))
+            })?,
+        ),
+        None => None,
+    };
+    let identity_pem = match (&args.cert_pem, &args.key_pem) {
+        (Some(cert), Some(key)) => Some((
+            read_small(cert, "--cert-pem")?,
+            read_small(key, "--key-pem")?,
+        )),
+        _ => None,
+    };
+    let generated_key = psk_text.is_none();
+    crate::appliance::ensure_folder(&args.data_dir)?;
+    let appliance = Appliance::init(
+        DataDir::new(&args.data_dir),
+        InitOptions {
+            name: args.name,
+            listen: args.listen,
+            site_hostname: args.site_hostname,
+            psk_text,
+            software,
+            identity_pem,
+        },
+    )?;
+    println!(
+        "initialised appliance {} in {}",
+        appliance.settings.name,
+        args.data_dir.display()
+    );
+    println!("  node id          {}", appliance.settings.node_id);
+    println!("  failover port    {}", appliance.settings.listen);
+    println!("  software         {}", appliance.settings.software);
+    println!("  key fingerprint  {}", appliance.psk.fingerprint());
+    println!(
+        "  certificate      {}",
+        appliance.certificate_fingerprint_hex()
+    );
+    if generated_key {
+        println!(
+            "a new inter-appliance key was generated in {}; initialise the other appliance with \
+             --psk-file pointing at a copy of it, then compare `dyad key show` on both",
+            appliance.dir.psk().display()
+        );
+    }
+    Ok(())
+}
+
+pub fn keygen() -> CliResult {
+    let key = transport::keygen()?;
+    println!("{}", key.reveal_printable());
+    Ok(())
+}
+
+pub fn key_show(data_dir: &Path) -> CliResult {
+    let fingerprint = transport::key_show(&DataDir::new(data_dir).psk())?;
+    println!("{fingerprint}");
+    Ok(())
+}
+
+pub fn key_set(data_dir: &Path, psk_file: &Path) -> CliResult {
+    let text = String::from_utf8(read_small(psk_file, "--psk-file")?).map_err(|_| {
+        CliError(format!(
+            "{} is not text from `dyad keygen`",
+            psk_file.display()
+        ))
+    })?;
+    let dir = DataDir::new(data_dir);
+    Appliance::open(dir.clone())?;
+    let fingerprint = transport::key_set(&dir.psk(), &text)?;
+    println!("key replaced; fingerprint {fingerprint}");
+    println!("restart `dyad serve` to use it; until both appliances hold the same key, their links fail with a key mismatch");
+    Ok(())
+}
+
+pub fn serve(data_dir: &Path, first_sync_delay_s: u64, sync_interval_s: u64) -> CliResult {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = ReplicaConfig {
+        first_sync_delay_ms: first_sync_delay_s.saturating_mul(1000),
+        sync_interval_ms: sync_interval_s.max(1).saturating_mul(1000),
+        ..ReplicaConfig::default()
+    };
+    driver::serve(DataDir::new(data_dir), config, None)?;
+    Ok(())
+}
+
+/// Sends `request` to the running appliance, or answers it offline when none runs.
+fn request(
+    data_dir: &Path,
+    request: AdminRequest,
+    on_reply: impl FnMut(&AdminReply),
+) -> Result<Value, CliError> {
+    let dir = DataDir::new(data_dir);
+    if !dir.settings().exists() {
+        return Err(CliError(
+            crate::appliance::ApplianceError::NotInitialised(data_dir.to_path_buf()).to_string(),
+        ));
+    }
+    let reply = match driver::admin_call(&dir, &request, on_reply) {
+        Ok(reply) => reply,
+        Err(AdminCallError::NotRunning(_)) => driver::answer_offline(&dir, request)?,
+        Err(AdminCallError::Failed(text)) => return Err(CliError(text)),
+    };
+    match reply {
+        AdminReply::Ok(value) => Ok(value),
+        AdminReply::Error(text) => Err(CliError(text)),
+        AdminReply::Progress(_) => Err(CliError(
+            "dyad serve ended its answer with a progress line".into(),
+        )),
+    }
+}
+
+fn print_text(value: &Value) {
+    match value {
+        Value::String(text) => println!("{text}"),
+        other => println!(
+            "{}",
+            serde_json::to_string_pretty(other).unwrap_or_default()
+        ),
+    }
+}
+
+pub fn establish(data_dir: &Path, backup: String, reverse: String) -> CliResult {
+    let value = request(
+        data_dir,
+        AdminRequest::Establish { backup, reverse },
+        |_| {},
+    )?;
+    print_text(&value);
+    Ok(())
+}
+
+pub fn break_relationship(data_dir: &Path) -> CliResult {
+    let value = request(data_dir, AdminRequest::Break, |_| {})?;
+    print_text(&value);
+    Ok(())
+}
+
+/// Shows Sync Now's progress: a bar on a terminal, plain lines otherwise.
+pub fn sync_now(data_dir: &Path) -> CliResult {
+    let terminal = std::io::stdout().is_terminal();
+    let bar = terminal.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let on_reply = |reply: &AdminReply| {
+        if let AdminReply::Progress(progress) = reply {
+            let number = |key: &str| progress.get(key).and_then(Value::as_u64).unwrap_or(0);
+            let phase = progress
+                .get("phase")
+                .and_then(Value::as_str)
+                .unwrap_or("sync");
+            match &bar {
+                Some(bar) => {
+                    bar.set_length(number("bytes_total"));
+                    bar.set_position(number("bytes_done"));
+                    bar.set_message(format!(
+                        "{phase} {}/{} sessions",
+                        number("sessions_done"),
+                        number("sessions_total")
+                    ));
+                }
+                None => println!(
+                    "{phase}: {}/{} sessions, {}/{} bytes",
+                    number("sessions_done"),
+                    number("sessions_total"),
+                    number("bytes_done"),
+                    number("bytes_total")
+                ),
+            }
+        }
+    };
+    let result = request(data_dir, AdminRequest::SyncNow, on_reply);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    print_text(&result?);
+    Ok(())
+}
+
+fn format_time(unix_ms: u64) -> String {
+    let now = driver::wall_clock_ms();
+    let seconds = now.saturating_sub(unix_ms) / 1000;
+    format!("{seconds} s ago")
+}
+
+pub fn status(data_dir: &Path, json: bool) -> CliResult {
+    let value = request(data_dir, AdminRequest::Status, |_| {})?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let text = |value: &Value, key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_string()
+    };
+    let number = |value: &Value, key: &str| value.get(key).and_then(Value::as_u64);
+    println!("{} ({})", text(&value, "name"), text(&value, "role"));
+    println!("  epoch              {}", text(&value, "epoch"));
+    println!("  software           {}", text(&value, "software"));
+    println!("  key fingerprint    {}", text(&value, "key_fingerprint"));
+    println!(
+        "  site address       should point at {}",
+        text(&value, "site_address_should_point_at")
+    );
+    match value.get("peer").filter(|peer| !peer.is_null()) {
+        Some(peer) => println!(
+            "  peer               {} at {}",
+            text(peer, "name"),
+            text(peer, "address")
+        ),
+        None => println!("  peer               none"),
+    }
+    match value.get("link").filter(|link| !link.is_null()) {
+        Some(link) => {
+            let offset = link
+                .get("clock_offset_ms")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let warning = link
+                .get("clock_offset_warning")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            println!(
+                "  link               up; peer clock offset {offset} ms{}",
+                if warning {
+                    " (WARNING: check NTP on both appliances)"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => println!(
+            "  link               down{}",
+            value
+                .get("link_problem")
+                .and_then(Value::as_str)
+                .map(|why| format!(" ({why})"))
+                .unwrap_or_default()
+        ),
+    }
+    match value.get("last_sync").filter(|sync| !sync.is_null()) {
+        Some(sync) => {
+            let when = number(sync, "finished_unix_ms")
+                .map(format_time)
+                .unwrap_or_default();
+            let ok = sync
+                .get("succeeded")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            println!(
+                "  last sync          {} {when}: {}",
+                if ok { "succeeded" } else { "FAILED" },
+                text(sync, "result")
+            );
+            if let Some(success) = number(sync, "last_success_unix_ms") {
+                println!("  last success       {}", format_time(success));
+            }
+        }
+        None => println!("  last sync          never"),
+    }
+    if let Some(lag) = value.get("lag").filter(|lag| !lag.is_null()) {
+        println!(
+            "  lag                {} sessions, {} bytes missing",
+            number(lag, "sessions_missing").unwrap_or(0),
+            number(lag, "bytes_missing").unwrap_or(0)
+        );
+    }
+    if let Some(running) = value
+        .get("running_sync")
+        .filter(|running| !running.is_null())
+    {
+        let progress = running.get("progress").cloned().unwrap_or(Value::Null);
+        println!(
+            "  running sync       {} {}/{} bytes at {} B/s, eta {} s",
+            text(&progress, "phase"),
+            number(&progress, "bytes_done").unwrap_or(0),
+            number(&progress, "bytes_total").unwrap_or(0),
+            number(running, "bytes_per_second").unwrap_or(0),
+            number(running, "eta_seconds").map_or("?".to_string(), |eta| eta.to_string())
+        );
+    }
+    println!(
+        "  sessions held      {}",
+        number(&value, "sessions_held").unwrap_or(0)
+    );
+    println!("  config version     {}", text(&value, "config_version"));
+    println!(
+        "  bytes sent         {} (re-sent {})",
+        number(&value, "bytes_sent").unwrap_or(0),
+        number(&value, "bytes_resent").unwrap_or(0)
+    );
+    if let Some(failure) = value.get("storage_failure").and_then(Value::as_str) {
+        println!("  STORAGE FAILURE    {failure}");
+    }
+    Ok(())
+}
+
+pub fn config_write(data_dir: &Path, key: String, value: Option<String>) -> CliResult {
+    let request_value = match value {
+        Some(value) => AdminRequest::ConfigSet { key, value },
+        None => AdminRequest::ConfigDelete { key },
+    };
+    print_text(&request(data_dir, request_value, |_| {})?);
+    Ok(())
+}
+
+pub fn config_get(data_dir: &Path, key: String) -> CliResult {
+    print_text(&request(data_dir, AdminRequest::ConfigGet { key }, |_| {})?);
+    Ok(())
+}
+
+pub fn config_list(data_dir: &Path, prefix: String) -> CliResult {
+    let value = request(data_dir, AdminRequest::ConfigList { prefix }, |_| {})?;
+    if let Value::Object(entries) = value {
+        for (key, value) in entries {
+            println!("{key} = {}", value.as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+pub fn session_import(
+    data_dir: &Path,
+    file: PathBuf,
+    started_unix_ms: Option<u64>,
+    ended_unix_ms: Option<u64>,
+) -> CliResult {
+    let path = std::fs::canonicalize(&file)
+        .map_err(|error| CliError(format!("--file {}: {error}", file.display())))?;
+    let value = request(
+        data_dir,
+        AdminRequest::SessionImport {
+            path: path.display().to_string(),
+            started_unix_ms,
+            ended_unix_ms,
+        },
+        |_| {},
+    )?;
+    println!("imported {}", value.as_str().unwrap_or_default());
+    Ok(())
+}
+
+pub fn session_list(data_dir: &Path) -> CliResult {
+    let value = request(data_dir, AdminRequest::SessionList, |_| {})?;
+    for line in value.as_array().into_iter().flatten() {
+        println!("{}", line.as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+pub fn session_verify(data_dir: &Path) -> CliResult {
+    let value = request(data_dir, AdminRequest::SessionVerify, |_| {})?;
+    let bad: Vec<&str> = value
+        .get("bad_chunks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!(
+        "checked {} recordings ({} bytes)",
+        value
+            .get("recordings_checked")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        value
+            .get("bytes_checked")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    );
+    if bad.is_empty() {
+        println!("every chunk verified");
+        return Ok(());
+    }
+    for line in &bad {
+        println!("BAD {line}");
+    }
+    Err(CliError(format!(
+        "{} bad chunk(s); the recordings were withdrawn and will be fetched again from the peer",
+        bad.len()
+    )))
+}
+
+pub fn conflicts(data_dir: &Path, json: bool) -> CliResult {
+    let value = request(data_dir, AdminRequest::Conflicts, |_| {})?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let records = value.as_array().cloned().unwrap_or_default();
+    if records.is_empty() {
+        println!("no conflicts recorded");
+    }
+    for (index, record) in records.iter().enumerate() {
+        let text = |key: &str| {
+            record
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+                .to_string()
+        };
+        println!(
+            "conflict {}: recorded {}; local configuration {} replaced by {}",
+            index + 1,
+            record
+                .get("recorded_unix_ms")
+                .and_then(Value::as_u64)
+                .map(format_time)
+                .unwrap_or_default(),
+            text("local_version"),
+            text("incoming_version")
+        );
+        for key in record
+            .get("differing")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let side = |name: &str| {
+                key.get(name)
+                    .and_then(Value::as_str)
+                    .map_or("(absent)".to_string(), |v| format!("{v:?}"))
+            };
+            println!(
+                "  {}: local {} / incoming {}",
+                key.get("key").and_then(Value::as_str).unwrap_or("?"),
+                side("local"),
+                side("incoming")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads a key from a file as `dyad init --psk-file` does (for the demo and tests).
+pub fn load_key(path: &Path) -> Result<InterApplianceKey, CliError> {
+    Ok(InterApplianceKey::load(path)?)
+}

@@ -1,0 +1,62 @@
+//! The operator's door into a running `dyad serve`: a unix socket inside the data folder
+//! (mode 0600), one JSON request per connection, answered by JSON lines: zero or more
+//! `progress` lines, then one `ok` or `error` line.
+//!
+//! JSON keeps the protocol inspectable with `socat` at 3 a.m.; requests are small and bounded.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request line accepted on the admin socket.
+pub const ADMIN_REQUEST_BYTES_MAX: usize = 64 * 1024;
+
+/// What an operator command asks the running appliance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AdminRequest {
+    Status,
+    Establish {
+        backup: String,
+        reverse: String,
+    },
+    SyncNow,
+    Break,
+    ConfigSet {
+        key: String,
+        value: String,
+    },
+    ConfigDelete {
+        key: String,
+    },
+    ConfigGet {
+        key: String,
+    },
+    ConfigList {
+        prefix: String,
+    },
+    SessionImport {
+        path: String,
+        started_unix_ms: Option<u64>,
+        ended_unix_ms: Option<u64>,
+    },
+    SessionList,
+    SessionVerify,
+    Conflicts,
+}
+
+/// One line of an answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AdminReply {
+    /// A running command's progress.
+    Progress(serde_json::Value),
+    /// The final answer.
+    Ok(serde_json::Value),
+    /// The command failed; the text names the problem and what to do.
+    Error(String),
+}
+
+impl AdminReply {
+    pub fn is_final(&self) -> bool {
+        !matches!(self, AdminReply::Progress(_))
+    }
+}

@@ -1,0 +1,189 @@
+//! Turning replica and store state into the JSON the admin socket answers with, and answering
+//! the quick admin requests that need no round trip to the peer.
+
+use serde_json::{json, Value};
+
+use dyad_wire::Role;
+
+use crate::appliance::Appliance;
+use crate::replica::state::{hex, role_name};
+use crate::replica::{Replica, ReplicaStore, Status, SyncProgress};
+use crate::store::Store;
+
+use super::admin::{AdminReply, AdminRequest};
+
+pub fn progress(progress: &SyncProgress) -> Value {
+    json!({
+        "phase": progress.phase,
+        "sessions_done": progress.sessions_done,
+        "sessions_total": progress.sessions_total,
+        "bytes_done": progress.bytes_done,
+        "bytes_total": progress.bytes_total,
+        "config_entries": progress.config_entries,
+        "started_unix_ms": progress.started_unix_ms,
+    })
+}
+
+/// Which appliance the site address (shared IP, DNS or NAT target) should point at.
+fn site_address_holder(status: &Status) -> &'static str {
+    match status.role {
+        Role::Primary | Role::Standalone => "this appliance",
+        Role::Backup => "the peer (this appliance is the backup)",
+    }
+}
+
+pub fn status(status: &Status, appliance: &Appliance) -> Value {
+    json!({
+        "name": status.node_name,
+        "node_id": appliance.settings.node_id.to_string(),
+        "listen": appliance.settings.listen,
+        "software": appliance.settings.software.to_string(),
+        "role": role_name(status.role),
+        "epoch": status.epoch.to_string(),
+        "key_fingerprint": appliance.psk.fingerprint().to_string(),
+        "certificate_fingerprint": appliance.certificate_fingerprint_hex(),
+        "site_address_should_point_at": site_address_holder(status),
+        "peer": status.peer.as_ref().map(|peer| json!({
+            "name": peer.name,
+            "node_id": peer.node_id.to_string(),
+            "address": peer.address,
+            "certificate_fingerprint": hex(&peer.certificate_fingerprint),
+        })),
+        "link": status.link.as_ref().map(|link| json!({
+            "up": true,
+            "peer_role": role_name(link.peer_role),
+            "peer_epoch": link.peer_epoch.to_string(),
+            "clock_offset_ms": link.clock_offset_ms,
+            "clock_offset_warning": link.clock_offset_warning,
+        })),
+        "link_problem": status.link_problem,
+        "last_sync": status.last_sync.as_ref().map(|sync| json!({
+            "finished_unix_ms": sync.finished_unix_ms,
+            "succeeded": sync.succeeded,
+            "result": sync.text,
+            "sessions_pulled": sync.sessions_pulled,
+            "bytes_pulled": sync.bytes_pulled,
+            "last_success_unix_ms": sync.last_success_unix_ms,
+        })),
+        "lag": status.lag.as_ref().map(|lag| json!({
+            "sessions_missing": lag.sessions_missing,
+            "bytes_missing": lag.bytes_missing,
+            "oldest_missing_unix_ms": lag.oldest_missing_unix_ms,
+        })),
+        "bytes_sent": status.counters.bytes_sent,
+        "bytes_resent": status.counters.bytes_resent,
+        "running_sync": status.running.as_ref().map(|running| json!({
+            "progress": progress(&running.progress),
+            "elapsed_ms": running.elapsed_ms,
+            "bytes_per_second": running.bytes_per_second,
+            "eta_seconds": running.eta_seconds,
+        })),
+        "sessions_held": status.sessions_held,
+        "config_version": status.config_version.map(|version| format!("{}#{}", version.epoch, version.sequence)),
+        "next_sync_unix_ms": status.next_sync_unix_ms,
+        "storage_failure": status.storage_failure,
+        "break_unannounced": status.break_unannounced,
+    })
+}
+
+fn session_line(meta: &crate::store::SessionMeta) -> String {
+    format!(
+        "{}#{} {} {} bytes{}",
+        meta.id.origin,
+        meta.id.sequence,
+        hex(&meta.root),
+        meta.size_bytes,
+        if meta.ended_normally { "" } else { " cut-off" }
+    )
+}
+
+/// Sorted one-line descriptions of every complete session: two appliances' lists diff cleanly.
+pub fn session_lines(store: &Store) -> Result<Vec<String>, String> {
+    let mut lines: Vec<String> = store
+        .catalog_list()
+        .map_err(|error| error.to_string())?
+        .iter()
+        .map(session_line)
+        .collect();
+    lines.sort();
+    Ok(lines)
+}
+
+fn value_text(value: &[u8]) -> String {
+    String::from_utf8_lossy(value).into_owned()
+}
+
+pub fn conflicts(store: &Store) -> Result<Value, String> {
+    let records = ReplicaStore::conflicts(store).map_err(|fault| fault.to_string())?;
+    Ok(Value::Array(
+        records
+            .iter()
+            .map(|record| {
+                json!({
+                    "recorded_unix_ms": record.recorded_unix_ms,
+                    "local_version": format!("{}#{}", record.local_version.epoch, record.local_version.sequence),
+                    "incoming_version": format!("{}#{}", record.incoming_version.epoch, record.incoming_version.sequence),
+                    "differing": record.differing.iter().map(|key| json!({
+                        "key": key.key,
+                        "local": key.local.as_deref().map(value_text),
+                        "incoming": key.incoming.as_deref().map(value_text),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// Requests answered from local state alone.
+pub fn answer_locally(
+    replica: &mut Replica<Store>,
+    appliance: &Appliance,
+    now_unix_ms: u64,
+    request: AdminRequest,
+) -> AdminReply {
+    let result: Result<Value, String> = match request {
+        AdminRequest::Status => Ok(status(&replica.status(now_unix_ms), appliance)),
+        AdminRequest::ConfigSet { key, value } => replica
+            .write_config(&key, Some(value.as_bytes()))
+            .map(|version| json!(format!("{key} set (version {}#{})", version.epoch, version.sequence)))
+            .map_err(|error| error.to_string()),
+        AdminRequest::ConfigDelete { key } => replica
+            .write_config(&key, None)
+            .map(|version| json!(format!("{key} deleted (version {}#{})", version.epoch, version.sequence)))
+            .map_err(|error| error.to_string()),
+        AdminRequest::ConfigGet { key } => match replica.store().config_get(&key) {
+            Ok(Some(value)) => Ok(json!(value_text(&value))),
+            Ok(None) => Err(format!("no configuration key {key:?}")),
+            Err(error) => Err(error.to_string()),
+        },
+        AdminRequest::ConfigList { prefix } => replica
+            .store()
+            .config_list(&prefix)
+            .map(|entries| Value::Object(entries.into_iter().map(|(key, value)| (key, json!(value_text(&value)))).collect()))
+            .map_err(|error| error.to_string()),
+        AdminRequest::SessionImport { path, started_unix_ms, ended_unix_ms } => {
+            super::import_session(replica.store(), appliance, std::path::Path::new(&path), started_unix_ms, ended_unix_ms)
+                .map(|meta| json!(session_line(&meta)))
+        }
+        AdminRequest::SessionList => session_lines(replica.store()).map(|lines| json!(lines)),
+        AdminRequest::SessionVerify => replica
+            .store()
+            .verify_all()
+            .map(|report| {
+                json!({
+                    "recordings_checked": report.recordings_checked,
+                    "bytes_checked": report.bytes_checked,
+                    "bad_chunks": report.bad_chunks.iter().map(|bad| format!("{}#{} chunk {}{}", bad.id.origin, bad.id.sequence, bad.index, if bad.was_complete { " (withdrawn; will be fetched again)" } else { "" })).collect::<Vec<_>>(),
+                })
+            })
+            .map_err(|error| error.to_string()),
+        AdminRequest::Conflicts => conflicts(replica.store()),
+        AdminRequest::Establish { .. } | AdminRequest::SyncNow | AdminRequest::Break => {
+            Err("internal: a command reached the quick-answer path".into())
+        }
+    };
+    match result {
+        Ok(value) => AdminReply::Ok(value),
+        Err(text) => AdminReply::Error(text),
+    }
+}
