@@ -1,16 +1,15 @@
 //! The deterministic simulator.
 //!
 //! One seed drives a world of simulated appliances, disks, clocks, network and clients around
-//! the engine's real state machines, so that faults no test bench can reproduce are replayed
-//! bit for bit. The world and its scenarios arrive with the replication engine; until then
-//! this crate only fixes the command-line contract (`--list`, `--scenario S --seed N`).
+//! the engine's real replica state machine and real store, so that faults no test bench can
+//! reproduce are replayed bit for bit. `docs/simulator.md` says what is simulated and how to
+//! add a scenario or replay a failure.
 #![forbid(unsafe_code)]
 
-/// A named, seeded test of the engine. Scenarios are registered in [`SCENARIOS`].
-pub struct Scenario {
-    pub name: &'static str,
-    pub about: &'static str,
-}
+pub mod checks;
+pub mod rng;
+pub mod runner;
+pub mod scenarios;
+pub mod world;
 
-/// Every scenario this build knows. Empty until the engine has a replica state machine.
-pub const SCENARIOS: &[Scenario] = &[];
+pub use scenarios::{Scenario, SCENARIOS};
