@@ -198,6 +198,18 @@ pub fn establish(data_dir: &Path, backup: String, reverse: String) -> CliResult 
     Ok(())
 }
 
+pub fn promote(data_dir: &Path, force: bool) -> CliResult {
+    let value = request(data_dir, AdminRequest::Promote { force }, |_| {})?;
+    print_text(&value);
+    Ok(())
+}
+
+pub fn demote(data_dir: &Path) -> CliResult {
+    let value = request(data_dir, AdminRequest::Demote, |_| {})?;
+    print_text(&value);
+    Ok(())
+}
+
 pub fn break_relationship(data_dir: &Path) -> CliResult {
     let value = request(data_dir, AdminRequest::Break, |_| {})?;
     print_text(&value);
@@ -370,6 +382,26 @@ pub fn status(data_dir: &Path, json: bool) -> CliResult {
         number(&value, "bytes_sent").unwrap_or(0),
         number(&value, "bytes_resent").unwrap_or(0)
     );
+    if value
+        .get("forced_promotion_unresolved")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        println!("  WARNING            promoted without the old primary: demote it (`dyad demote`) or break it off as soon as it is reachable");
+    }
+    if let Some(split) = value.get("split_brain").filter(|split| !split.is_null()) {
+        println!(
+            "  SPLIT BRAIN        {} is {} in epoch {} (configuration {}, {} sessions); this appliance: epoch {} (configuration {})",
+            text(split, "peer_name"),
+            text(split, "peer_role"),
+            text(split, "peer_epoch"),
+            text(split, "peer_config_version"),
+            number(split, "peer_sessions_held").map_or("?".to_string(), |n| n.to_string()),
+            text(split, "this_epoch"),
+            text(split, "this_config_version")
+        );
+        println!("                     nothing is synced until an operator demotes one (`dyad demote`) or breaks and re-establishes");
+    }
     if let Some(failure) = value.get("storage_failure").and_then(Value::as_str) {
         println!("  STORAGE FAILURE    {failure}");
     }
@@ -462,56 +494,91 @@ pub fn session_verify(data_dir: &Path) -> CliResult {
     )))
 }
 
-pub fn conflicts(data_dir: &Path, json: bool) -> CliResult {
-    let value = request(data_dir, AdminRequest::Conflicts, |_| {})?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-        return Ok(());
-    }
-    let records = value.as_array().cloned().unwrap_or_default();
-    if records.is_empty() {
-        println!("no conflicts recorded");
-    }
-    for (index, record) in records.iter().enumerate() {
-        let text = |key: &str| {
-            record
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or("-")
-                .to_string()
-        };
-        println!(
-            "conflict {}: recorded {}; local configuration {} replaced by {}",
-            index + 1,
-            record
-                .get("recorded_unix_ms")
-                .and_then(Value::as_u64)
-                .map(format_time)
-                .unwrap_or_default(),
-            text("local_version"),
-            text("incoming_version")
-        );
-        for key in record
-            .get("differing")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+fn conflict_records(data_dir: &Path) -> Result<Vec<Value>, CliError> {
+    Ok(request(data_dir, AdminRequest::Conflicts, |_| {})?
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+fn print_conflict(number: usize, record: &Value, with_values: bool) {
+    let text = |key: &str| {
+        record
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_string()
+    };
+    let when = record
+        .get("recorded_unix_ms")
+        .and_then(Value::as_u64)
+        .map(format_time)
+        .unwrap_or_default();
+    let keys = record
+        .get("differing")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "conflict {number}: recorded {when} on {}; configuration {} replaced by {}; {} key(s) differed",
+        text("appliance"),
+        text("local_version"),
+        text("incoming_version"),
+        keys.len()
+    );
+    if with_values {
+        for key in keys {
             let side = |name: &str| {
                 key.get(name)
                     .and_then(Value::as_str)
                     .map_or("(absent)".to_string(), |v| format!("{v:?}"))
             };
             println!(
-                "  {}: local {} / incoming {}",
+                "  {}: this appliance had {} / replaced by {}",
                 key.get("key").and_then(Value::as_str).unwrap_or("?"),
                 side("local"),
                 side("incoming")
             );
         }
+    }
+}
+
+/// `dyad conflicts list`: one line per conflict record.
+pub fn conflicts_list(data_dir: &Path) -> CliResult {
+    let records = conflict_records(data_dir)?;
+    if records.is_empty() {
+        println!("no conflicts recorded");
+    }
+    for (index, record) in records.iter().enumerate() {
+        print_conflict(index + 1, record, false);
+    }
+    Ok(())
+}
+
+/// `dyad conflicts show N`: one record with both values of every differing key.
+pub fn conflicts_show(data_dir: &Path, number: usize) -> CliResult {
+    let records = conflict_records(data_dir)?;
+    let Some(record) = number.checked_sub(1).and_then(|index| records.get(index)) else {
+        return Err(CliError(format!(
+            "there is no conflict {number}; `dyad conflicts list` shows the {} recorded",
+            records.len()
+        )));
+    };
+    print_conflict(number, record, true);
+    Ok(())
+}
+
+/// `dyad conflicts export`: every record as JSON, to a file or standard output.
+pub fn conflicts_export(data_dir: &Path, out: Option<&Path>) -> CliResult {
+    let records = conflict_records(data_dir)?;
+    let text = serde_json::to_string_pretty(&Value::Array(records)).unwrap_or_default();
+    match out {
+        Some(path) => {
+            std::fs::write(path, format!("{text}\n"))
+                .map_err(|error| CliError(format!("--out {}: {error}", path.display())))?;
+            println!("exported to {}", path.display());
+        }
+        None => println!("{text}"),
     }
     Ok(())
 }

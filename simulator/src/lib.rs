@@ -10,6 +10,7 @@ pub mod checks;
 pub mod rng;
 pub mod runner;
 pub mod scenarios;
+mod scenarios_roles;
 pub mod world;
 
 pub use scenarios::{Scenario, SCENARIOS};

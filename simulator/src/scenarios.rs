@@ -46,16 +46,36 @@ pub const SCENARIOS: &[Scenario] = &[
         run: break_sessions_both_sides_reestablish,
     },
     Scenario {
+        name: "async_upgrade_old_backup_becomes_primary",
+        about: "break; sessions and writes on both; the old backup establishes as primary: union, its config, a conflict record",
+        run: crate::scenarios_roles::async_upgrade_old_backup_becomes_primary,
+    },
+    Scenario {
+        name: "planned_role_swap_under_faults",
+        about: "promote the backup (final sync, then swap) while connections reset; only the new primary writes",
+        run: crate::scenarios_roles::planned_role_swap_under_faults,
+    },
+    Scenario {
+        name: "forced_promotion_split_brain_then_demote",
+        about: "forced promotion in a partition; both primary; split brain reported, nothing overwritten; demote resolves",
+        run: crate::scenarios_roles::forced_promotion_split_brain_then_demote,
+    },
+    Scenario {
+        name: "stale_dns_sessions_on_old_primary_after_swing",
+        about: "after a swap, stale-DNS clients complete sessions on the old primary; they reach the new one",
+        run: crate::scenarios_roles::stale_dns_sessions_on_old_primary_after_swing,
+    },
+    Scenario {
         name: "crash_mid_transfer_resumes_without_resending",
         about: "crash either appliance during a transfer; the transfer resumes, re-sending at most one window",
         run: crash_mid_transfer_resumes_without_resending,
     },
 ];
 
-const MINUTE_MS: u64 = 60_000;
+pub(crate) const MINUTE_MS: u64 = 60_000;
 const KIB: u64 = 1024;
 
-fn software() -> SoftwareVersion {
+pub(crate) fn software() -> SoftwareVersion {
     SoftwareVersion {
         app: Version {
             major: 7,
@@ -70,12 +90,12 @@ fn software() -> SoftwareVersion {
     }
 }
 
-fn violation(property: &'static str, details: String) -> Violation {
+pub(crate) fn violation(property: &'static str, details: String) -> Violation {
     Violation { property, details }
 }
 
 /// Two appliances with the same key and version, named a and b.
-fn pair(world: &mut World) -> (usize, usize) {
+pub(crate) fn pair(world: &mut World) -> (usize, usize) {
     let mut psk = [0u8; 32];
     world.rng.fill(&mut psk);
     let a = world.add_appliance("appliance-a", psk, software());
@@ -83,7 +103,7 @@ fn pair(world: &mut World) -> (usize, usize) {
     (a, b)
 }
 
-fn recording_size(world: &mut World) -> u64 {
+pub(crate) fn recording_size(world: &mut World) -> u64 {
     // Mostly small, sometimes several chunks, sometimes empty: all shapes the tree handles.
     match world.rng.below(10) {
         0 => 0,
@@ -92,14 +112,14 @@ fn recording_size(world: &mut World) -> u64 {
     }
 }
 
-fn add_sessions(world: &mut World, index: usize, count: u64) {
+pub(crate) fn add_sessions(world: &mut World, index: usize, count: u64) {
     for _ in 0..count {
         let size = recording_size(world);
         world.complete_session(index, size);
     }
 }
 
-fn add_config(world: &mut World, index: usize, count: u64, prefix: &str) {
+pub(crate) fn add_config(world: &mut World, index: usize, count: u64, prefix: &str) {
     for n in 0..count {
         let key = format!("{prefix}/{n}");
         let value = world.rng.next_u64().to_le_bytes();
@@ -108,7 +128,7 @@ fn add_config(world: &mut World, index: usize, count: u64, prefix: &str) {
 }
 
 /// Runs an establish from `primary` to `backup` to completion.
-fn establish(world: &mut World, primary: usize, backup: usize) -> Result<(), Violation> {
+pub(crate) fn establish(world: &mut World, primary: usize, backup: usize) -> Result<(), Violation> {
     let command = Command::Establish {
         backup_address: world.appliances[backup].address.clone(),
         reverse_address: world.appliances[primary].address.clone(),
@@ -127,7 +147,7 @@ fn establish(world: &mut World, primary: usize, backup: usize) -> Result<(), Vio
 }
 
 /// Runs Sync Now on `index` until it completes; returns whether it succeeded.
-fn sync_now(world: &mut World, index: usize, limit_ms: u64) -> Result<bool, Violation> {
+pub(crate) fn sync_now(world: &mut World, index: usize, limit_ms: u64) -> Result<bool, Violation> {
     let id = world.command(index, Command::SyncNow);
     world
         .run_until_true(limit_ms, |world| world.outcome(id).is_some())
@@ -136,7 +156,7 @@ fn sync_now(world: &mut World, index: usize, limit_ms: u64) -> Result<bool, Viol
 }
 
 /// Property 5: once faults stop, a Sync Now succeeds within 10 minutes plus the transfer time.
-fn converge(world: &mut World, primary: usize, backup: usize) -> Result<(), Violation> {
+pub(crate) fn converge(world: &mut World, primary: usize, backup: usize) -> Result<(), Violation> {
     world.network.reset_per_mille = 0;
     world.network.partitioned.clear();
     for index in [primary, backup] {
@@ -147,9 +167,26 @@ fn converge(world: &mut World, primary: usize, backup: usize) -> Result<(), Viol
     let deadline = world.now_ms + 10 * MINUTE_MS + transfer_ms;
     loop {
         if world.now_ms > deadline {
+            let describe = |index: usize| {
+                world.status(index).map_or("down".to_string(), |status| {
+                    format!(
+                        "{} {:?} epoch {} link {} problem {:?} last sync {:?}",
+                        status.node_name,
+                        status.role,
+                        status.epoch,
+                        status.link.is_some(),
+                        status.link_problem,
+                        status.last_sync.map(|sync| sync.text)
+                    )
+                })
+            };
             return Err(violation(
                 "liveness",
-                "the pair did not converge within the bound once faults stopped".into(),
+                format!(
+                    "the pair did not converge within the bound once faults stopped: {} / {}",
+                    describe(primary),
+                    describe(backup)
+                ),
             ));
         }
         if sync_now(world, backup, 10 * MINUTE_MS)? {
@@ -162,7 +199,7 @@ fn converge(world: &mut World, primary: usize, backup: usize) -> Result<(), Viol
     Ok(())
 }
 
-fn final_checks(world: &World, primary: usize, backup: usize) -> Result<(), Violation> {
+pub(crate) fn final_checks(world: &World, primary: usize, backup: usize) -> Result<(), Violation> {
     checks::paired(world, primary, backup)?;
     checks::no_session_lost(world, &[primary, backup])?;
     checks::config_follows_primary(world, primary, backup)?;

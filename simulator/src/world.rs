@@ -165,6 +165,8 @@ pub struct World {
     pub completed_sessions: BTreeMap<SessionId, [u8; 32]>,
     /// Recording bytes sent over the simulated network, per appliance.
     pub chunk_bytes_sent: Vec<u64>,
+    /// Every byte of every frame sent, per appliance (recordings and metadata).
+    pub frame_bytes_sent: Vec<u64>,
     trace: blake3::Hasher,
     pub steps: u64,
     pub step_budget: u64,
@@ -186,6 +188,7 @@ impl World {
             writers_by_epoch: BTreeMap::new(),
             completed_sessions: BTreeMap::new(),
             chunk_bytes_sent: Vec::new(),
+            frame_bytes_sent: Vec::new(),
             trace: blake3::Hasher::new(),
             steps: 0,
             step_budget: 2_000_000,
@@ -214,6 +217,7 @@ impl World {
             config: ReplicaConfig::default(),
         });
         self.chunk_bytes_sent.push(0);
+        self.frame_bytes_sent.push(0);
         self.start(index);
         index
     }
@@ -824,6 +828,7 @@ impl World {
         if let Message::Chunk(chunk) = message {
             self.chunk_bytes_sent[index] += chunk.data.len() as u64;
         }
+        self.frame_bytes_sent[index] += frame.len() as u64;
         let latency = self.latency();
         let transfer_ms = frame.len() as u64 / self.network.rate_bytes_per_ms.max(1);
         let Some(link) = self.links.get_mut(&conn) else {

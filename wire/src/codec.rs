@@ -22,7 +22,8 @@ use crate::message::{
 };
 use crate::replication::{
     Break, CatalogAnswer, CatalogQuery, ConfigPull, ConfigUpdate, Establish, EstablishReply,
-    FetchChunks, FetchSession, SessionHeader, SessionUnavailable, SyncDone, SyncNow,
+    FetchChunks, FetchSession, PromotePeer, RoleSwap, RoleSwapReply, SessionHeader,
+    SessionUnavailable, StateReport, SyncDone, SyncNow,
 };
 
 /// Appends `message` as one frame to `out`.

@@ -87,13 +87,17 @@ pub enum MessageKind {
     SessionHeader = 15,
     FetchChunks = 17,
     SessionUnavailable = 18,
+    RoleSwap = 19,
+    RoleSwapReply = 20,
+    PromotePeer = 21,
+    StateReport = 22,
     /// A piece of a recording: [`ChunkHeader`] then raw bytes.
     Chunk = 16,
 }
 
 impl MessageKind {
     /// Every kind this build understands.
-    pub const ALL: [MessageKind; 18] = [
+    pub const ALL: [MessageKind; 22] = [
         MessageKind::Hello,
         MessageKind::Error,
         MessageKind::KeepAlive,
@@ -111,6 +115,10 @@ impl MessageKind {
         MessageKind::SessionHeader,
         MessageKind::FetchChunks,
         MessageKind::SessionUnavailable,
+        MessageKind::RoleSwap,
+        MessageKind::RoleSwapReply,
+        MessageKind::PromotePeer,
+        MessageKind::StateReport,
         MessageKind::Chunk,
     ];
 

@@ -33,6 +33,6 @@ pub use message::{
 pub use replication::{
     Break, CatalogAnswer, CatalogItem, CatalogQuery, CatalogRange, ConfigEntry, ConfigPull,
     ConfigUpdate, ConfigVersion, Establish, EstablishReply, FetchChunks, FetchSession,
-    OriginSummary, RangeAnswer, RangeSummary, SessionHeader, SessionMeta, SessionUnavailable,
-    SyncDone, SyncNow,
+    OriginSummary, PromotePeer, RangeAnswer, RangeSummary, RoleSwap, RoleSwapReply, SessionHeader,
+    SessionMeta, SessionUnavailable, StateReport, SyncDone, SyncNow,
 };

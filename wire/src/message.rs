@@ -14,7 +14,8 @@ use crate::frame::MessageKind;
 use crate::limits::{MAX_NODE_NAME_BYTES, MAX_TEXT_BYTES};
 use crate::replication::{
     Break, CatalogAnswer, CatalogQuery, ConfigPull, ConfigUpdate, Establish, EstablishReply,
-    FetchChunks, FetchSession, SessionHeader, SessionUnavailable, SyncDone, SyncNow,
+    FetchChunks, FetchSession, PromotePeer, RoleSwap, RoleSwapReply, SessionHeader,
+    SessionUnavailable, StateReport, SyncDone, SyncNow,
 };
 
 /// Oldest protocol version this build speaks.
@@ -262,6 +263,10 @@ macro_rules! control_messages {
             SessionHeader(SessionHeader),
             FetchChunks(FetchChunks),
             SessionUnavailable(SessionUnavailable),
+            RoleSwap(RoleSwap),
+            RoleSwapReply(RoleSwapReply),
+            PromotePeer(PromotePeer),
+            StateReport(StateReport),
         }
     };
 }

@@ -194,6 +194,39 @@ pub struct SessionUnavailable {
     pub text: String,
 }
 
+/// The sender, the backup, takes over as primary in `epoch`; the receiver is asked to step
+/// down to backup. `config_version` is the sender's configuration after its final sync: the
+/// receiver refuses if its own moved on since, so no write is lost in the swap.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleSwap {
+    pub epoch: Epoch,
+    pub config_version: ConfigVersion,
+}
+
+/// The answer to [`RoleSwap`]: 0 when the receiver stepped down, else a reason code.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RoleSwapReply {
+    pub epoch: Epoch,
+    pub refusal_code: u16,
+    pub text: String,
+}
+
+/// The primary asks its backup to take over (a planned demotion of the sender).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PromotePeer {
+    pub request: u64,
+}
+
+/// What the sender is, sent when the two appliances disagree about the relationship (for
+/// example both are primary) so that each operator sees both sides.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateReport {
+    pub role: crate::message::Role,
+    pub epoch: Epoch,
+    pub config_version: ConfigVersion,
+    pub sessions_held: u64,
+}
+
 fn limit(field: &'static str, len: usize, max: usize) -> Result<(), Malformed> {
     if len > max {
         return Err(Malformed::FieldTooLarge { field, len, max });
@@ -351,3 +384,24 @@ control_message!(
 );
 
 const _: () = assert!(MAX_NODE_NAME_BYTES <= MAX_ADDRESS_BYTES);
+control_message!(RoleSwap, ArchivedRoleSwap, MessageKind::RoleSwap, |m| {
+    Ok(())
+});
+control_message!(
+    RoleSwapReply,
+    ArchivedRoleSwapReply,
+    MessageKind::RoleSwapReply,
+    |m| { limit("text", m.text.len(), MAX_TEXT_BYTES) }
+);
+control_message!(
+    PromotePeer,
+    ArchivedPromotePeer,
+    MessageKind::PromotePeer,
+    |m| { Ok(()) }
+);
+control_message!(
+    StateReport,
+    ArchivedStateReport,
+    MessageKind::StateReport,
+    |m| { Ok(()) }
+);

@@ -114,13 +114,23 @@ enum Commands {
         #[command(subcommand)]
         action: SessionAction,
     },
-    /// Configuration replaced during a sync, saved before it was replaced.
-    Conflicts {
+    /// On the backup: become the primary (a final sync, then the swap).
+    Promote {
         #[command(flatten)]
         dir: DataDirArg,
-        /// Print JSON.
+        /// Promote although the primary is unreachable (the operator's word that it is down).
         #[arg(long)]
-        json: bool,
+        force: bool,
+    },
+    /// On the primary: hand over to the backup, or give way to the other primary in a split brain.
+    Demote {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Configurations replaced by the primary's, saved before they were replaced.
+    Conflicts {
+        #[command(subcommand)]
+        action: ConflictsAction,
     },
     /// Two appliances on loopback in a temporary folder: establish, sync, compare.
     Demo {
@@ -130,6 +140,30 @@ enum Commands {
         /// Number of sessions they are split into.
         #[arg(long, default_value_t = 16)]
         sessions: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConflictsAction {
+    /// One line per conflict record.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// One record with both values of every key that differed.
+    Show {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The record's number from `list`.
+        number: usize,
+    },
+    /// Every record as JSON.
+    Export {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -266,7 +300,15 @@ fn main() -> ExitCode {
             SessionAction::List { dir } => cli::session_list(&dir.data_dir),
             SessionAction::Verify { dir } => cli::session_verify(&dir.data_dir),
         },
-        Commands::Conflicts { dir, json } => cli::conflicts(&dir.data_dir, json),
+        Commands::Promote { dir, force } => cli::promote(&dir.data_dir, force),
+        Commands::Demote { dir } => cli::demote(&dir.data_dir),
+        Commands::Conflicts { action } => match action {
+            ConflictsAction::List { dir } => cli::conflicts_list(&dir.data_dir),
+            ConflictsAction::Show { dir, number } => cli::conflicts_show(&dir.data_dir, number),
+            ConflictsAction::Export { dir, out } => {
+                cli::conflicts_export(&dir.data_dir, out.as_deref())
+            }
+        },
         Commands::Demo { size_mb, sessions } => dyad_engine::demo::run(size_mb, sessions),
     };
     match result {

@@ -20,6 +20,10 @@ pub enum AdminRequest {
     },
     SyncNow,
     Break,
+    Promote {
+        force: bool,
+    },
+    Demote,
     ConfigSet {
         key: String,
         value: String,

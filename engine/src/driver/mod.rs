@@ -617,6 +617,8 @@ impl ReplicaThread {
             }),
             AdminRequest::SyncNow => Some(Command::SyncNow),
             AdminRequest::Break => Some(Command::Break),
+            AdminRequest::Promote { force } => Some(Command::Promote { force }),
+            AdminRequest::Demote => Some(Command::Demote),
             other => {
                 let answer = render::answer_locally(&mut self.replica, &self.appliance, now, other);
                 let _ = reply.send(answer);

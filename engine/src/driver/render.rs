@@ -83,6 +83,17 @@ pub fn status(status: &Status, appliance: &Appliance) -> Value {
         "next_sync_unix_ms": status.next_sync_unix_ms,
         "storage_failure": status.storage_failure,
         "break_unannounced": status.break_unannounced,
+        "forced_promotion_unresolved": status.forced_promotion_unresolved,
+        "split_brain": status.disagreement.as_ref().map(|d| json!({
+            "peer_name": d.peer_name,
+            "peer_role": role_name(d.peer_role),
+            "peer_epoch": d.peer_epoch.to_string(),
+            "peer_config_version": d.peer_config_version.map(|v| format!("{}#{}", v.epoch, v.sequence)),
+            "peer_sessions_held": d.peer_sessions_held,
+            "this_epoch": status.epoch.to_string(),
+            "this_config_version": status.config_version.map(|v| format!("{}#{}", v.epoch, v.sequence)),
+            "detected_unix_ms": d.detected_unix_ms,
+        })),
     })
 }
 
@@ -113,13 +124,14 @@ fn value_text(value: &[u8]) -> String {
     String::from_utf8_lossy(value).into_owned()
 }
 
-pub fn conflicts(store: &Store) -> Result<Value, String> {
+pub fn conflicts(store: &Store, appliance: &Appliance) -> Result<Value, String> {
     let records = ReplicaStore::conflicts(store).map_err(|fault| fault.to_string())?;
     Ok(Value::Array(
         records
             .iter()
             .map(|record| {
                 json!({
+                    "appliance": appliance.settings.name,
                     "recorded_unix_ms": record.recorded_unix_ms,
                     "local_version": format!("{}#{}", record.local_version.epoch, record.local_version.sequence),
                     "incoming_version": format!("{}#{}", record.incoming_version.epoch, record.incoming_version.sequence),
@@ -177,8 +189,12 @@ pub fn answer_locally(
                 })
             })
             .map_err(|error| error.to_string()),
-        AdminRequest::Conflicts => conflicts(replica.store()),
-        AdminRequest::Establish { .. } | AdminRequest::SyncNow | AdminRequest::Break => {
+        AdminRequest::Conflicts => conflicts(replica.store(), appliance),
+        AdminRequest::Establish { .. }
+        | AdminRequest::SyncNow
+        | AdminRequest::Break
+        | AdminRequest::Promote { .. }
+        | AdminRequest::Demote => {
             Err("internal: a command reached the quick-answer path".into())
         }
     };

@@ -21,6 +21,7 @@
 //! the same [`Purpose`].
 
 pub mod ports;
+mod roles;
 mod serve;
 pub mod state;
 mod status;
@@ -38,10 +39,12 @@ pub use ports::{
     CatalogComparison, ChunkRefusal, ConflictRecord, DifferingKey, IncomingRefusal, ReadRefusal,
     ReplicaStore, StoreFault,
 };
+pub use roles::Disagreement;
 pub use state::{PeerRecord, ReplicaState, SyncRecord};
 pub use status::{Lag, LinkStatus, RunningSync, Status, CLOCK_OFFSET_WARNING_MS};
 pub use sync::SyncProgress;
 
+use roles::{PendingSwap, PromoteOrigin};
 use sync::{SyncJob, Waiter};
 
 /// Identifies one authenticated connection for as long as it is open (chosen by the driver).
@@ -148,6 +151,14 @@ pub enum Command {
     },
     SyncNow,
     Break,
+    /// On the backup: take over as primary; planned (final sync, then swap) unless `force`,
+    /// which promotes without the primary when it is unreachable.
+    Promote {
+        force: bool,
+    },
+    /// On the primary: hand over to the backup, or give way to the other primary in a split
+    /// brain.
+    Demote,
 }
 
 /// Why a command failed, split by who can fix it.
@@ -244,6 +255,9 @@ enum LinkKind {
         request: ConnId,
     },
     Peer,
+    /// The paired appliance, but the two disagree about the relationship (split brain): kept
+    /// open so that both statuses show it and a demotion can act on it; nothing is synced.
+    Disagreement,
 }
 
 /// A backup-side establish waiting for the reverse address check.
@@ -294,7 +308,20 @@ pub struct Replica<S: ReplicaStore> {
     failed: Option<StoreFault>,
     last_refusal: Option<String>,
     last_lag: Option<status::Lag>,
+    /// The wall clock at the current call (commands complete with it).
+    now_unix_ms: u64,
+    next_internal_command: CommandId,
+    /// Final syncs of promotions in progress, by their internal command id.
+    promotions: BTreeMap<CommandId, PromoteOrigin>,
+    pending_swap: Option<PendingSwap>,
+    /// A demotion waiting for the backup to take over: the command and its request.
+    pending_demote: Option<(CommandId, u64)>,
+    disagreement: Option<roles::Disagreement>,
 }
+
+/// Commands the replica issues to itself (a promotion's final sync) are numbered from here, far
+/// above any id a driver hands out.
+const INTERNAL_COMMAND_BASE: CommandId = 1 << 62;
 
 impl<S: ReplicaStore> Replica<S> {
     /// Opens the replica over `store`, loading its persisted state (or starting standalone).
@@ -337,6 +364,12 @@ impl<S: ReplicaStore> Replica<S> {
             failed: None,
             last_refusal: None,
             last_lag: None,
+            now_unix_ms,
+            next_internal_command: INTERNAL_COMMAND_BASE,
+            promotions: BTreeMap::new(),
+            pending_swap: None,
+            pending_demote: None,
+            disagreement: None,
         })
     }
 
@@ -375,7 +408,7 @@ impl<S: ReplicaStore> Replica<S> {
             }
         };
         consider(self.next_sync_unix_ms);
-        if self.wants_peer_link() && self.peer_link().is_none() && !self.dialing_peer {
+        if self.wants_peer_link() && !self.peer_connected() && !self.dialing_peer {
             consider(Some(self.next_dial_unix_ms));
         }
         for command in self.sync_now_commands.values() {
@@ -409,6 +442,7 @@ impl<S: ReplicaStore> Replica<S> {
 
     /// Delivers an operator command; its outcome arrives as `Action::Completed`.
     pub fn handle_command(&mut self, now_unix_ms: u64, id: CommandId, command: Command) {
+        self.now_unix_ms = now_unix_ms;
         if let Some(fault) = &self.failed {
             let text = format!("{fault}");
             self.complete(id, Err(CommandError::Local(text)));
@@ -421,11 +455,14 @@ impl<S: ReplicaStore> Replica<S> {
             } => self.command_establish(id, backup_address, reverse_address),
             Command::SyncNow => self.command_sync_now(now_unix_ms, id),
             Command::Break => self.command_break(now_unix_ms, id),
+            Command::Promote { force } => self.command_promote(now_unix_ms, id, force),
+            Command::Demote => self.command_demote(now_unix_ms, id),
         }
     }
 
     /// Delivers a connection event.
     pub fn handle_event(&mut self, now_unix_ms: u64, event: Event) {
+        self.now_unix_ms = now_unix_ms;
         match event {
             Event::Connected {
                 conn,
@@ -442,6 +479,7 @@ impl<S: ReplicaStore> Replica<S> {
 
     /// Runs whatever is due at `now_unix_ms`.
     pub fn handle_timeout(&mut self, now_unix_ms: u64) {
+        self.now_unix_ms = now_unix_ms;
         let expired: Vec<CommandId> = self
             .sync_now_commands
             .iter()
@@ -461,7 +499,7 @@ impl<S: ReplicaStore> Replica<S> {
             return;
         }
         if self.wants_peer_link()
-            && self.peer_link().is_none()
+            && !self.peer_connected()
             && !self.dialing_peer
             && now_unix_ms >= self.next_dial_unix_ms
         {
@@ -713,24 +751,40 @@ impl<S: ReplicaStore> Replica<S> {
                 }
             }
             Role::Primary | Role::Backup => {
-                let expected_peer_role = if self.state.role == Role::Primary {
-                    Role::Backup
-                } else {
-                    Role::Primary
-                };
-                if hello.epoch == self.state.epoch && hello.role == expected_peer_role {
+                let ours = self.state.role;
+                let epoch = self.state.epoch;
+                let complementary = matches!(
+                    (ours, hello.role),
+                    (Role::Primary, Role::Backup) | (Role::Backup, Role::Primary)
+                );
+                if hello.epoch == epoch && complementary {
                     self.bind_peer_link(now_unix_ms, conn);
-                } else if hello.epoch > self.state.epoch {
+                } else if ours == Role::Backup && hello.role == Role::Primary && hello.epoch > epoch
+                {
+                    // The primary moved on to a newer epoch of this same relationship (a swap
+                    // whose end we missed): follow it.
+                    self.state.epoch = hello.epoch;
+                    self.persist();
+                    self.bind_peer_link(now_unix_ms, conn);
+                } else if ours == Role::Backup
+                    && hello.role == Role::Backup
+                    && hello.epoch > epoch
+                    && self.complete_lost_swap(now_unix_ms, hello.epoch)
+                {
+                    self.bind_peer_link(now_unix_ms, conn);
+                } else if hello.role == Role::Standalone && hello.epoch > epoch {
                     let epoch = self.state.next_epoch(self.node.node_id);
                     let why = format!(
-                        "{} left the relationship while unreachable (it is now {} in epoch {})",
-                        peer.name,
-                        state::role_name(hello.role),
-                        hello.epoch
+                        "{} left the relationship while unreachable (it is now standalone in epoch {})",
+                        peer.name, hello.epoch
                     );
                     self.become_standalone(now_unix_ms, epoch, &why);
                     self.persist();
                     self.close(conn, None);
+                } else if hello.role == ours {
+                    // Both primary (a forced promotion, or both forced in a partition) or both
+                    // backup: report it on both sides; an operator decides.
+                    self.enter_disagreement(now_unix_ms, conn);
                 } else {
                     let text = format!(
                         "{} is {} in epoch {}, but this appliance is {} in epoch {}; \
@@ -778,6 +832,12 @@ impl<S: ReplicaStore> Replica<S> {
             link.kind = LinkKind::Peer;
         }
         self.last_refusal = None;
+        self.disagreement = None;
+        if self.state.forced_promotion_unresolved && self.state.role == Role::Primary {
+            // The old primary is back, as this appliance's backup: nothing left to resolve.
+            self.state.forced_promotion_unresolved = false;
+            self.persist();
+        }
         let waiting: Vec<CommandId> = self
             .sync_now_commands
             .iter()
@@ -910,16 +970,22 @@ impl<S: ReplicaStore> Replica<S> {
                 );
                 self.on_disconnected(now_unix_ms, conn, "peer repeated the handshake".into());
             }
+            Message::StateReport(report) => {
+                if kind == LinkKind::Disagreement {
+                    self.on_state_report(report);
+                }
+            }
             other => {
                 if kind != LinkKind::Peer {
-                    let text = "this appliance is not in a relationship with the sender; run `dyad establish` on the primary";
-                    self.send(
-                        conn,
-                        Message::Error(ErrorMessage::new(ReasonCode::RelationshipState, text)),
-                    );
+                    self.refuse_outside_relationship(conn);
                     return;
                 }
-                self.on_peer_message(now_unix_ms, conn, other);
+                match other {
+                    Message::RoleSwap(swap) => self.on_role_swap(now_unix_ms, conn, swap),
+                    Message::RoleSwapReply(reply) => self.on_role_swap_reply(now_unix_ms, reply),
+                    Message::PromotePeer(request) => self.on_promote_peer(now_unix_ms, request),
+                    other => self.on_peer_message(now_unix_ms, conn, other),
+                }
             }
         }
     }
@@ -1254,6 +1320,17 @@ impl<S: ReplicaStore> Replica<S> {
         }
         self.state.role = Role::Standalone;
         self.state.epoch = epoch;
+        self.state.forced_promotion_unresolved = false;
+        self.disagreement = None;
+        if let Some(pending) = self.pending_swap.take() {
+            self.promotion_failed(pending.origin, format!("promotion stopped: {why}"));
+        }
+        if let Some((command, _)) = self.pending_demote.take() {
+            self.complete(
+                command,
+                Err(CommandError::Refused(format!("demotion stopped: {why}"))),
+            );
+        }
         self.state.first_sync_due_unix_ms = None;
         self.next_sync_unix_ms = None;
         self.last_refusal = Some(why.to_string());
@@ -1264,6 +1341,13 @@ impl<S: ReplicaStore> Replica<S> {
     fn wants_peer_link(&self) -> bool {
         self.state.peer.is_some()
             && (self.state.role != Role::Standalone || self.state.break_unannounced)
+    }
+
+    /// Whether some link to the paired appliance is open (agreed or not): no need to dial.
+    fn peer_connected(&self) -> bool {
+        self.links
+            .values()
+            .any(|link| matches!(link.kind, LinkKind::Peer | LinkKind::Disagreement))
     }
 
     fn peer_link(&self) -> Option<ConnId> {
@@ -1288,8 +1372,19 @@ impl<S: ReplicaStore> Replica<S> {
     }
 
     fn complete(&mut self, command: CommandId, outcome: Result<String, CommandError>) {
+        if command >= INTERNAL_COMMAND_BASE {
+            let now = self.now_unix_ms;
+            self.final_sync_done(now, command, outcome);
+            return;
+        }
         self.actions
             .push_back(Action::Completed { command, outcome });
+    }
+
+    fn next_internal_command(&mut self) -> CommandId {
+        let id = self.next_internal_command;
+        self.next_internal_command += 1;
+        id
     }
 
     /// Saves the replica state; on failure the replica stops (a terminal storage fault).

@@ -56,7 +56,11 @@ impl<S: ReplicaStore> Replica<S> {
             | Message::KeyProof(_)
             | Message::Establish(_)
             | Message::EstablishReply(_)
-            | Message::Break(_) => {}
+            | Message::Break(_)
+            | Message::RoleSwap(_)
+            | Message::RoleSwapReply(_)
+            | Message::PromotePeer(_)
+            | Message::StateReport(_) => {}
         }
     }
 

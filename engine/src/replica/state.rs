@@ -26,6 +26,9 @@ pub struct ReplicaState {
     pub last_sync: Option<SyncRecord>,
     /// When the first sync after establishing is due (wall clock, ms).
     pub first_sync_due_unix_ms: Option<u64>,
+    /// This appliance was promoted without the old primary, which has not been seen since as
+    /// a backup: it may still accept writes somewhere.
+    pub forced_promotion_unresolved: bool,
 }
 
 /// The paired appliance, pinned by its certificate.
@@ -63,6 +66,7 @@ impl ReplicaState {
             break_unannounced: false,
             last_sync: None,
             first_sync_due_unix_ms: None,
+            forced_promotion_unresolved: false,
         }
     }
 
@@ -95,6 +99,7 @@ impl ReplicaState {
             break_unannounced: self.break_unannounced,
             last_sync: self.last_sync.clone(),
             first_sync_due_unix_ms: self.first_sync_due_unix_ms,
+            forced_promotion_unresolved: self.forced_promotion_unresolved,
         };
         serde_json::to_vec_pretty(&document)
             .expect("a plain struct of strings and numbers serializes")
@@ -129,6 +134,7 @@ impl ReplicaState {
             break_unannounced: document.break_unannounced,
             last_sync: document.last_sync,
             first_sync_due_unix_ms: document.first_sync_due_unix_ms,
+            forced_promotion_unresolved: document.forced_promotion_unresolved,
         })
     }
 }
@@ -145,6 +151,8 @@ struct Document {
     break_unannounced: bool,
     last_sync: Option<SyncRecord>,
     first_sync_due_unix_ms: Option<u64>,
+    #[serde(default)]
+    forced_promotion_unresolved: bool,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -78,6 +78,10 @@ pub struct Status {
     pub storage_failure: Option<String>,
     /// After a break the peer has not heard about yet.
     pub break_unannounced: bool,
+    /// The two appliances disagree about the relationship (for example both are primary).
+    pub disagreement: Option<super::Disagreement>,
+    /// Promoted without the old primary, which may still accept writes somewhere.
+    pub forced_promotion_unresolved: bool,
 }
 
 impl<S: ReplicaStore> Replica<S> {
@@ -124,6 +128,8 @@ impl<S: ReplicaStore> Replica<S> {
             next_sync_unix_ms: self.next_sync_unix_ms,
             storage_failure: self.failed.as_ref().map(|fault| fault.to_string()),
             break_unannounced: self.state.break_unannounced,
+            disagreement: self.disagreement.clone(),
+            forced_promotion_unresolved: self.state.forced_promotion_unresolved,
         }
     }
 }
