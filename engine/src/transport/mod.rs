@@ -36,7 +36,7 @@ pub use identity::{CertFingerprint, Identity, IdentityError};
 pub use keys::{
     key_set, key_show, keygen, InterApplianceKey, KeyError, KeyFingerprint, KEY_TEXT_PREFIX,
 };
-pub use tls::{client_config, provider, server_config, PeerCertVerifier};
+pub use tls::{client_config, provider, server_config, PeerCertVerifier, TLS_SERVER_NAME};
 
 use handshake::Step;
 
