@@ -137,6 +137,13 @@ pub fn serve(
     replica_config: ReplicaConfig,
     shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<(), ServeError> {
+    // Checked before taking the lock, which would otherwise create `serve.lock` in a folder
+    // that is not an appliance's (or fail on a missing folder with a confusing message).
+    if !dir.settings().exists() {
+        return Err(ServeError(
+            crate::appliance::ApplianceError::NotInitialised(dir.root.clone()).to_string(),
+        ));
+    }
     let _lock = lock_data_dir(&dir)?;
     let appliance = Appliance::open(dir.clone()).map_err(|error| ServeError(error.to_string()))?;
     let store = open_store(&dir)?;
