@@ -7,7 +7,8 @@
 //! re-establish must leave both with the union of the sessions and record the backup's
 //! replaced configuration as a conflict.
 //!
-//! The recordings total `DYAD_ITEST_BYTES` (default 1 GiB; accepts `512M`, `4G`).
+//! The recordings total `DYAD_ITEST_BYTES` (default 1 GiB, about 10 s on two cores; accepts
+//! `512M`, `4G`; at least `128M`, so that the kill falls in the middle of the transfer).
 
 mod common;
 
@@ -89,6 +90,7 @@ fn conflict_has(conflicts: &Value, key: &str, local: Option<&str>, incoming: Opt
 fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
     let test_started = Instant::now();
     let total_bytes = env_bytes("DYAD_ITEST_BYTES", DEFAULT_TOTAL_BYTES);
+    assert!(total_bytes >= 128 << 20, "DYAD_ITEST_BYTES must be at least 128M");
     let temp = tempfile::Builder::new()
         .prefix("dyad-itest-pair-")
         .tempdir()
@@ -134,12 +136,15 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
     assert_eq!(a.role(), "primary");
     assert_eq!(b.role(), "backup");
 
-    // Sync Now on the backup; SIGKILL the backup once the primary has sent a third.
+    // Sync Now on the backup; SIGKILL the backup once the primary has sent a quarter. The
+    // primary's admin socket is polled directly: a `dyad status` process per look would be
+    // too coarse for a transfer this fast on a small DYAD_ITEST_BYTES.
     let first_sync_started = Instant::now();
     let mut sync_now = spawn_sync_now(&b, root);
-    let sent_before_kill = wait_until("the primary to send a third of the recordings", SYNC_TIMEOUT, || {
-        let sent = number(&a.status(), "/bytes_sent");
-        (sent >= total_bytes / 3).then_some(sent)
+    let kill_at_bytes = (total_bytes / 4).max(2 * WINDOW_BYTES);
+    let sent_before_kill = wait_until("the primary to send a quarter of the recordings", SYNC_TIMEOUT, || {
+        let sent = a.status_from_socket().map_or(0, |status| number(&status, "/bytes_sent"));
+        (sent >= kill_at_bytes).then_some(sent)
     });
     server_b.kill();
     eprintln!(
