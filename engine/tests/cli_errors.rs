@@ -298,6 +298,34 @@ fn a_second_serve_on_one_folder_is_refused_and_the_first_keeps_running() {
     drop(first);
 }
 
+#[test]
+fn serve_waits_for_a_command_briefly_holding_the_folder() {
+    // An offline command (here: this test, holding the lock the way `dyad status` does while
+    // no server runs) must not make a starting server give up.
+    let root = temp("dyad-itest-lock-");
+    let key = root.path().join("pair.key");
+    keygen(&key);
+    let appliance = Appliance::init(root.path(), "itest-a", &key, &[]);
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(appliance.dir.join("serve.lock"))
+        .expect("open the lock file");
+    lock.try_lock().expect("nobody else holds the lock");
+    let mut server = appliance.spawn_serve();
+    // Well inside the server's wait for the lock (3 s): the point is that it is still waiting.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        server.guard.exited().is_none(),
+        "serve gave up while a command held the folder:\n{}",
+        server.log_text()
+    );
+    drop(lock);
+    server.wait_ready();
+    assert_eq!(appliance.role(), "standalone");
+}
+
 /// Serves `appliance` and returns it with its server.
 fn served(appliance: Appliance) -> (Appliance, Server) {
     let server = appliance.serve();
