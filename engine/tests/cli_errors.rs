@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{
-    dyad, free_port, keygen, path_str, Appliance, Server, SITE_HOSTNAME,
-};
+use common::{dyad, free_port, keygen, path_str, Appliance, Server, SITE_HOSTNAME};
 
 /// What must not change when a command is refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -91,7 +89,10 @@ fn missing_and_wrong_flags_are_usage_errors_naming_the_flag() {
         (vec!["frobnicate"], vec!["frobnicate"]),
         (vec!["init", "--data-dir", dir], vec!["--name", "--listen"]),
         (vec!["status"], vec!["--data-dir"]),
-        (vec!["status", "--data-dir", dir, "--bogus"], vec!["--bogus"]),
+        (
+            vec!["status", "--data-dir", dir, "--bogus"],
+            vec!["--bogus"],
+        ),
         (
             vec!["serve", "--data-dir", dir, "--first-sync-delay-s", "soon"],
             vec!["--first-sync-delay-s", "soon"],
@@ -102,19 +103,39 @@ fn missing_and_wrong_flags_are_usage_errors_naming_the_flag() {
         ),
         (vec!["session", "import", "--data-dir", dir], vec!["--file"]),
         (vec!["key", "set", "--data-dir", dir], vec!["--psk-file"]),
-        (vec!["config", "set", "--data-dir", dir, "only-a-key"], vec!["VALUE"]),
         (
-            vec!["init", "--data-dir", dir, "--name", "x", "--listen", "127.0.0.1:1", "--cert-pem", "c.pem"],
+            vec!["config", "set", "--data-dir", dir, "only-a-key"],
+            vec!["VALUE"],
+        ),
+        (
+            vec![
+                "init",
+                "--data-dir",
+                dir,
+                "--name",
+                "x",
+                "--listen",
+                "127.0.0.1:1",
+                "--cert-pem",
+                "c.pem",
+            ],
             vec!["--key-pem"],
         ),
     ];
     for (args, needles) in cases {
         let output = dyad(&args);
         let what = format!("dyad {}", args.join(" "));
-        assert_eq!(output.status.code(), Some(2), "{what} is a usage error: {output:?}");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{what} is a usage error: {output:?}"
+        );
         assert_names(&output.stderr, &needles, &what);
     }
-    assert!(!Path::new(dir).exists(), "no usage error created the data folder");
+    assert!(
+        !Path::new(dir).exists(),
+        "no usage error created the data folder"
+    );
 }
 
 #[test]
@@ -136,21 +157,47 @@ fn uninitialised_folder_is_named_by_every_command_and_left_untouched() {
             vec!["config", "get", "--data-dir", dir, "site/name"],
             vec!["config", "delete", "--data-dir", dir, "site/name"],
             vec!["config", "list", "--data-dir", dir],
-            vec!["session", "import", "--data-dir", dir, "--file", path_str(&recording)],
+            vec![
+                "session",
+                "import",
+                "--data-dir",
+                dir,
+                "--file",
+                path_str(&recording),
+            ],
             vec!["session", "list", "--data-dir", dir],
             vec!["session", "verify", "--data-dir", dir],
             vec!["conflicts", "--data-dir", dir],
-            vec!["establish", "--data-dir", dir, "--backup", "127.0.0.1:1", "--reverse", "127.0.0.1:2"],
+            vec![
+                "establish",
+                "--data-dir",
+                dir,
+                "--backup",
+                "127.0.0.1:1",
+                "--reverse",
+                "127.0.0.1:2",
+            ],
             vec!["sync-now", "--data-dir", dir],
             vec!["break", "--data-dir", dir],
             vec!["key", "show", "--data-dir", dir],
-            vec!["key", "set", "--data-dir", dir, "--psk-file", path_str(&key)],
+            vec![
+                "key",
+                "set",
+                "--data-dir",
+                dir,
+                "--psk-file",
+                path_str(&key),
+            ],
             vec!["serve", "--data-dir", dir],
         ];
         for args in commands {
             let what = format!("dyad {}", args.join(" "));
             let stderr = dyad(&args).failed(&what);
-            assert_names(&stderr, &["not an initialised data folder", "dyad init"], &what);
+            assert_names(
+                &stderr,
+                &["not an initialised data folder", "dyad init"],
+                &what,
+            );
         }
     }
     assert_eq!(
@@ -172,12 +219,27 @@ fn init_refusals_leave_the_folder_as_it_was() {
     let before = folder_contents(&appliance.dir);
 
     let again = dyad(&[
-        "init", "--data-dir", appliance.dir_str(), "--name", "intruder", "--listen", "127.0.0.1:9",
-        "--psk-file", path_str(&other_key),
+        "init",
+        "--data-dir",
+        appliance.dir_str(),
+        "--name",
+        "intruder",
+        "--listen",
+        "127.0.0.1:9",
+        "--psk-file",
+        path_str(&other_key),
     ])
     .failed("init into an initialised folder");
-    assert_names(&again, &["already holds an appliance", "nothing was changed"], "init again");
-    assert_eq!(folder_contents(&appliance.dir), before, "the second init changed nothing");
+    assert_names(
+        &again,
+        &["already holds an appliance", "nothing was changed"],
+        "init again",
+    );
+    assert_eq!(
+        folder_contents(&appliance.dir),
+        before,
+        "the second init changed nothing"
+    );
 
     // Refusals before anything is written: the new folder never becomes an appliance.
     let corrupt_key = root.path().join("corrupt.key");
@@ -186,13 +248,33 @@ fn init_refusals_leave_the_folder_as_it_was() {
     let fresh_dir = path_str(&fresh);
     let missing_key = root.path().join("no-such.key");
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
-        (vec!["--app-version", "seven", "--psk-file", path_str(&key)], vec!["--app-version", "seven"]),
-        (vec!["--base-version", "1.2.3.4", "--psk-file", path_str(&key)], vec!["--base-version"]),
-        (vec!["--psk-file", path_str(&missing_key)], vec!["--psk-file", "no-such.key"]),
-        (vec!["--psk-file", path_str(&corrupt_key)], vec!["inter-appliance key"]),
+        (
+            vec!["--app-version", "seven", "--psk-file", path_str(&key)],
+            vec!["--app-version", "seven"],
+        ),
+        (
+            vec!["--base-version", "1.2.3.4", "--psk-file", path_str(&key)],
+            vec!["--base-version"],
+        ),
+        (
+            vec!["--psk-file", path_str(&missing_key)],
+            vec!["--psk-file", "no-such.key"],
+        ),
+        (
+            vec!["--psk-file", path_str(&corrupt_key)],
+            vec!["inter-appliance key"],
+        ),
     ];
     for (extra, needles) in cases {
-        let mut args = vec!["init", "--data-dir", fresh_dir, "--name", "fresh", "--listen", "127.0.0.1:9"];
+        let mut args = vec![
+            "init",
+            "--data-dir",
+            fresh_dir,
+            "--name",
+            "fresh",
+            "--listen",
+            "127.0.0.1:9",
+        ];
         args.extend(extra);
         let what = format!("dyad {}", args.join(" "));
         let stderr = dyad(&args).failed(&what);
@@ -202,12 +284,28 @@ fn init_refusals_leave_the_folder_as_it_was() {
             "{what} left an initialised folder behind"
         );
     }
-    for (listen, needles) in [("no-port", vec!["--listen", "no-port"]), ("host:99999", vec!["--listen"])] {
-        let args = ["init", "--data-dir", fresh_dir, "--name", "fresh", "--listen", listen, "--psk-file", path_str(&key)];
+    for (listen, needles) in [
+        ("no-port", vec!["--listen", "no-port"]),
+        ("host:99999", vec!["--listen"]),
+    ] {
+        let args = [
+            "init",
+            "--data-dir",
+            fresh_dir,
+            "--name",
+            "fresh",
+            "--listen",
+            listen,
+            "--psk-file",
+            path_str(&key),
+        ];
         let what = format!("dyad {}", args.join(" "));
         let stderr = dyad(&args).failed(&what);
         assert_names(&stderr, &needles, &what);
-        assert!(!fresh.join("appliance.json").exists(), "{what} left an appliance behind");
+        assert!(
+            !fresh.join("appliance.json").exists(),
+            "{what} left an appliance behind"
+        );
     }
 }
 
@@ -231,7 +329,7 @@ fn key_set_with_a_corrupted_key_file_keeps_the_key() {
     let variants: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
         ("garbage", b"this is not a key\n".to_vec()),
-        ("truncated", good[..good.len() - 5].as_bytes().to_vec()),
+        ("truncated", good.as_bytes()[..good.len() - 5].to_vec()),
         ("flipped", flipped.into_bytes()),
         ("binary", vec![0xff, 0xfe, 0x00, 0x80]),
         ("huge", vec![b'a'; 300 * 1024]),
@@ -275,25 +373,37 @@ fn a_second_serve_on_one_folder_is_refused_and_the_first_keeps_running() {
     assert!(!status.success(), "the second serve exits with an error");
     assert_names(
         &second.log_text(),
-        &["another `dyad serve` is already running", appliance.dir_str()],
+        &[
+            "another `dyad serve` is already running",
+            appliance.dir_str(),
+        ],
         "second serve",
     );
-    assert!(first.guard.exited().is_none(), "the first server is still running");
-    assert_eq!(snapshot(&appliance), before, "the refused serve changed nothing");
+    assert!(
+        first.guard.exited().is_none(),
+        "the first server is still running"
+    );
+    assert_eq!(
+        snapshot(&appliance),
+        before,
+        "the refused serve changed nothing"
+    );
     appliance.config_set("site/after", "still answering");
 
     // A server whose failover port is taken says so.
-    let other = Appliance::init(
-        root.path(),
-        "itest-b",
-        &key,
-        &[],
-    );
+    let other = Appliance::init(root.path(), "itest-b", &key, &[]);
     let blocker = std::net::TcpListener::bind(other.address()).expect("hold the port");
     let mut refused = other.spawn_serve();
     let status = refused.guard.wait_exit(Duration::from_secs(30));
-    assert!(!status.success(), "serve on a taken port exits with an error");
-    assert_names(&refused.log_text(), &["cannot listen on", &other.address()], "serve on a taken port");
+    assert!(
+        !status.success(),
+        "serve on a taken port exits with an error"
+    );
+    assert_names(
+        &refused.log_text(),
+        &["cannot listen on", &other.address()],
+        "serve on a taken port",
+    );
     drop(blocker);
     drop(first);
 }
@@ -340,8 +450,12 @@ fn establish_refusals_name_the_problem_and_change_nothing() {
     let other_key = root.path().join("other.key");
     keygen(&other_key);
     let (a, _server_a) = served(appliance_with_data(root.path(), "itest-a", &key, &[]));
-    let (wrong_key, _server_wrong_key) =
-        served(appliance_with_data(root.path(), "itest-wrong-key", &other_key, &[]));
+    let (wrong_key, _server_wrong_key) = served(appliance_with_data(
+        root.path(),
+        "itest-wrong-key",
+        &other_key,
+        &[],
+    ));
     let (newer, _server_newer) = served(appliance_with_data(
         root.path(),
         "itest-newer",
@@ -350,13 +464,22 @@ fn establish_refusals_name_the_problem_and_change_nothing() {
     ));
     let (b, _server_b) = served(appliance_with_data(root.path(), "itest-b", &key, &[]));
     let everyone = [&a, &wrong_key, &newer, &b];
-    let before: Vec<Snapshot> = everyone.iter().map(|appliance| snapshot(appliance)).collect();
+    let before: Vec<Snapshot> = everyone
+        .iter()
+        .map(|appliance| snapshot(appliance))
+        .collect();
 
     // Nothing to sync with or break while standalone.
-    let stderr = a.run(&["sync-now"], &[]).failed("sync-now while standalone");
+    let stderr = a
+        .run(&["sync-now"], &[])
+        .failed("sync-now while standalone");
     assert_names(&stderr, &["standalone"], "sync-now while standalone");
     let stderr = a.run(&["break"], &[]).failed("break while standalone");
-    assert_names(&stderr, &["not in a relationship"], "break while standalone");
+    assert_names(
+        &stderr,
+        &["not in a relationship"],
+        "break while standalone",
+    );
 
     let unused = format!("127.0.0.1:{}", free_port());
     let newer_runs = "\"itest-newer\" runs 9.9.9".to_string();
@@ -364,44 +487,101 @@ fn establish_refusals_name_the_problem_and_change_nothing() {
     let site = format!("{SITE_HOSTNAME}:{}", b.port);
     let cases: Vec<(String, String, Vec<&str>)> = vec![
         (unused.clone(), a.address(), vec![unused.as_str()]),
-        (wrong_key.address(), a.address(), vec!["keys differ", "dyad key"]),
-        (newer.address(), a.address(), vec![&newer_runs, &a_runs, "same installed package"]),
-        (site.clone(), a.address(), vec!["backup address", "shared hostname"]),
-        (b.address(), format!("{SITE_HOSTNAME}:{}", a.port), vec!["reverse address", "shared hostname"]),
-        ("nonsense".into(), a.address(), vec!["nonsense", "host:port"]),
-        (b.address(), unused.clone(), vec!["reverse", unused.as_str()]),
+        (
+            wrong_key.address(),
+            a.address(),
+            vec!["keys differ", "dyad key"],
+        ),
+        (
+            newer.address(),
+            a.address(),
+            vec![&newer_runs, &a_runs, "same installed package"],
+        ),
+        (
+            site.clone(),
+            a.address(),
+            vec!["backup address", "shared hostname"],
+        ),
+        (
+            b.address(),
+            format!("{SITE_HOSTNAME}:{}", a.port),
+            vec!["reverse address", "shared hostname"],
+        ),
+        (
+            "nonsense".into(),
+            a.address(),
+            vec!["nonsense", "host:port"],
+        ),
+        (
+            b.address(),
+            unused.clone(),
+            vec!["reverse", unused.as_str()],
+        ),
         (b.address(), b.address(), vec!["reverse"]),
     ];
     for (backup, reverse, needles) in cases {
         let what = format!("establish --backup {backup} --reverse {reverse}");
         let stderr = a
-            .run(&["establish"], &["--backup", &backup, "--reverse", &reverse])
+            .run(
+                &["establish"],
+                &["--backup", &backup, "--reverse", &reverse],
+            )
             .failed(&what);
         assert_names(&stderr, &needles, &what);
-        let after: Vec<Snapshot> = everyone.iter().map(|appliance| snapshot(appliance)).collect();
+        let after: Vec<Snapshot> = everyone
+            .iter()
+            .map(|appliance| snapshot(appliance))
+            .collect();
         assert_eq!(after, before, "{what} changed nothing on either appliance");
     }
 
     // Once paired, the relationship refuses a second establish from either side.
-    a.run(&["establish"], &["--backup", &b.address(), "--reverse", &a.address()])
-        .ok("establish");
+    a.run(
+        &["establish"],
+        &["--backup", &b.address(), "--reverse", &a.address()],
+    )
+    .ok("establish");
     let paired = (snapshot(&a), snapshot(&b));
     let stderr = a
-        .run(&["establish"], &["--backup", &newer.address(), "--reverse", &a.address()])
+        .run(
+            &["establish"],
+            &["--backup", &newer.address(), "--reverse", &a.address()],
+        )
         .failed("establish on a primary");
-    assert_names(&stderr, &["already primary", "itest-b", "dyad break"], "establish on a primary");
+    assert_names(
+        &stderr,
+        &["already primary", "itest-b", "dyad break"],
+        "establish on a primary",
+    );
     let stderr = b
-        .run(&["establish"], &["--backup", &a.address(), "--reverse", &b.address()])
+        .run(
+            &["establish"],
+            &["--backup", &a.address(), "--reverse", &b.address()],
+        )
         .failed("establish on a backup");
-    assert_names(&stderr, &["already backup", "itest-a", "dyad break"], "establish on a backup");
+    assert_names(
+        &stderr,
+        &["already backup", "itest-a", "dyad break"],
+        "establish on a backup",
+    );
     let stderr = newer
-        .run(&["establish"], &["--backup", &b.address(), "--reverse", &newer.address()])
+        .run(
+            &["establish"],
+            &["--backup", &b.address(), "--reverse", &newer.address()],
+        )
         .failed("establish with somebody's backup");
     assert_names(&stderr, &[&newer_runs], "establish with somebody's backup");
     let stderr = wrong_key
-        .run(&["establish"], &["--backup", &b.address(), "--reverse", &wrong_key.address()])
+        .run(
+            &["establish"],
+            &["--backup", &b.address(), "--reverse", &wrong_key.address()],
+        )
         .failed("establish with another key");
     assert_names(&stderr, &["keys differ"], "establish with another key");
-    assert_eq!((snapshot(&a), snapshot(&b)), paired, "the refusals left the pair alone");
+    assert_eq!(
+        (snapshot(&a), snapshot(&b)),
+        paired,
+        "the refusals left the pair alone"
+    );
     a.run(&["break"], &[]).ok("break");
 }

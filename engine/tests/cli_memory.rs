@@ -59,9 +59,11 @@ fn each_serve_stays_below_128_mib_while_replicating() {
     b.run_within(&["sync-now"], &[], SYNC_TIMEOUT)
         .ok("dyad sync-now");
     let elapsed = started.elapsed().as_secs_f64();
-    wait_until("the backup to hold every recording", Duration::from_secs(60), || {
-        (number(&b.status(), "/sessions_held") == count).then_some(())
-    });
+    wait_until(
+        "the backup to hold every recording",
+        Duration::from_secs(60),
+        || (number(&b.status(), "/sessions_held") == count).then_some(()),
+    );
     assert_eq!(a.session_list(), b.session_list());
     let peak = (server_a.peak_rss_bytes(), server_b.peak_rss_bytes());
     eprintln!(

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::{
-    env_bytes, keygen, mib, number, path_str, wait_until, Appliance, ChildGuard, DYAD,
-    WINDOW_BYTES,
+    env_bytes, keygen, mib, number, path_str, wait_until, Appliance, ChildGuard, DYAD, WINDOW_BYTES,
 };
 
 const DEFAULT_TOTAL_BYTES: u64 = 1 << 30;
@@ -46,7 +45,9 @@ fn session_sizes(total: u64) -> Vec<u64> {
 }
 
 fn lines(text: &str) -> Vec<&str> {
-    text.lines().filter(|line| !line.trim().is_empty()).collect()
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect()
 }
 
 fn timed<T>(what: &str, run: impl FnOnce() -> T) -> T {
@@ -90,7 +91,10 @@ fn conflict_has(conflicts: &Value, key: &str, local: Option<&str>, incoming: Opt
 fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
     let test_started = Instant::now();
     let total_bytes = env_bytes("DYAD_ITEST_BYTES", DEFAULT_TOTAL_BYTES);
-    assert!(total_bytes >= 128 << 20, "DYAD_ITEST_BYTES must be at least 128M");
+    assert!(
+        total_bytes >= 128 << 20,
+        "DYAD_ITEST_BYTES must be at least 128M"
+    );
     let temp = tempfile::Builder::new()
         .prefix("dyad-itest-pair-")
         .tempdir()
@@ -142,10 +146,16 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
     let first_sync_started = Instant::now();
     let mut sync_now = spawn_sync_now(&b, root);
     let kill_at_bytes = (total_bytes / 4).max(2 * WINDOW_BYTES);
-    let sent_before_kill = wait_until("the primary to send a quarter of the recordings", SYNC_TIMEOUT, || {
-        let sent = a.status_from_socket().map_or(0, |status| number(&status, "/bytes_sent"));
-        (sent >= kill_at_bytes).then_some(sent)
-    });
+    let sent_before_kill = wait_until(
+        "the primary to send a quarter of the recordings",
+        SYNC_TIMEOUT,
+        || {
+            let sent = a
+                .status_from_socket()
+                .map_or(0, |status| number(&status, "/bytes_sent"));
+            (sent >= kill_at_bytes).then_some(sent)
+        },
+    );
     server_b.kill();
     eprintln!(
         "[cli_pair] killed the backup after {:.1} s, with {:.0} MiB sent by the primary",
@@ -182,7 +192,10 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
         mib(sent.saturating_sub(total_bytes)),
         number(&primary, "/bytes_resent")
     );
-    assert!(sent >= total_bytes, "every recording byte was sent at least once");
+    assert!(
+        sent >= total_bytes,
+        "every recording byte was sent at least once"
+    );
     assert!(
         sent <= total_bytes + WINDOW_BYTES,
         "one interruption may cost at most one window: sent {sent}, recordings {total_bytes}"
@@ -190,13 +203,21 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
     let sessions_a = a.session_list();
     assert_eq!(lines(&sessions_a).len(), sizes.len());
     assert_eq!(sessions_a, b.session_list(), "both hold the same sessions");
-    assert_eq!(a.config_list(), b.config_list(), "both hold the same configuration");
+    assert_eq!(
+        a.config_list(),
+        b.config_list(),
+        "both hold the same configuration"
+    );
     assert_eq!(lines(&a.config_list()).len(), PRIMARY_CONFIG.len());
     let verified = timed("session verify on the backup", || {
         b.run_within(&["session", "verify"], &[], SYNC_TIMEOUT)
             .ok("dyad session verify")
     });
-    assert!(verified.stdout.contains("every chunk verified"), "{}", verified.stdout);
+    assert!(
+        verified.stdout.contains("every chunk verified"),
+        "{}",
+        verified.stdout
+    );
 
     // The backup's site configuration is read-only and says where to go instead.
     let config_before = b.config_list();
@@ -204,17 +225,30 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
         .run(&["config", "set"], &["site/retention_days", "1"])
         .failed("config set on the backup");
     for needle in ["backup", "read-only", "itest-a", &a.address()] {
-        assert!(refused.contains(needle), "the refusal names {needle:?}: {refused}");
+        assert!(
+            refused.contains(needle),
+            "the refusal names {needle:?}: {refused}"
+        );
     }
-    assert_eq!(b.config_list(), config_before, "the refused write changed nothing");
+    assert_eq!(
+        b.config_list(),
+        config_before,
+        "the refused write changed nothing"
+    );
 
     // Break: both standalone, each keeps everything.
     a.run(&["break"], &[]).ok("dyad break");
     assert_eq!(a.role(), "standalone");
-    wait_until("the backup to hear of the break", Duration::from_secs(60), || {
-        (b.role() == "standalone").then_some(())
-    });
-    assert_eq!(b.session_list(), sessions_a, "the break kept the backup's sessions");
+    wait_until(
+        "the backup to hear of the break",
+        Duration::from_secs(60),
+        || (b.role() == "standalone").then_some(()),
+    );
+    assert_eq!(
+        b.session_list(),
+        sessions_a,
+        "the break kept the backup's sessions"
+    );
 
     // While broken, both take sessions and differing configuration.
     a.import_recording(root, (2 << 20) + 7, 1001);
@@ -237,21 +271,34 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
             .ok("dyad sync-now after re-establishing")
     });
     let union = a.session_list();
-    assert_eq!(lines(&union).len(), sizes.len() + 2, "the union of both sides' sessions:\n{union}");
+    assert_eq!(
+        lines(&union).len(),
+        sizes.len() + 2,
+        "the union of both sides' sessions:\n{union}"
+    );
     assert_eq!(union, b.session_list(), "both hold the union");
-    let b_node = b.status()["node_id"].as_str().expect("status names the node").to_string();
+    let b_node = b.status()["node_id"]
+        .as_str()
+        .expect("status names the node")
+        .to_string();
     assert!(
         union.lines().any(|line| line.starts_with(&b_node)),
         "the session taken on the backup reached the primary:\n{union}"
     );
-    assert_eq!(a.config_list(), config_a, "the primary's configuration is kept");
+    assert_eq!(
+        a.config_list(),
+        config_a,
+        "the primary's configuration is kept"
+    );
     assert_eq!(b.config_list(), config_a, "the backup follows the primary");
     let sent_for_union = number(&a.status(), "/bytes_sent") - sent_before_re_establish;
     assert!(
         sent_for_union <= (2 << 20) + 7 + WINDOW_BYTES,
         "re-establishing sent only what the backup lacked, not {sent_for_union} bytes"
     );
-    let conflicts_output = b.run(&["conflicts"], &["--json"]).ok("dyad conflicts --json");
+    let conflicts_output = b
+        .run(&["conflicts"], &["--json"])
+        .ok("dyad conflicts --json");
     let conflicts: Value =
         serde_json::from_str(&conflicts_output.stdout).expect("conflicts --json is JSON");
     assert!(
@@ -263,9 +310,11 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
     // Break from the backup's side this time.
     b.run(&["break"], &[]).ok("dyad break on the backup");
     assert_eq!(b.role(), "standalone");
-    wait_until("the primary to hear of the break", Duration::from_secs(60), || {
-        (a.role() == "standalone").then_some(())
-    });
+    wait_until(
+        "the primary to hear of the break",
+        Duration::from_secs(60),
+        || (a.role() == "standalone").then_some(()),
+    );
     assert_eq!(a.session_list(), b.session_list());
 
     drop(server_b);

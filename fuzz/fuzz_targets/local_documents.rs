@@ -21,7 +21,10 @@ fn decode_all(data: &[u8]) {
         assert_eq!(ReplicaState::from_json(&state.to_json()), Ok(state));
     }
     if let Ok(settings) = ApplianceSettings::from_json(data) {
-        assert_eq!(ApplianceSettings::from_json(&settings.to_json()), Ok(settings));
+        assert_eq!(
+            ApplianceSettings::from_json(&settings.to_json()),
+            Ok(settings)
+        );
     }
     if let Ok(request) = serde_json::from_slice::<AdminRequest>(data) {
         let encoded = serde_json::to_vec(&request).expect("a decoded request encodes");

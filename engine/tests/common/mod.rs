@@ -151,7 +151,9 @@ pub fn dyad_within(args: &[&str], timeout: Duration) -> Output {
             guard.kill();
             let stdout = stdout.join().unwrap_or_default();
             let stderr = stderr.join().unwrap_or_default();
-            panic!("{what} did not finish within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+            panic!(
+                "{what} did not finish within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -174,7 +176,9 @@ pub fn free_port() -> u16 {
     for _ in 0..100 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let port = listener.local_addr().expect("a bound address").port();
-        let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if given.insert(port) {
             return port;
         }
@@ -261,7 +265,8 @@ impl Appliance {
     /// milliseconds. `None` when no server answers.
     pub fn status_from_socket(&self) -> Option<Value> {
         use std::io::{BufRead, BufReader};
-        let mut stream = std::os::unix::net::UnixStream::connect(self.dir.join("admin.sock")).ok()?;
+        let mut stream =
+            std::os::unix::net::UnixStream::connect(self.dir.join("admin.sock")).ok()?;
         stream.set_read_timeout(Some(QUICK_TIMEOUT)).ok()?;
         stream.write_all(b"{\"op\":\"status\"}\n").ok()?;
         let mut line = String::new();
@@ -422,7 +427,10 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
         if let Some(value) = probe() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(POLL_INTERVAL);
     }
 }
@@ -439,7 +447,8 @@ pub fn write_recording(path: &Path, size_bytes: u64, seed: u64) {
     while left > 0 {
         let take = left.min(buffer.len() as u64) as usize;
         stream.fill(&mut buffer[..take]);
-        file.write_all(&buffer[..take]).expect("write a recording file");
+        file.write_all(&buffer[..take])
+            .expect("write a recording file");
         left -= take as u64;
     }
 }
