@@ -116,7 +116,14 @@ pub fn keygen() -> CliResult {
 }
 
 pub fn key_show(data_dir: &Path) -> CliResult {
-    let fingerprint = transport::key_show(&DataDir::new(data_dir).psk())?;
+    let dir = DataDir::new(data_dir);
+    // Without this, an uninitialised folder would be reported as a missing key file.
+    if !dir.settings().exists() {
+        return Err(CliError(
+            crate::appliance::ApplianceError::NotInitialised(data_dir.to_path_buf()).to_string(),
+        ));
+    }
+    let fingerprint = transport::key_show(&dir.psk())?;
     println!("{fingerprint}");
     Ok(())
 }

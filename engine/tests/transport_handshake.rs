@@ -175,7 +175,7 @@ async fn different_installed_versions_are_refused_on_both_sides() {
         );
         let text = client.expect_err("refused").to_string();
         assert!(
-            text.contains("runs 7.2.1 (base 3.1.0), this appliance runs 7.3.0 (base 3.2.0)"),
+            text.contains("\"beta\" runs 7.2.1 (base 3.1.0) and \"alpha\" runs 7.3.0 (base 3.2.0)"),
             "{text}"
         );
         assert!(text.contains("same installed package"), "{text}");

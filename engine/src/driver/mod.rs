@@ -41,6 +41,8 @@ use admin::{AdminReply, AdminRequest, ADMIN_REQUEST_BYTES_MAX};
 pub const WRITER_QUEUE_BYTES_MAX: u64 = 96 * 1024 * 1024;
 /// Inputs waiting for the replica thread, at most (backpressure on the readers).
 const INBOUND_QUEUE_LEN: usize = 64;
+/// How long `dyad serve` waits for a data folder locked by an offline command.
+pub const SERVE_LOCK_WAIT_MS: u64 = 3_000;
 /// How often the replica thread wakes for timers when nothing else happens.
 const TICK_MS: u64 = 50;
 /// A connection with nothing to say sends a keep-alive this often...
@@ -100,6 +102,16 @@ pub struct ServeLock {
 
 /// Takes the data folder's serve lock, refusing if another `dyad serve` holds it.
 pub fn lock_data_dir(dir: &DataDir) -> Result<ServeLock, ServeError> {
+    try_lock_data_dir(dir)?.ok_or_else(|| {
+        ServeError(format!(
+            "another `dyad serve` is already running on {}; stop it first (nothing was changed)",
+            dir.root.display()
+        ))
+    })
+}
+
+/// The serve lock, or `None` while someone else holds it.
+fn try_lock_data_dir(dir: &DataDir) -> Result<Option<ServeLock>, ServeError> {
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -107,15 +119,29 @@ pub fn lock_data_dir(dir: &DataDir) -> Result<ServeLock, ServeError> {
         .open(dir.lock())
         .map_err(|error| ServeError(format!("cannot open {}: {error}", dir.lock().display())))?;
     match file.try_lock() {
-        Ok(()) => Ok(ServeLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ServeError(format!(
-            "another `dyad serve` is already running on {}; stop it first (nothing was changed)",
-            dir.root.display()
-        ))),
+        Ok(()) => Ok(Some(ServeLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(error)) => Err(ServeError(format!(
             "cannot lock {}: {error}",
             dir.lock().display()
         ))),
+    }
+}
+
+/// Takes the serve lock for `dyad serve`, waiting up to [`SERVE_LOCK_WAIT_MS`]: a command
+/// answering offline (status, config, session) holds the lock for moments, and a server
+/// that gave up at once would fail to start whenever, say, a monitoring script ran
+/// `dyad status` just then.
+fn lock_data_dir_for_serve(dir: &DataDir) -> Result<ServeLock, ServeError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(SERVE_LOCK_WAIT_MS);
+    loop {
+        if let Some(lock) = try_lock_data_dir(dir)? {
+            return Ok(lock);
+        }
+        if std::time::Instant::now() >= deadline {
+            return lock_data_dir(dir);
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -137,7 +163,14 @@ pub fn serve(
     replica_config: ReplicaConfig,
     shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<(), ServeError> {
-    let _lock = lock_data_dir(&dir)?;
+    // Checked before taking the lock, which would otherwise create `serve.lock` in a folder
+    // that is not an appliance's (or fail on a missing folder with a confusing message).
+    if !dir.settings().exists() {
+        return Err(ServeError(
+            crate::appliance::ApplianceError::NotInitialised(dir.root.clone()).to_string(),
+        ));
+    }
+    let _lock = lock_data_dir_for_serve(&dir)?;
     let appliance = Appliance::open(dir.clone()).map_err(|error| ServeError(error.to_string()))?;
     let store = open_store(&dir)?;
     let node = LocalNode {

@@ -95,7 +95,8 @@ pub fn advice(reason: ReasonCode) -> &'static str {
         ReasonCode::Timeout => "check the network between the appliances and the peer's load",
         ReasonCode::Busy => "retry shortly; the peer is handling other connection attempts",
         ReasonCode::StaleEpoch => {
-            "the appliances disagree about the relationship; break it on the stale side and              re-establish from the primary"
+            "the appliances disagree about the relationship; break it on the stale side and \
+             re-establish from the primary"
         }
         ReasonCode::RelationshipState => {
             "check `dyad status` on both appliances; break the relationship first where needed"

@@ -68,14 +68,17 @@ fn proof_matches(expected: [u8; 32], received: [u8; 32]) -> bool {
 
 /// Whether `peer` may be this appliance's partner: the same installed software, a common
 /// protocol version and not this very appliance. Returns the protocol version to speak.
+///
+/// The texts name both appliances instead of saying "this appliance": a refusal is also sent
+/// to the peer and shown to its operator, for whom "this appliance" would be the other one.
 pub fn check_peer_hello(local: &LocalHello, peer: &Hello) -> Result<u16, (ReasonCode, String)> {
     if peer.software != local.software {
         return Err((
             ReasonCode::VersionMismatch,
             format!(
-                "peer {:?} runs {}, this appliance runs {}: appliances in a failover \
+                "{:?} runs {} and {:?} runs {}: appliances in a failover \
                  relationship must have the same installed package",
-                peer.node_name, peer.software, local.software
+                peer.node_name, peer.software, local.node_name, local.software
             ),
         ));
     }
@@ -86,11 +89,12 @@ pub fn check_peer_hello(local: &LocalHello, peer: &Hello) -> Result<u16, (Reason
         return Err((
             ReasonCode::NoCommonProtocol,
             format!(
-                "peer {:?} speaks protocol versions {}..={}, this appliance {}..={}: there is no \
+                "{:?} speaks protocol versions {}..={}, {:?} {}..={}: there is no \
                  version both understand",
                 peer.node_name,
                 peer.protocol_min,
                 peer.protocol_max,
+                local.node_name,
                 local.protocol_min,
                 local.protocol_max
             ),
@@ -393,7 +397,8 @@ impl Session<'_> {
             Err(TransportError::incompatible(
                 ReasonCode::KeyMismatch,
                 format!(
-                    "the inter-appliance keys differ (this appliance's key fingerprint is {})",
+                    "the inter-appliance keys differ (the key fingerprint of {:?} is {})",
+                    self.config.local.node_name,
                     self.config.psk.fingerprint()
                 ),
             ))
@@ -754,7 +759,7 @@ mod tests {
         let (reason, text) = check_peer_hello(&local, &older).expect_err("version differs");
         assert_eq!(reason, ReasonCode::VersionMismatch);
         assert!(
-            text.contains("runs 7.2.0 (base 3.2.0), this appliance runs 7.3.0"),
+            text.contains("\"beta\" runs 7.2.0 (base 3.2.0) and \"alpha\" runs 7.3.0"),
             "{text}"
         );
 
