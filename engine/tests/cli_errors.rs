@@ -167,7 +167,10 @@ fn uninitialised_folder_is_named_by_every_command_and_left_untouched() {
             ],
             vec!["session", "list", "--data-dir", dir],
             vec!["session", "verify", "--data-dir", dir],
-            vec!["conflicts", "--data-dir", dir],
+            vec!["conflicts", "list", "--data-dir", dir],
+            vec!["conflicts", "export", "--data-dir", dir],
+            vec!["promote", "--data-dir", dir],
+            vec!["demote", "--data-dir", dir],
             vec![
                 "establish",
                 "--data-dir",

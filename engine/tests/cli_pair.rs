@@ -297,10 +297,10 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
         "re-establishing sent only what the backup lacked, not {sent_for_union} bytes"
     );
     let conflicts_output = b
-        .run(&["conflicts"], &["--json"])
-        .ok("dyad conflicts --json");
+        .run(&["conflicts", "export"], &[])
+        .ok("dyad conflicts export");
     let conflicts: Value =
-        serde_json::from_str(&conflicts_output.stdout).expect("conflicts --json is JSON");
+        serde_json::from_str(&conflicts_output.stdout).expect("conflicts export is JSON");
     assert!(
         conflict_has(&conflicts, "site/retention_days", Some("45"), Some("30"))
             && conflict_has(&conflicts, "site/b_only", Some("yes"), None),
