@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::{
-    env_bytes, keygen, mib, number, path_str, wait_until, Appliance, ChildGuard, DYAD, WINDOW_BYTES,
+    env_bytes, keygen, mib, number, path_str, wait_until, window_bytes, Appliance, ChildGuard, DYAD,
 };
 
 const DEFAULT_TOTAL_BYTES: u64 = 1 << 30;
@@ -145,7 +145,7 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
     // too coarse for a transfer this fast on a small DYAD_ITEST_BYTES.
     let first_sync_started = Instant::now();
     let mut sync_now = spawn_sync_now(&b, root);
-    let kill_at_bytes = (total_bytes / 4).max(2 * WINDOW_BYTES);
+    let kill_at_bytes = (total_bytes / 4).max(2 * window_bytes());
     let sent_before_kill = wait_until(
         "the primary to send a quarter of the recordings",
         SYNC_TIMEOUT,
@@ -197,7 +197,7 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
         "every recording byte was sent at least once"
     );
     assert!(
-        sent <= total_bytes + WINDOW_BYTES,
+        sent <= total_bytes + window_bytes(),
         "one interruption may cost at most one window: sent {sent}, recordings {total_bytes}"
     );
     let sessions_a = a.session_list();
@@ -293,7 +293,7 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
     assert_eq!(b.config_list(), config_a, "the backup follows the primary");
     let sent_for_union = number(&a.status(), "/bytes_sent") - sent_before_re_establish;
     assert!(
-        sent_for_union <= (2 << 20) + 7 + WINDOW_BYTES,
+        sent_for_union <= (2 << 20) + 7 + window_bytes(),
         "re-establishing sent only what the backup lacked, not {sent_for_union} bytes"
     );
     let conflicts_output = b

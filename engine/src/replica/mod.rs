@@ -84,7 +84,7 @@ impl Default for ReplicaConfig {
         ReplicaConfig {
             first_sync_delay_ms: 60_000,
             sync_interval_ms: 300_000,
-            window_chunks: 16,
+            window_chunks: 32,
             concurrent_transfers_max: 4,
             reconnect_delay_ms: 5_000,
             sync_now_link_wait_ms: 15_000,

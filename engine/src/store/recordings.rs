@@ -38,7 +38,7 @@ use crate::disk::{DiskFile, OpenMode};
 
 /// Chunks written to a partial before it is synced and their bits committed on its own;
 /// bounds what a crash can make the peer send again.
-pub const SYNC_EVERY_CHUNKS: u64 = 16;
+pub const SYNC_EVERY_CHUNKS: u64 = 32;
 
 /// A partial recording with its open file.
 pub(crate) struct OpenPartial {

@@ -26,8 +26,11 @@ pub const QUICK_TIMEOUT: Duration = Duration::from_secs(60);
 /// A freshly started `dyad serve` answers on its admin socket within this.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The transfer window of the default replica configuration (chunks × chunk size): the most a
-/// primary may re-send per interruption.
-pub const WINDOW_BYTES: u64 = 16 * 1024 * 1024;
+/// single interruption may make the primary send again.
+pub fn window_bytes() -> u64 {
+    dyad_engine::replica::ReplicaConfig::default().window_chunks as u64
+        * dyad_engine::store::CHUNK_SIZE_BYTES as u64
+}
 /// Pause between two looks at a polled condition.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
