@@ -25,10 +25,12 @@ pub(crate) mod config;
 mod recordings;
 pub mod records;
 pub mod replica_port;
+mod settings_read;
 pub mod summary;
 pub mod tree;
 
 pub use recordings::{BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo, VerifyReport};
+pub use settings_read::SettingsRead;
 pub use records::{
     ConfigChange, ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SessionMeta,
     CONFIG_VERSION_ZERO,
