@@ -248,7 +248,7 @@ fn certificate_export_and_import_between_appliances() {
         },
     )
     .expect("init");
-    let pass = passphrase_file(&scratch.path("pass"), "certificate passphrase");
+    let pass = passphrase_file(&scratch.path("cert-pass"), "certificate passphrase");
     let out = scratch.path("cert.dyadcert");
     cli::cert_export_with(&a, &out, &pass, KdfParams::INSECURE_FOR_TESTS).expect("export");
     assert!(DataDir::new(&a).private_key().exists(), "export removes nothing");

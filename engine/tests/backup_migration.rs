@@ -90,10 +90,12 @@ fn start(servers: &mut Servers, name: &str, dir: &Path) {
         .expect("serve starts");
     servers.children.push((name.to_string(), child));
     let started = Instant::now();
-    while !run(&["status", "--data-dir", dir.to_str().expect("utf-8")])
-        .status
-        .success()
-        || !dir.join("admin.sock").exists()
+    // Only once the socket exists: a status without a server would take the serve lock
+    // (answering offline) and could make the starting server refuse to run.
+    while !dir.join("admin.sock").exists()
+        || !run(&["status", "--data-dir", dir.to_str().expect("utf-8")])
+            .status
+            .success()
     {
         assert!(started.elapsed() < STARTUP_WAIT, "{name} did not start");
         std::thread::sleep(Duration::from_millis(100));
