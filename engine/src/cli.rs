@@ -597,14 +597,23 @@ fn backup_error(error: crate::backup::BackupError) -> CliError {
 /// The store's part of a settings backup, from the running server or the data folder.
 fn backup_store_settings(data_dir: &Path) -> Result<crate::backup::StoreSettings, CliError> {
     let value = request(data_dir, AdminRequest::BackupSnapshot, |_| {})?;
-    let document: crate::backup::StoreDocument = serde_json::from_value(value)
-        .map_err(|error| CliError(format!("unreadable backup snapshot from dyad serve: {error}")))?;
+    let document: crate::backup::StoreDocument =
+        serde_json::from_value(value).map_err(|error| {
+            CliError(format!(
+                "unreadable backup snapshot from dyad serve: {error}"
+            ))
+        })?;
     crate::backup::StoreSettings::from_document(document).map_err(CliError)
 }
 
 /// `dyad backup create`.
 pub fn backup_create(data_dir: &Path, out: &Path, passphrase_file: &Path) -> CliResult {
-    backup_create_with(data_dir, out, passphrase_file, crate::backup::KdfParams::DEFAULT)
+    backup_create_with(
+        data_dir,
+        out,
+        passphrase_file,
+        crate::backup::KdfParams::DEFAULT,
+    )
 }
 
 /// `dyad backup create` with explicit KDF costs (tests pass cheap ones; the command never does).
@@ -644,7 +653,9 @@ pub fn backup_create_with(
         store
             .replica_state
             .as_ref()
-            .map_or("standalone", |state| crate::replica::state::role_name(state.role)),
+            .map_or("standalone", |state| crate::replica::state::role_name(
+                state.role
+            )),
         store
             .high_water_marks
             .get(&appliance.settings.node_id)
@@ -755,7 +766,12 @@ pub fn backup_inspect(input: &Path, passphrase_file: &Path, data_dir: Option<&Pa
 
 /// `dyad cert export`.
 pub fn cert_export(data_dir: &Path, out: &Path, passphrase_file: &Path) -> CliResult {
-    cert_export_with(data_dir, out, passphrase_file, crate::backup::KdfParams::DEFAULT)
+    cert_export_with(
+        data_dir,
+        out,
+        passphrase_file,
+        crate::backup::KdfParams::DEFAULT,
+    )
 }
 
 /// `dyad cert export` with explicit KDF costs (for tests).

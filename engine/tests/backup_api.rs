@@ -17,7 +17,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("dyad-backup-api-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dyad-backup-api-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("scratch folder");
         Scratch(dir)
@@ -66,7 +67,9 @@ fn appliance_with_data(root: &Path, sessions: u64) -> Appliance {
             expected_root: None,
         };
         let data = format!("recording {index}").repeat(100);
-        store.import_recording(data.as_bytes(), info).expect("import");
+        store
+            .import_recording(data.as_bytes(), info)
+            .expect("import");
     }
     appliance
 }
@@ -91,21 +94,34 @@ fn backup_round_trips_and_records_when_it_was_taken() {
         .local_get(backup::LAST_BACKUP_KEY)
         .expect("read")
         .expect("the time of the backup is recorded");
-    assert!(String::from_utf8(taken).expect("text").parse::<u64>().expect("number") > 0);
+    assert!(
+        String::from_utf8(taken)
+            .expect("text")
+            .parse::<u64>()
+            .expect("number")
+            > 0
+    );
     drop(store);
 
     let new = scratch.path("new");
     cli::backup_restore(&new, &file, &pass, None, None).expect("restore");
     let restored = Appliance::open(DataDir::new(&new)).expect("open");
     assert_eq!(restored.settings, appliance.settings);
-    assert_eq!(restored.identity.fingerprint(), appliance.identity.fingerprint());
+    assert_eq!(
+        restored.identity.fingerprint(),
+        appliance.identity.fingerprint()
+    );
     assert_eq!(restored.psk.fingerprint(), appliance.psk.fingerprint());
     let store = dyad_engine::driver::open_store(&DataDir::new(&new)).expect("store");
     assert_eq!(
         store.config_get("site/name").expect("get").as_deref(),
         Some(&b"north"[..])
     );
-    assert_eq!(store.catalog_len().expect("len"), 0, "recordings are not in a backup");
+    assert_eq!(
+        store.catalog_len().expect("len"),
+        0,
+        "recordings are not in a backup"
+    );
     // Inspect with and without a dry run works on the file.
     drop(store);
     cli::backup_inspect(&file, &pass, None).expect("inspect");
@@ -155,7 +171,12 @@ fn wrong_passphrase_truncation_and_bit_flips_are_refused_and_write_nothing() {
     assert!(!target.exists());
 
     for len in 0..bytes.len() {
-        match backup::restore(&bytes[..len], b"a long enough passphrase", &target, TargetVersion::default()) {
+        match backup::restore(
+            &bytes[..len],
+            b"a long enough passphrase",
+            &target,
+            TargetVersion::default(),
+        ) {
             Err(BackupError::Envelope(EnvelopeError::Truncated { .. })) => {}
             other => panic!("truncated to {len} bytes: {other:?}"),
         }
@@ -175,7 +196,13 @@ fn wrong_passphrase_truncation_and_bit_flips_are_refused_and_write_nothing() {
     assert!(!target.exists(), "a refused restore writes nothing");
     let leftovers: Vec<_> = fs::read_dir(&scratch.0)
         .expect("list")
-        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|name| name.contains("restoring"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -185,7 +212,12 @@ fn wrong_passphrase_truncation_and_bit_flips_are_refused_and_write_nothing() {
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
     assert_eq!(
-        backup::restore(&tampered, b"a long enough passphrase", &target, TargetVersion::default()),
+        backup::restore(
+            &tampered,
+            b"a long enough passphrase",
+            &target,
+            TargetVersion::default()
+        ),
         Err(BackupError::Open(OpenError::WrongPassphraseOrTampered))
     );
 }
@@ -251,7 +283,10 @@ fn certificate_export_and_import_between_appliances() {
     let pass = passphrase_file(&scratch.path("cert-pass"), "certificate passphrase");
     let out = scratch.path("cert.dyadcert");
     cli::cert_export_with(&a, &out, &pass, KdfParams::INSECURE_FOR_TESTS).expect("export");
-    assert!(DataDir::new(&a).private_key().exists(), "export removes nothing");
+    assert!(
+        DataDir::new(&a).private_key().exists(),
+        "export removes nothing"
+    );
     let again = cli::cert_export_with(&a, &out, &pass, KdfParams::INSECURE_FOR_TESTS);
     assert!(again.is_err(), "an existing file is not overwritten");
     // A settings backup is not a certificate export.
@@ -260,5 +295,8 @@ fn certificate_export_and_import_between_appliances() {
     assert!(error.0.contains("not a certificate export"), "{}", error.0);
     cli::cert_import(&b, &out, &pass).expect("import");
     let imported = Appliance::open(DataDir::new(&b)).expect("open");
-    assert_eq!(imported.identity.fingerprint(), first.identity.fingerprint());
+    assert_eq!(
+        imported.identity.fingerprint(),
+        first.identity.fingerprint()
+    );
 }

@@ -126,11 +126,39 @@ fn backup_appliance_moves_to_new_hardware_and_rejoins_its_pair() {
 
     fs::write(root.join("pair.key"), ok(&["keygen"])).expect("key file");
     let key = path("pair.key");
-    ok(&["init", "--data-dir", &a, "--name", "a", "--listen", &listen_a, "--psk-file", &key]);
-    ok(&["init", "--data-dir", &b, "--name", "b", "--listen", &listen_b, "--psk-file", &key]);
+    ok(&[
+        "init",
+        "--data-dir",
+        &a,
+        "--name",
+        "a",
+        "--listen",
+        &listen_a,
+        "--psk-file",
+        &key,
+    ]);
+    ok(&[
+        "init",
+        "--data-dir",
+        &b,
+        "--name",
+        "b",
+        "--listen",
+        &listen_b,
+        "--psk-file",
+        &key,
+    ]);
     start(&mut servers, "a", Path::new(&a));
     start(&mut servers, "b", Path::new(&b));
-    ok(&["establish", "--data-dir", &a, "--backup", &listen_b, "--reverse", &listen_a]);
+    ok(&[
+        "establish",
+        "--data-dir",
+        &a,
+        "--backup",
+        &listen_b,
+        "--reverse",
+        &listen_a,
+    ]);
     ok(&["config", "set", "--data-dir", &a, "site/name", "north"]);
     for index in 0..3u8 {
         let file = recording(&root.join(format!("a{index}.rec")), 200_000, index);
@@ -151,10 +179,29 @@ fn backup_appliance_moves_to_new_hardware_and_rejoins_its_pair() {
     fs::set_permissions(&pass, fs::Permissions::from_mode(0o600)).expect("chmod");
     let pass = pass.to_str().expect("utf-8").to_string();
     let backup_file = path("b.dyadbackup");
-    ok(&["backup", "create", "--data-dir", &b, "--out", &backup_file, "--passphrase-file", &pass]);
-    let inspected = ok(&["backup", "inspect", "--in", &backup_file, "--passphrase-file", &pass]);
+    ok(&[
+        "backup",
+        "create",
+        "--data-dir",
+        &b,
+        "--out",
+        &backup_file,
+        "--passphrase-file",
+        &pass,
+    ]);
+    let inspected = ok(&[
+        "backup",
+        "inspect",
+        "--in",
+        &backup_file,
+        "--passphrase-file",
+        &pass,
+    ]);
     assert!(inspected.contains("backup in epoch"), "{inspected}");
-    assert!(!inspected.contains("dyad-psk-1"), "no key in the inspection");
+    assert!(
+        !inspected.contains("dyad-psk-1"),
+        "no key in the inspection"
+    );
 
     // The old hardware is switched off.
     servers.stop("b");
@@ -164,7 +211,13 @@ fn backup_appliance_moves_to_new_hardware_and_rejoins_its_pair() {
     fs::write(&wrong, "not the passphrase\n").expect("wrong");
     fs::set_permissions(&wrong, fs::Permissions::from_mode(0o600)).expect("chmod");
     let error = refused(&[
-        "backup", "restore", "--data-dir", &new_b, "--in", &backup_file, "--passphrase-file",
+        "backup",
+        "restore",
+        "--data-dir",
+        &new_b,
+        "--in",
+        &backup_file,
+        "--passphrase-file",
         wrong.to_str().expect("utf-8"),
     ]);
     assert!(error.contains("passphrase is wrong"), "{error}");
@@ -173,28 +226,67 @@ fn backup_appliance_moves_to_new_hardware_and_rejoins_its_pair() {
     tampered[middle] ^= 0x10;
     fs::write(root.join("tampered"), &tampered).expect("write");
     let error = refused(&[
-        "backup", "restore", "--data-dir", &new_b, "--in", &path("tampered"), "--passphrase-file",
+        "backup",
+        "restore",
+        "--data-dir",
+        &new_b,
+        "--in",
+        &path("tampered"),
+        "--passphrase-file",
         &pass,
     ]);
     assert!(error.contains("changed or damaged"), "{error}");
     let error = refused(&[
-        "backup", "restore", "--data-dir", &new_b, "--in", &backup_file, "--passphrase-file",
-        &pass, "--app-version", "0.0.1",
+        "backup",
+        "restore",
+        "--data-dir",
+        &new_b,
+        "--in",
+        &backup_file,
+        "--passphrase-file",
+        &pass,
+        "--app-version",
+        "0.0.1",
     ]);
     assert!(error.contains("same or a newer version"), "{error}");
-    assert!(!Path::new(&new_b).exists(), "refused restores wrote nothing");
+    assert!(
+        !Path::new(&new_b).exists(),
+        "refused restores wrote nothing"
+    );
     let error = refused(&[
-        "backup", "restore", "--data-dir", &a, "--in", &backup_file, "--passphrase-file", &pass,
+        "backup",
+        "restore",
+        "--data-dir",
+        &a,
+        "--in",
+        &backup_file,
+        "--passphrase-file",
+        &pass,
     ]);
     assert!(error.contains("already holds an appliance"), "{error}");
 
     // The new hardware: restore (no init), start, sync.
     let dry_run = ok(&[
-        "backup", "inspect", "--in", &backup_file, "--passphrase-file", &pass, "--data-dir",
+        "backup",
+        "inspect",
+        "--in",
+        &backup_file,
+        "--passphrase-file",
+        &pass,
+        "--data-dir",
         &new_b,
     ]);
     assert!(dry_run.contains("would create appliance b"), "{dry_run}");
-    ok(&["backup", "restore", "--data-dir", &new_b, "--in", &backup_file, "--passphrase-file", &pass]);
+    ok(&[
+        "backup",
+        "restore",
+        "--data-dir",
+        &new_b,
+        "--in",
+        &backup_file,
+        "--passphrase-file",
+        &pass,
+    ]);
     assert_eq!(
         ok(&["session", "list", "--data-dir", &new_b]),
         "",
@@ -207,7 +299,10 @@ fn backup_appliance_moves_to_new_hardware_and_rejoins_its_pair() {
     let sessions_a = ok(&["session", "list", "--data-dir", &a]);
     assert_eq!(sessions_a.lines().count(), 5, "{sessions_a}");
     assert_eq!(ok(&["session", "list", "--data-dir", &new_b]), sessions_a);
-    assert_eq!(ok(&["config", "get", "--data-dir", &new_b, "site/name"]).trim(), "north");
+    assert_eq!(
+        ok(&["config", "get", "--data-dir", &new_b, "site/name"]).trim(),
+        "north"
+    );
     let status = ok(&["status", "--data-dir", &new_b]);
     assert!(status.contains("b (backup)"), "{status}");
 
@@ -226,7 +321,10 @@ fn backup_appliance_moves_to_new_hardware_and_rejoins_its_pair() {
     // The old appliance: a plain reset is refused (its state still says backup); the
     // documented way names the replacement.
     let error = refused(&["factory-reset", "--data-dir", &b, "--yes"]);
-    assert!(error.contains("backup in a failover relationship"), "{error}");
+    assert!(
+        error.contains("backup in a failover relationship"),
+        "{error}"
+    );
     let error = refused(&["factory-reset", "--data-dir", &b, "--replaced"]);
     assert!(error.contains("without --yes"), "{error}");
     ok(&["factory-reset", "--data-dir", &b, "--yes", "--replaced"]);

@@ -91,8 +91,8 @@ pub fn check_chain(identity: &Identity, now_unix_ms: u64) -> Vec<String> {
 /// Installs `identity` in the data folder (the server must be stopped) and returns notes
 /// about the relationship.
 pub fn install(dir: &DataDir, identity: &Identity) -> Result<Vec<String>, BackupError> {
-    let _lock =
-        crate::driver::lock_data_dir(dir).map_err(|error| BackupError::Refused(error.to_string()))?;
+    let _lock = crate::driver::lock_data_dir(dir)
+        .map_err(|error| BackupError::Refused(error.to_string()))?;
     let appliance =
         Appliance::open(dir.clone()).map_err(|error| BackupError::Refused(error.to_string()))?;
     let state = {
@@ -114,13 +114,18 @@ pub fn install(dir: &DataDir, identity: &Identity) -> Result<Vec<String>, Backup
         hex(&new.0),
         hex(&old.0)
     )];
-    match state.as_ref().and_then(|state| state.peer.as_ref().map(|peer| (state, peer))) {
+    match state
+        .as_ref()
+        .and_then(|state| state.peer.as_ref().map(|peer| (state, peer)))
+    {
         None => notes.push("no peer has pinned this appliance's certificate".into()),
-        Some((_, peer)) if peer.certificate_fingerprint == new.0 || old == new => notes.push(format!(
-            "{} pins this appliance by certificate {}; nothing to do",
-            peer.name,
-            hex(&old.0)
-        )),
+        Some((_, peer)) if peer.certificate_fingerprint == new.0 || old == new => {
+            notes.push(format!(
+                "{} pins this appliance by certificate {}; nothing to do",
+                peer.name,
+                hex(&old.0)
+            ))
+        }
         Some((state, peer)) => notes.push(format!(
             "the peer {} has pinned the old certificate {}: it will refuse this appliance \
              (role {}) until the relationship is re-established (`dyad break` on both, then \
@@ -225,7 +230,14 @@ fn time(tag: u8, text: &[u8]) -> Option<i64> {
     let (year, offset) = match (tag, text.len()) {
         (0x17, 13) => {
             let short = digits(0..2)?;
-            (if short < 50 { 2000 + short } else { 1900 + short }, 2)
+            (
+                if short < 50 {
+                    2000 + short
+                } else {
+                    1900 + short
+                },
+                2,
+            )
         }
         (0x18, 15) => (digits(0..4)?, 4),
         _ => return None,
@@ -238,7 +250,12 @@ fn time(tag: u8, text: &[u8]) -> Option<i64> {
     let hour = digits(offset + 4..offset + 6)?;
     let minute = digits(offset + 6..offset + 8)?;
     let second = digits(offset + 8..offset + 10)?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
@@ -260,10 +277,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 mod tests {
     use super::*;
 
-    fn identity_valid_between(
-        not_before: (i32, u8, u8),
-        not_after: (i32, u8, u8),
-    ) -> Identity {
+    fn identity_valid_between(not_before: (i32, u8, u8), not_after: (i32, u8, u8)) -> Identity {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
         let mut params = rcgen::CertificateParams::new(vec!["a.example".into()]).expect("params");
         params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
@@ -291,9 +305,14 @@ mod tests {
         assert_eq!(facts.not_after_unix_s, days_from_civil(2021, 1, 1) * 86_400);
         assert!(facts.self_issued);
         let warnings = check_chain(&expired, now_ms);
-        assert!(warnings.iter().any(|w| w.contains("expired")), "{warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains("expired")),
+            "{warnings:?}"
+        );
         let future = identity_valid_between((2090, 1, 1), (2091, 1, 1));
-        assert!(check_chain(&future, now_ms).iter().any(|w| w.contains("not valid yet")));
+        assert!(check_chain(&future, now_ms)
+            .iter()
+            .any(|w| w.contains("not valid yet")));
         let fine = identity_valid_between((2020, 1, 1), (2090, 1, 1));
         assert_eq!(check_chain(&fine, now_ms), Vec::<String>::new());
     }
@@ -322,8 +341,8 @@ mod tests {
             .iter()
             .any(|w| w.contains("issuer")));
         let chain = format!("{}{}", leaf.pem(), ca_cert.pem());
-        let whole = Identity::from_pem(chain.as_bytes(), leaf_key.serialize_pem().as_bytes())
-            .expect("pem");
+        let whole =
+            Identity::from_pem(chain.as_bytes(), leaf_key.serialize_pem().as_bytes()).expect("pem");
         assert_eq!(check_chain(&whole, now_ms), Vec::<String>::new());
     }
 
@@ -344,10 +363,17 @@ mod tests {
             },
         )
         .expect("init");
-        let bytes =
-            export(&appliance, b"export passphrase", KdfParams::INSECURE_FOR_TESTS).expect("export");
+        let bytes = export(
+            &appliance,
+            b"export passphrase",
+            KdfParams::INSECURE_FOR_TESTS,
+        )
+        .expect("export");
         let envelope = Envelope::parse(&bytes).expect("parse");
-        assert_eq!(envelope.public, appliance.identity.cert_chain_pem().as_bytes());
+        assert_eq!(
+            envelope.public,
+            appliance.identity.cert_chain_pem().as_bytes()
+        );
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("PRIVATE KEY"), "the key is sealed");
         let (identity, warnings) = open_export(&bytes, b"export passphrase", 0).expect("open");

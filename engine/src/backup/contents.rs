@@ -171,7 +171,10 @@ impl StoreSettings {
         let mut entries = Vec::with_capacity(config.entries.len());
         for (key, value) in config.entries {
             if key.len() > MAX_CONFIG_KEY_BYTES {
-                return Err(format!("configuration key of {} bytes is too long", key.len()));
+                return Err(format!(
+                    "configuration key of {} bytes is too long",
+                    key.len()
+                ));
             }
             if value.len() > MAX_CONFIG_VALUE_BYTES * 2 {
                 return Err(format!("configuration value of {key:?} is too large"));
@@ -180,7 +183,9 @@ impl StoreSettings {
                 .last()
                 .is_some_and(|(previous, _): &(String, Vec<u8>)| *previous >= key)
             {
-                return Err(format!("configuration key {key:?} is out of order or repeated"));
+                return Err(format!(
+                    "configuration key {key:?} is out of order or repeated"
+                ));
             }
             let value = unhex(&value).map_err(|why| format!("configuration {key:?}: {why}"))?;
             entries.push((key, value));
@@ -298,7 +303,10 @@ pub fn check_decode_round_trip(bytes: &[u8]) {
             .expect("decoded contents re-encode to decodable contents");
         assert_eq!(again.settings, contents.settings);
         assert_eq!(again.store, contents.store);
-        assert_eq!(again.identity.fingerprint(), contents.identity.fingerprint());
+        assert_eq!(
+            again.identity.fingerprint(),
+            contents.identity.fingerprint()
+        );
         assert_eq!(again.psk.fingerprint(), contents.psk.fingerprint());
         assert_eq!(again.taken_unix_ms, contents.taken_unix_ms);
     }
@@ -352,7 +360,10 @@ pub(crate) mod tests {
         let decoded = BackupContents::decode(&contents.encode()).expect("decode");
         assert_eq!(decoded.settings, contents.settings);
         assert_eq!(decoded.store, contents.store);
-        assert_eq!(decoded.identity.fingerprint(), contents.identity.fingerprint());
+        assert_eq!(
+            decoded.identity.fingerprint(),
+            contents.identity.fingerprint()
+        );
         assert_eq!(decoded.psk.fingerprint(), contents.psk.fingerprint());
         assert_eq!(decoded.store.restored_sequence_floor(node), 8);
         assert_eq!(decoded.store.restored_sequence_floor(NodeId([2; 16])), 4);

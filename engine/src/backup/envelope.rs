@@ -169,7 +169,11 @@ pub enum EnvelopeError {
     /// The header asks for KDF costs outside what this build accepts.
     KdfOutOfRange(String),
     /// A length above its limit.
-    TooLarge { field: &'static str, bytes: u64, max_bytes: u64 },
+    TooLarge {
+        field: &'static str,
+        bytes: u64,
+        max_bytes: u64,
+    },
     /// Bytes after the sealed payload.
     TrailingBytes { bytes: u64 },
 }
@@ -254,7 +258,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, len: usize) -> Result<&'a [u8], EnvelopeError> {
-        let end = self.position.checked_add(len).filter(|end| *end <= self.bytes.len());
+        let end = self
+            .position
+            .checked_add(len)
+            .filter(|end| *end <= self.bytes.len());
         let Some(end) = end else {
             return Err(EnvelopeError::Truncated {
                 needed_bytes: (self.position as u64).saturating_add(len as u64),
@@ -557,10 +564,7 @@ mod tests {
             envelope.open(b"wrong horse"),
             Err(OpenError::WrongPassphraseOrTampered)
         );
-        assert!(matches!(
-            envelope.open(b""),
-            Err(OpenError::Passphrase(_))
-        ));
+        assert!(matches!(envelope.open(b""), Err(OpenError::Passphrase(_))));
     }
 
     #[test]

@@ -169,13 +169,11 @@ pub fn dry_run(path: &str, target: &Target, contents: &BackupContents) -> Vec<St
             "a restore onto {path} would be refused: the folder is not empty"
         )],
         Target::Appliance(current) => {
-            let mut lines = vec![
-                format!(
-                    "a restore onto {path} would be refused: it holds appliance {}. Replacing \
+            let mut lines = vec![format!(
+                "a restore onto {path} would be refused: it holds appliance {}. Replacing \
                      it with this backup would change:",
-                    current.settings.name
-                ),
-            ];
+                current.settings.name
+            )];
             compare(
                 &mut lines,
                 "node id",
@@ -222,14 +220,21 @@ pub fn dry_run(path: &str, target: &Target, contents: &BackupContents) -> Vec<St
                 lines.push(format!("    {change}"));
             }
             if changes.len() > KEYS_LISTED_MAX {
-                lines.push(format!("    ... and {} more", changes.len() - KEYS_LISTED_MAX));
+                lines.push(format!(
+                    "    ... and {} more",
+                    changes.len() - KEYS_LISTED_MAX
+                ));
             }
             let restored_floor = contents.store.restored_sequence_floor(settings.node_id);
             compare(
                 &mut lines,
                 "local session floor",
                 &current.store.local_sequence_floor.to_string(),
-                &current.store.local_sequence_floor.max(restored_floor).to_string(),
+                &current
+                    .store
+                    .local_sequence_floor
+                    .max(restored_floor)
+                    .to_string(),
             );
             lines
         }

@@ -48,7 +48,10 @@ pub enum BackupError {
     Open(OpenError),
     /// The file authenticated but its contents make no sense to this build.
     Contents(String),
-    WrongKind { expected: FileKind, found: FileKind },
+    WrongKind {
+        expected: FileKind,
+        found: FileKind,
+    },
     // --- The operator's choices. ---
     /// Restoring would move the appliance to older software.
     NewerSoftware {
@@ -123,17 +126,18 @@ pub fn read_passphrase(path: &Path) -> Result<Vec<u8>, BackupError> {
 
 /// Reads a backup or export file, refusing one above the envelope's size limit unread.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, BackupError> {
-    transport::read_limited(path, envelope::ENVELOPE_BYTES_MAX, false).map_err(|error| match error
-    {
-        transport::FileError::TooLarge { max_bytes, .. } => {
-            BackupError::Envelope(EnvelopeError::TooLarge {
-                field: "size",
-                bytes: fs::metadata(path).map_or(max_bytes + 1, |meta| meta.len()),
-                max_bytes,
-            })
-        }
-        other => BackupError::Io(other.to_string()),
-    })
+    transport::read_limited(path, envelope::ENVELOPE_BYTES_MAX, false).map_err(
+        |error| match error {
+            transport::FileError::TooLarge { max_bytes, .. } => {
+                BackupError::Envelope(EnvelopeError::TooLarge {
+                    field: "size",
+                    bytes: fs::metadata(path).map_or(max_bytes + 1, |meta| meta.len()),
+                    max_bytes,
+                })
+            }
+            other => BackupError::Io(other.to_string()),
+        },
+    )
 }
 
 /// Writes a new secret file (0600), refusing to replace an existing one.
@@ -346,7 +350,8 @@ fn build_folder(
     software: SoftwareVersion,
 ) -> Result<RestoreReport, BackupError> {
     let dir = DataDir::new(root);
-    fs::create_dir_all(root.join("identity")).map_err(io(format!("creating {}", root.display())))?;
+    fs::create_dir_all(root.join("identity"))
+        .map_err(io(format!("creating {}", root.display())))?;
     contents
         .identity
         .save(&dir.cert(), &dir.private_key())
@@ -430,8 +435,8 @@ mod tests {
         let contents = contents::tests::sample(node);
         let bytes = sealed(&contents);
         let target = dir.join("new");
-        let report = restore(&bytes, b"passphrase", &target, TargetVersion::default())
-            .expect("restore");
+        let report =
+            restore(&bytes, b"passphrase", &target, TargetVersion::default()).expect("restore");
         assert_eq!(report.local_sequence_floor, 8);
         let appliance = Appliance::open(DataDir::new(&target)).expect("opens");
         assert_eq!(appliance.settings, contents.settings);
@@ -440,7 +445,10 @@ mod tests {
             contents.identity.fingerprint()
         );
         let store = crate::driver::open_store(&DataDir::new(&target)).expect("store");
-        assert_eq!(store.config_snapshot().expect("snapshot"), contents.store.config);
+        assert_eq!(
+            store.config_snapshot().expect("snapshot"),
+            contents.store.config
+        );
         assert_eq!(store.local_sequence_floor().expect("floor"), 8);
         assert_eq!(store.next_local_session_id(node).expect("id").sequence, 8);
         drop(store);
@@ -452,7 +460,12 @@ mod tests {
         ));
         let other = dir.join("other");
         assert_eq!(
-            restore(&bytes, b"wrong passphrase", &other, TargetVersion::default()),
+            restore(
+                &bytes,
+                b"wrong passphrase",
+                &other,
+                TargetVersion::default()
+            ),
             Err(BackupError::Open(OpenError::WrongPassphraseOrTampered))
         );
         assert!(!other.exists());

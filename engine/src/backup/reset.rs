@@ -46,7 +46,11 @@ impl ResetReport {
              its identity (certificate and private key) and its inter-appliance key",
             self.name, self.node_id, self.sessions, self.config_entries
         )];
-        lines.extend(self.paths.iter().map(|path| format!("  {}", path.display())));
+        lines.extend(
+            self.paths
+                .iter()
+                .map(|path| format!("  {}", path.display())),
+        );
         lines
     }
 }
@@ -70,8 +74,8 @@ fn scrub(path: &Path) -> Result<(), BackupError> {
 
 /// Erases the appliance in `dir` (or, unconfirmed, says what would be erased and refuses).
 pub fn factory_reset(dir: &DataDir, options: ResetOptions) -> Result<ResetReport, BackupError> {
-    let lock =
-        crate::driver::lock_data_dir(dir).map_err(|error| BackupError::Refused(error.to_string()))?;
+    let lock = crate::driver::lock_data_dir(dir)
+        .map_err(|error| BackupError::Refused(error.to_string()))?;
     let appliance =
         Appliance::open(dir.clone()).map_err(|error| BackupError::Refused(error.to_string()))?;
     let (state, last_backup, sessions, config_entries) = {
@@ -101,11 +105,13 @@ pub fn factory_reset(dir: &DataDir, options: ResetOptions) -> Result<ResetReport
             dir.store(),
         ],
     };
-    if let Some(state) = state.as_ref().filter(|state| state.role != Role::Standalone) {
-        let peer = state
-            .peer
-            .as_ref()
-            .map_or("its peer".to_string(), |peer| format!("{} at {}", peer.name, peer.address));
+    if let Some(state) = state
+        .as_ref()
+        .filter(|state| state.role != Role::Standalone)
+    {
+        let peer = state.peer.as_ref().map_or("its peer".to_string(), |peer| {
+            format!("{} at {}", peer.name, peer.address)
+        });
         if !options.replaced {
             return Err(BackupError::Refused(format!(
                 "this appliance is the {} in a failover relationship with {peer}; run `dyad \
@@ -131,20 +137,23 @@ pub fn factory_reset(dir: &DataDir, options: ResetOptions) -> Result<ResetReport
     }
     // The settings file goes first: without it the folder is no longer an appliance, so an
     // interrupted reset cannot leave a half-erased appliance that still starts.
-    fs::remove_file(dir.settings())
-        .map_err(|error| BackupError::Io(format!("removing {}: {error}", dir.settings().display())))?;
+    fs::remove_file(dir.settings()).map_err(|error| {
+        BackupError::Io(format!("removing {}: {error}", dir.settings().display()))
+    })?;
     for secret in [dir.private_key(), dir.psk()] {
         scrub(&secret)?;
     }
     for path in [dir.root.join("identity"), dir.store()] {
         if path.exists() {
-            fs::remove_dir_all(&path)
-                .map_err(|error| BackupError::Io(format!("removing {}: {error}", path.display())))?;
+            fs::remove_dir_all(&path).map_err(|error| {
+                BackupError::Io(format!("removing {}: {error}", path.display()))
+            })?;
         }
     }
     if dir.psk().exists() {
-        fs::remove_file(dir.psk())
-            .map_err(|error| BackupError::Io(format!("removing {}: {error}", dir.psk().display())))?;
+        fs::remove_file(dir.psk()).map_err(|error| {
+            BackupError::Io(format!("removing {}: {error}", dir.psk().display()))
+        })?;
     }
     let _ = fs::remove_file(dir.admin_socket());
     drop(lock);
@@ -204,7 +213,9 @@ mod tests {
             replaced: false,
         };
         let refused = factory_reset(&dir, confirmed).expect_err("in a relationship");
-        assert!(refused.to_string().contains("backup in a failover relationship"));
+        assert!(refused
+            .to_string()
+            .contains("backup in a failover relationship"));
         let replaced = ResetOptions {
             confirmed: true,
             replaced: true,

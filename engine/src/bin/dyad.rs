@@ -440,11 +440,9 @@ fn main() -> ExitCode {
                 passphrase,
             } => cli::cert_import(&dir.data_dir, &input, &passphrase.passphrase_file),
         },
-        Commands::FactoryReset {
-            dir,
-            yes,
-            replaced,
-        } => cli::factory_reset(&dir.data_dir, yes, replaced),
+        Commands::FactoryReset { dir, yes, replaced } => {
+            cli::factory_reset(&dir.data_dir, yes, replaced)
+        }
         Commands::Demo { size_mb, sessions } => dyad_engine::demo::run(size_mb, sessions),
     };
     match result {

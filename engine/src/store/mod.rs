@@ -30,11 +30,11 @@ pub mod summary;
 pub mod tree;
 
 pub use recordings::{BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo, VerifyReport};
-pub use settings_read::SettingsRead;
 pub use records::{
     ConfigChange, ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SessionMeta,
     CONFIG_VERSION_ZERO,
 };
+pub use settings_read::SettingsRead;
 pub use summary::{Differences, Reconciler, SummaryIndex, SummaryRequest, SummaryResponse};
 pub use tree::{TreeError, CHUNK_SIZE_BYTES, MAX_RECORDING_BYTES};
 

@@ -12,7 +12,9 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::catalog::LOCAL_FLOOR_KEY;
 use super::config::{read_state, VERSION_KEY};
-use super::{check_key, db_error, ConfigSnapshot, Store, StoreError, CONFIG, CONFIG_STATE, COUNTERS, LOCAL};
+use super::{
+    check_key, db_error, ConfigSnapshot, Store, StoreError, CONFIG, CONFIG_STATE, COUNTERS, LOCAL,
+};
 
 /// The store's part of a settings backup, as of one instant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,13 +92,20 @@ mod tests {
             expected_len: None,
             expected_root: None,
         };
-        store.import_recording(&b"recording"[..], info).expect("import");
-        let read = store.settings_read(&["replica/state", "absent"]).expect("read");
+        store
+            .import_recording(&b"recording"[..], info)
+            .expect("import");
+        let read = store
+            .settings_read(&["replica/state", "absent"])
+            .expect("read");
         assert_eq!(read.config, store.config_snapshot().expect("snapshot"));
         assert_eq!(read.local.len(), 1);
         assert_eq!(read.local["replica/state"], b"{}");
         assert_eq!(read.high_water_marks.get(&node), Some(&1));
-        assert_eq!(read.local_sequence_floor, store.local_sequence_floor().expect("floor"));
+        assert_eq!(
+            read.local_sequence_floor,
+            store.local_sequence_floor().expect("floor")
+        );
         assert!(read.local_sequence_floor > 1);
     }
 }
