@@ -594,3 +594,248 @@ pub fn conflicts_export(data_dir: &Path, out: Option<&Path>) -> CliResult {
 pub fn load_key(path: &Path) -> Result<InterApplianceKey, CliError> {
     Ok(InterApplianceKey::load(path)?)
 }
+
+// --- Settings backup, certificates and factory reset (`engine/src/backup/`). ---
+
+fn backup_error(error: crate::backup::BackupError) -> CliError {
+    CliError(error.to_string())
+}
+
+/// The store's part of a settings backup, from the running server or the data folder.
+fn backup_store_settings(data_dir: &Path) -> Result<crate::backup::StoreSettings, CliError> {
+    let value = request(data_dir, AdminRequest::BackupSnapshot, |_| {})?;
+    let document: crate::backup::StoreDocument =
+        serde_json::from_value(value).map_err(|error| {
+            CliError(format!(
+                "unreadable backup snapshot from dyad serve: {error}"
+            ))
+        })?;
+    crate::backup::StoreSettings::from_document(document).map_err(CliError)
+}
+
+/// `dyad backup create`.
+pub fn backup_create(data_dir: &Path, out: &Path, passphrase_file: &Path) -> CliResult {
+    backup_create_with(
+        data_dir,
+        out,
+        passphrase_file,
+        crate::backup::KdfParams::DEFAULT,
+    )
+}
+
+/// `dyad backup create` with explicit KDF costs (tests pass cheap ones; the command never does).
+pub fn backup_create_with(
+    data_dir: &Path,
+    out: &Path,
+    passphrase_file: &Path,
+    kdf: crate::backup::KdfParams,
+) -> CliResult {
+    let passphrase = crate::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
+    if out.exists() {
+        return Err(CliError(format!(
+            "--out {} already exists; choose a new file name (nothing was written)",
+            out.display()
+        )));
+    }
+    let appliance = Appliance::open(DataDir::new(data_dir))?;
+    let store = backup_store_settings(data_dir)?;
+    let now = driver::wall_clock_ms();
+    let bytes = crate::backup::seal_backup(&appliance, store.clone(), &passphrase, kdf, now)
+        .map_err(backup_error)?;
+    crate::backup::write_new_file(out, &bytes).map_err(backup_error)?;
+    request(
+        data_dir,
+        AdminRequest::BackupRecorded { taken_unix_ms: now },
+        |_| {},
+    )?;
+    println!(
+        "settings backup of {} written to {} ({} bytes, mode 0600)",
+        appliance.settings.name,
+        out.display(),
+        bytes.len()
+    );
+    println!(
+        "  {} configuration keys, failover: {}, own sessions up to sequence {}",
+        store.config.entries.len(),
+        store
+            .replica_state
+            .as_ref()
+            .map_or("standalone", |state| crate::replica::state::role_name(
+                state.role
+            )),
+        store
+            .high_water_marks
+            .get(&appliance.settings.node_id)
+            .copied()
+            .unwrap_or(0)
+    );
+    println!("  recordings are not in the file; keep the passphrase apart from it");
+    Ok(())
+}
+
+fn parse_target_version(
+    app_version: Option<&str>,
+    base_version: Option<&str>,
+) -> Result<crate::backup::TargetVersion, CliError> {
+    Ok(crate::backup::TargetVersion {
+        app: app_version
+            .map(parse_version)
+            .transpose()
+            .map_err(|why| CliError(format!("--app-version: {why}")))?,
+        base: base_version
+            .map(parse_version)
+            .transpose()
+            .map_err(|why| CliError(format!("--base-version: {why}")))?,
+    })
+}
+
+/// `dyad backup restore`.
+pub fn backup_restore(
+    data_dir: &Path,
+    input: &Path,
+    passphrase_file: &Path,
+    app_version: Option<&str>,
+    base_version: Option<&str>,
+) -> CliResult {
+    let version = parse_target_version(app_version, base_version)?;
+    let passphrase = crate::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
+    let bytes = crate::backup::read_file(input).map_err(backup_error)?;
+    let report =
+        crate::backup::restore(&bytes, &passphrase, data_dir, version).map_err(backup_error)?;
+    println!(
+        "restored appliance {} into {}",
+        report.name,
+        data_dir.display()
+    );
+    println!("  node id          {}", report.node_id);
+    println!(
+        "  software         {} (backup written by {})",
+        report.software, report.backup_software
+    );
+    println!("  key fingerprint  {}", report.key_fingerprint);
+    println!("  certificate      {}", report.certificate_fingerprint);
+    println!("  configuration    {} keys", report.config_entries);
+    println!(
+        "  own sessions     continue at sequence {}",
+        report.local_sequence_floor
+    );
+    match &report.relationship {
+        Some((role, peer)) => println!(
+            "  failover         {role} of {peer}: start `dyad serve --data-dir {}` where the old \
+             appliance was reachable; the pair re-syncs and the recordings arrive from {peer}",
+            data_dir.display()
+        ),
+        None => println!("  failover         standalone"),
+    }
+    if report.software != report.backup_software {
+        println!(
+            "  note             this appliance now runs a newer version than the backup's; its \
+             peer must run the same version before the link comes up"
+        );
+    }
+    Ok(())
+}
+
+/// `dyad backup inspect`.
+pub fn backup_inspect(input: &Path, passphrase_file: &Path, data_dir: Option<&Path>) -> CliResult {
+    use crate::backup::inspect::{self, CurrentAppliance, Target};
+    let passphrase = crate::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
+    let bytes = crate::backup::read_file(input).map_err(backup_error)?;
+    let (envelope, contents) =
+        crate::backup::open_backup(&bytes, &passphrase).map_err(backup_error)?;
+    for line in inspect::describe(&envelope, &contents) {
+        println!("{line}");
+    }
+    let Some(data_dir) = data_dir else {
+        return Ok(());
+    };
+    let target = if DataDir::new(data_dir).settings().exists() {
+        let appliance = Appliance::open(DataDir::new(data_dir))?;
+        let store = backup_store_settings(data_dir)?;
+        Target::Appliance(Box::new(CurrentAppliance {
+            certificate_fingerprint: appliance.certificate_fingerprint_hex(),
+            key_fingerprint: appliance.psk.fingerprint().to_string(),
+            settings: appliance.settings,
+            store,
+        }))
+    } else if crate::backup::check_fresh_folder(data_dir).is_ok() {
+        Target::Fresh
+    } else {
+        Target::NotEmpty
+    };
+    println!();
+    println!("dry run (nothing is changed):");
+    for line in inspect::dry_run(&data_dir.display().to_string(), &target, &contents) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `dyad cert export`.
+pub fn cert_export(data_dir: &Path, out: &Path, passphrase_file: &Path) -> CliResult {
+    cert_export_with(
+        data_dir,
+        out,
+        passphrase_file,
+        crate::backup::KdfParams::DEFAULT,
+    )
+}
+
+/// `dyad cert export` with explicit KDF costs (for tests).
+pub fn cert_export_with(
+    data_dir: &Path,
+    out: &Path,
+    passphrase_file: &Path,
+    kdf: crate::backup::KdfParams,
+) -> CliResult {
+    let passphrase = crate::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
+    let appliance = Appliance::open(DataDir::new(data_dir))?;
+    let bytes = crate::backup::cert::export(&appliance, &passphrase, kdf).map_err(backup_error)?;
+    crate::backup::write_new_file(out, &bytes).map_err(backup_error)?;
+    println!(
+        "certificate {} and its private key (encrypted) written to {}; nothing was removed",
+        appliance.certificate_fingerprint_hex(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `dyad cert import`.
+pub fn cert_import(data_dir: &Path, input: &Path, passphrase_file: &Path) -> CliResult {
+    let passphrase = crate::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
+    let bytes = crate::backup::read_file(input).map_err(backup_error)?;
+    let (identity, warnings) =
+        crate::backup::cert::open_export(&bytes, &passphrase, driver::wall_clock_ms())
+            .map_err(backup_error)?;
+    for warning in &warnings {
+        println!("{warning}");
+    }
+    let notes =
+        crate::backup::cert::install(&DataDir::new(data_dir), &identity).map_err(backup_error)?;
+    for note in notes {
+        println!("{note}");
+    }
+    Ok(())
+}
+
+/// `dyad factory-reset`.
+pub fn factory_reset(data_dir: &Path, yes: bool, replaced: bool) -> CliResult {
+    let report = crate::backup::reset::factory_reset(
+        &DataDir::new(data_dir),
+        crate::backup::reset::ResetOptions {
+            confirmed: yes,
+            replaced,
+        },
+    )
+    .map_err(backup_error)?;
+    println!("erased:");
+    for line in report.lines() {
+        println!("{line}");
+    }
+    println!(
+        "{} no longer holds an appliance; the files were deleted, not overwritten (except the \
+         keys): wipe the disk before disposing of the hardware",
+        data_dir.display()
+    );
+    Ok(())
+}

@@ -9,6 +9,7 @@
 pub use dyad_wire as wire;
 
 pub mod appliance;
+pub mod backup;
 pub mod cli;
 pub mod demo;
 pub mod disk;

@@ -132,6 +132,28 @@ enum Commands {
         #[command(subcommand)]
         action: ConflictsAction,
     },
+    /// Settings backup: create, restore onto new hardware, inspect.
+    Backup {
+        #[command(subcommand)]
+        action: BackupAction,
+    },
+    /// Export or import the appliance's certificate chain and private key.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+    /// Erase this appliance's data, key and identity (refused in a failover relationship).
+    FactoryReset {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Confirm the erasure; without it, only say what would be erased.
+        #[arg(long)]
+        yes: bool,
+        /// New hardware restored from this appliance's settings backup has taken its place in
+        /// the relationship: reset it although its state still names the relationship.
+        #[arg(long)]
+        replaced: bool,
+    },
     /// Two appliances on loopback in a temporary folder: establish, sync, compare.
     Demo {
         /// Megabytes of synthetic recordings on the primary.
@@ -140,6 +162,78 @@ enum Commands {
         /// Number of sessions they are split into.
         #[arg(long, default_value_t = 16)]
         sessions: u64,
+    },
+}
+
+#[derive(Args, Clone)]
+struct PassphraseArg {
+    /// File holding the passphrase (one line, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum BackupAction {
+    /// Write a settings backup (no recordings), encrypted with the passphrase.
+    Create {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The backup file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+    /// Restore a settings backup into a new, empty data folder (new hardware; no `init`).
+    Restore {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The backup file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+        /// Application version the new hardware runs (default: the backup's; never older).
+        #[arg(long, value_name = "X.Y.Z")]
+        app_version: Option<String>,
+        /// Base-software version the new hardware runs (default: the backup's; never older).
+        #[arg(long, value_name = "X.Y.Z")]
+        base_version: Option<String>,
+    },
+    /// Show what a backup holds (fingerprints, no secrets); with --data-dir, a restore dry run.
+    Inspect {
+        /// The backup file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+        /// Show what restoring onto this data folder would change.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertAction {
+    /// Write the certificate chain and the private key (encrypted with the passphrase).
+    Export {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The file to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+    /// Install an exported certificate and key as this appliance's identity (serve stopped).
+    Import {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The file from `dyad cert export`.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
     },
 }
 
@@ -309,6 +403,46 @@ fn main() -> ExitCode {
                 cli::conflicts_export(&dir.data_dir, out.as_deref())
             }
         },
+        Commands::Backup { action } => match action {
+            BackupAction::Create {
+                dir,
+                out,
+                passphrase,
+            } => cli::backup_create(&dir.data_dir, &out, &passphrase.passphrase_file),
+            BackupAction::Restore {
+                dir,
+                input,
+                passphrase,
+                app_version,
+                base_version,
+            } => cli::backup_restore(
+                &dir.data_dir,
+                &input,
+                &passphrase.passphrase_file,
+                app_version.as_deref(),
+                base_version.as_deref(),
+            ),
+            BackupAction::Inspect {
+                input,
+                passphrase,
+                data_dir,
+            } => cli::backup_inspect(&input, &passphrase.passphrase_file, data_dir.as_deref()),
+        },
+        Commands::Cert { action } => match action {
+            CertAction::Export {
+                dir,
+                out,
+                passphrase,
+            } => cli::cert_export(&dir.data_dir, &out, &passphrase.passphrase_file),
+            CertAction::Import {
+                dir,
+                input,
+                passphrase,
+            } => cli::cert_import(&dir.data_dir, &input, &passphrase.passphrase_file),
+        },
+        Commands::FactoryReset { dir, yes, replaced } => {
+            cli::factory_reset(&dir.data_dir, yes, replaced)
+        }
         Commands::Demo { size_mb, sessions } => dyad_engine::demo::run(size_mb, sessions),
     };
     match result {

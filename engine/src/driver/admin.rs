@@ -45,6 +45,12 @@ pub enum AdminRequest {
     SessionList,
     SessionVerify,
     Conflicts,
+    /// The store's part of a settings backup, read in one transaction (`backup create`).
+    BackupSnapshot,
+    /// Records that a settings backup was written at `taken_unix_ms`.
+    BackupRecorded {
+        taken_unix_ms: u64,
+    },
 }
 
 /// One line of an answer.

@@ -146,6 +146,16 @@ pub fn conflicts(store: &Store, appliance: &Appliance) -> Result<Value, String> 
     ))
 }
 
+/// The store's part of a settings backup as JSON; secrets (identity, keys) are not in the
+/// store and never cross the admin socket.
+fn backup_snapshot(store: &Store) -> Result<Value, String> {
+    let read = store
+        .settings_read(&[crate::backup::REPLICA_STATE_KEY])
+        .map_err(|error| error.to_string())?;
+    let settings = crate::backup::StoreSettings::from_read(&read)?;
+    serde_json::to_value(settings.to_document()).map_err(|error| error.to_string())
+}
+
 /// Requests answered from local state alone.
 pub fn answer_locally(
     replica: &mut Replica<Store>,
@@ -190,6 +200,12 @@ pub fn answer_locally(
             })
             .map_err(|error| error.to_string()),
         AdminRequest::Conflicts => conflicts(replica.store(), appliance),
+        AdminRequest::BackupSnapshot => backup_snapshot(replica.store()),
+        AdminRequest::BackupRecorded { taken_unix_ms } => replica
+            .store()
+            .local_set(crate::backup::LAST_BACKUP_KEY, taken_unix_ms.to_string().as_bytes())
+            .map(|()| json!("recorded"))
+            .map_err(|error| error.to_string()),
         AdminRequest::Establish { .. }
         | AdminRequest::SyncNow
         | AdminRequest::Break

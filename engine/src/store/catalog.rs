@@ -11,7 +11,7 @@ use super::summary::{self, Reconciler, SummaryIndex, SummaryRequest, SummaryResp
 use super::{corrupt, db_error, Inner, Store, StoreError, COUNTERS, SESSIONS};
 
 /// The next sequence this appliance may give one of its own sessions.
-const LOCAL_FLOOR_KEY: &str = "local_sequence_floor";
+pub(super) const LOCAL_FLOOR_KEY: &str = "local_sequence_floor";
 
 /// Allocates this appliance's next session id inside `write`: above the persisted floor and
 /// above every known session of `origin` (complete or partial), and moves the floor past it,

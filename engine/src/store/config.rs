@@ -25,11 +25,11 @@ pub const CONFIG_HISTORY_MAX_ENTRIES: u64 = 10_000;
 /// Most changes [`Store::config_apply_changes`] takes at once.
 pub const MAX_CONFIG_CHANGES_PER_APPLY: usize = 100_000;
 
-const VERSION_KEY: &str = "version";
+pub(super) const VERSION_KEY: &str = "version";
 /// The version from which the kept history starts (changes after it are all kept).
 const FLOOR_KEY: &str = "history_floor";
 
-fn read_state(
+pub(super) fn read_state(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<ConfigVersion, StoreError> {

@@ -25,6 +25,7 @@ pub(crate) mod config;
 mod recordings;
 pub mod records;
 pub mod replica_port;
+mod settings_read;
 pub mod summary;
 pub mod tree;
 
@@ -33,6 +34,7 @@ pub use records::{
     ConfigChange, ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SessionMeta,
     CONFIG_VERSION_ZERO,
 };
+pub use settings_read::SettingsRead;
 pub use summary::{Differences, Reconciler, SummaryIndex, SummaryRequest, SummaryResponse};
 pub use tree::{TreeError, CHUNK_SIZE_BYTES, MAX_RECORDING_BYTES};
 

@@ -196,6 +196,21 @@ impl Identity {
         self.fingerprint
     }
 
+    /// The certificate chain as PEM (public).
+    pub fn cert_chain_pem(&self) -> &str {
+        &self.cert_chain_pem
+    }
+
+    /// The private key as PEM. Secret: only for writing the key file or a sealed backup.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// Every certificate of the chain, leaf first, DER.
+    pub fn chain_der(&self) -> &[CertificateDer<'static>] {
+        &self.certified.cert
+    }
+
     /// The leaf certificate, DER.
     pub fn leaf_der(&self) -> &CertificateDer<'static> {
         self.certified

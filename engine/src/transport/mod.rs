@@ -30,7 +30,7 @@ pub use connection::{
     AuthenticatedConnection, FrameReader, FrameWriter, PeerInfo, CLOCK_OFFSET_WARNING_MS,
 };
 pub use error::{advice, TransportError};
-pub use files::{read_limited, write_atomically, FileError};
+pub use files::{read_limited, write_atomically, FileError, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
 pub use handshake::check_peer_hello;
 pub use identity::{CertFingerprint, Identity, IdentityError};
 pub use keys::{
