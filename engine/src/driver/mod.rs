@@ -239,6 +239,7 @@ pub fn serve(
         next_command: 1,
         waiting: BTreeMap::new(),
         local_events: Vec::new(),
+        wire_bytes_sent: Arc::new(AtomicU64::new(0)),
     };
     let thread = std::thread::Builder::new()
         .name("dyad-replica".into())
@@ -382,6 +383,8 @@ struct ReplicaThread {
     waiting: BTreeMap<CommandId, mpsc::UnboundedSender<AdminReply>>,
     /// Events the driver itself raises while carrying out actions (a local close).
     local_events: Vec<Event>,
+    /// Every frame byte sent to peers since start (recordings and metadata).
+    wire_bytes_sent: Arc<AtomicU64>,
 }
 
 impl ReplicaThread {
@@ -565,6 +568,7 @@ impl ReplicaThread {
         let (writer_sender, mut writer_commands) = mpsc::unbounded_channel::<WriterCommand>();
         let queued_bytes = Arc::new(AtomicU64::new(0));
         let writer_queue = queued_bytes.clone();
+        let wire_bytes = self.wire_bytes_sent.clone();
         self.runtime.spawn(async move {
             let mut sequence = 0u64;
             loop {
@@ -589,7 +593,9 @@ impl ReplicaThread {
                         return;
                     }
                     Ok(Some(WriterCommand::Send(message, size))) => {
+                        let before = writer.bytes_sent();
                         let result = writer.send(&message).await;
+                        wire_bytes.fetch_add(writer.bytes_sent() - before, Ordering::Relaxed);
                         writer_queue.fetch_sub(size, Ordering::Relaxed);
                         if result.is_err() {
                             return;
@@ -653,7 +659,9 @@ impl ReplicaThread {
             AdminRequest::Promote { force } => Some(Command::Promote { force }),
             AdminRequest::Demote => Some(Command::Demote),
             other => {
-                let answer = render::answer_locally(&mut self.replica, &self.appliance, now, other);
+                let wire = self.wire_bytes_sent.load(Ordering::Relaxed);
+                let answer =
+                    render::answer_locally(&mut self.replica, &self.appliance, now, wire, other);
                 let _ = reply.send(answer);
                 None
             }
@@ -758,6 +766,7 @@ pub fn answer_offline(dir: &DataDir, request: AdminRequest) -> Result<AdminReply
         &mut replica,
         &appliance,
         now,
+        0,
         request,
     ))
 }

@@ -32,8 +32,9 @@ fn site_address_holder(status: &Status) -> &'static str {
     }
 }
 
-pub fn status(status: &Status, appliance: &Appliance) -> Value {
+pub fn status(status: &Status, appliance: &Appliance, wire_bytes_sent: u64) -> Value {
     json!({
+        "wire_bytes_sent": wire_bytes_sent,
         "name": status.node_name,
         "node_id": appliance.settings.node_id.to_string(),
         "listen": appliance.settings.listen,
@@ -161,10 +162,11 @@ pub fn answer_locally(
     replica: &mut Replica<Store>,
     appliance: &Appliance,
     now_unix_ms: u64,
+    wire_bytes_sent: u64,
     request: AdminRequest,
 ) -> AdminReply {
     let result: Result<Value, String> = match request {
-        AdminRequest::Status => Ok(status(&replica.status(now_unix_ms), appliance)),
+        AdminRequest::Status => Ok(status(&replica.status(now_unix_ms), appliance, wire_bytes_sent)),
         AdminRequest::ConfigSet { key, value } => replica
             .write_config(&key, Some(value.as_bytes()))
             .map(|version| json!(format!("{key} set (version {}#{})", version.epoch, version.sequence)))

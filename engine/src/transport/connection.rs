@@ -148,11 +148,19 @@ impl FrameReader {
 pub struct FrameWriter {
     io: WriteHalf<PeerStream>,
     buf: BytesMut,
+    bytes_sent: u64,
 }
 
 impl FrameWriter {
     pub async fn send(&mut self, message: &Message) -> Result<(), TransportError> {
-        write_frame(&mut self.io, &mut self.buf, message).await
+        write_frame(&mut self.io, &mut self.buf, message).await?;
+        self.bytes_sent += self.buf.len() as u64;
+        Ok(())
+    }
+
+    /// Frame bytes written so far (before TLS): what status reports as bytes on the wire.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent
     }
 
     /// Ends the connection with a TLS close_notify.
@@ -197,6 +205,7 @@ impl AuthenticatedConnection {
             writer: FrameWriter {
                 io: write_half,
                 buf: BytesMut::new(),
+                bytes_sent: 0,
             },
         }
     }
