@@ -18,9 +18,10 @@ fn hex(bytes: &[u8]) -> String {
 fn print_failure(report: &RunReport) {
     if let Err(violation) = &report.result {
         eprintln!(
-            "FAILED {} seed {}: property {} violated: {}\n  replay: {}",
+            "FAILED {} seed {} (stopped at step {}): property {} violated: {}\n  replay: {}",
             report.scenario,
             report.seed,
+            report.steps,
             violation.property,
             violation.details,
             report.replay_command()

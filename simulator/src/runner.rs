@@ -12,8 +12,10 @@ pub struct RunReport {
     pub scenario: &'static str,
     pub seed: u64,
     pub result: Result<Vec<String>, Violation>,
+    /// The hash of the whole event trace and of the final stores (property 6).
     pub trace_hash: [u8; 32],
     pub simulated_ms: u64,
+    /// Steps run; for a failure, the step at which the run stopped.
     pub steps: u64,
 }
 
@@ -40,7 +42,7 @@ pub fn run(scenario: &'static Scenario, seed: u64) -> RunReport {
         let result = (scenario.run)(&mut world).map(|outcome| outcome.notes);
         (
             result,
-            world.trace_hash(),
+            world.final_hash(),
             world.now_ms - start_ms,
             world.steps,
         )

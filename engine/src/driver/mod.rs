@@ -206,6 +206,7 @@ pub fn serve(
         next_command: 1,
         waiting: BTreeMap::new(),
         local_events: Vec::new(),
+        clock_seen_unix_ms: wall_clock_ms(),
     };
     let thread = std::thread::Builder::new()
         .name("dyad-replica".into())
@@ -349,6 +350,8 @@ struct ReplicaThread {
     waiting: BTreeMap<CommandId, mpsc::UnboundedSender<AdminReply>>,
     /// Events the driver itself raises while carrying out actions (a local close).
     local_events: Vec<Event>,
+    /// The last wall-clock reading, to notice the clock stepping backwards.
+    clock_seen_unix_ms: u64,
 }
 
 impl ReplicaThread {
@@ -401,7 +404,11 @@ impl ReplicaThread {
                 }
                 Input::Admin { request, reply } => self.admin(now, request, reply),
             }
-            if self.replica.next_timeout().is_some_and(|at| at <= now) {
+            // A wall clock stepped backwards is handed in at once: the replica moves its
+            // timers back with it (see the replica's driving order).
+            let stepped_back = now < self.clock_seen_unix_ms;
+            self.clock_seen_unix_ms = now;
+            if stepped_back || self.replica.next_timeout().is_some_and(|at| at <= now) {
                 self.replica.handle_timeout(now);
             }
             self.drain(now);
