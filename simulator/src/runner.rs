@@ -89,17 +89,20 @@ pub struct SweepReport {
 
 /// Runs seeds `first..first + count`, each on the next scenario in turn; every
 /// `determinism_every`-th run is repeated and its trace compared.
+/// With `only`, every seed runs that scenario.
 pub fn sweep(
     first: u64,
     count: u64,
     determinism_every: u64,
+    only: Option<&'static Scenario>,
     mut on_failure: impl FnMut(&RunReport),
 ) -> SweepReport {
     let started = Instant::now();
     let mut report = SweepReport::default();
     for offset in 0..count {
         let seed = first + offset;
-        let scenario = &SCENARIOS[(seed % SCENARIOS.len() as u64) as usize];
+        let scenario =
+            only.unwrap_or_else(|| &SCENARIOS[(seed % SCENARIOS.len() as u64) as usize]);
         let run_report = run(scenario, seed);
         report.runs += 1;
         report.simulated_ms += run_report.simulated_ms;

@@ -42,3 +42,11 @@ fn full_disk_on_the_backup_does_not_spin_the_driver() {
 fn a_clock_set_back_does_not_delay_periodic_sync() {
     passes("clock_skew_drift_and_jumps_do_not_break_sync", 1);
 }
+
+/// A recording with two damaged chunks: a read found the first and withdrew the recording for
+/// re-fetch, but kept every other chunk as good, so after re-fetching one chunk it was listed
+/// again with the second still damaged. Fix: a withdrawal re-verifies the chunks it keeps.
+#[test]
+fn a_withdrawn_recording_is_repaired_whole() {
+    passes("backup_bit_flips_detected_by_reads_and_refetched", 76);
+}

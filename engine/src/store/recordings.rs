@@ -244,8 +244,8 @@ fn publish_partial(inner: &mut Inner, id: &SessionId, renamed: bool) -> Result<(
 }
 
 /// Withdraws a complete recording whose chunks `bad` failed verification (or whose file is
-/// gone): it leaves the catalog and becomes a partial marked for re-fetch, keeping the chunks
-/// not known to be bad.
+/// gone): it leaves the catalog and becomes a partial marked for re-fetch, keeping the other
+/// chunks that still verify.
 fn withdraw(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<(), StoreError> {
     let key = session_key(id);
     let (meta, cvs) = {
@@ -273,9 +273,26 @@ fn withdraw(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<()
         .list()
         .map_err(io_error("listing the data folder"))?
         .contains(&complete_name(id));
+    // Damage rarely comes alone: the chunks not known to be bad are checked now, so that the
+    // re-fetch repairs the whole recording rather than publishing it again with damage a
+    // later read would find.
+    let old_file = if file_exists {
+        open_complete(inner, id)?
+    } else {
+        None
+    };
     let bits: Vec<bool> = (0..cvs.len() as u64)
-        .map(|index| file_exists && !bad.contains(&index))
+        .map(|index| {
+            !bad.contains(&index)
+                && old_file.as_ref().is_some_and(|file| {
+                    matches!(
+                        read_chunk_bytes(file.as_ref(), index, meta.size_bytes),
+                        Ok(Some(data)) if verify_chunk(index, &data, &cvs[index as usize], meta.size_bytes).is_ok()
+                    )
+                })
+        })
         .collect();
+    drop(old_file);
     let record = PartialRecord {
         meta,
         cvs,
