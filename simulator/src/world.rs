@@ -815,7 +815,9 @@ impl World {
             .into_iter()
             .filter(|name| name.starts_with("rec-"))
             .filter_map(|name| {
-                let len = disk.file_bytes(&name).map_or(0, |bytes| bytes.len() as u64);
+                let len = disk
+                    .with_file_bytes(&name, |bytes| bytes.len() as u64)
+                    .unwrap_or(0);
                 (len > 0).then_some((name, len))
             })
             .collect();
@@ -1822,8 +1824,8 @@ impl World {
             .filter_map(|meta| {
                 let name = recording_file_name(&meta.id);
                 let good = disk
-                    .file_bytes(&name)
-                    .is_some_and(|bytes| *blake3::hash(&bytes).as_bytes() == meta.root);
+                    .with_file_bytes(&name, |bytes| *blake3::hash(bytes).as_bytes() == meta.root)
+                    .unwrap_or(false);
                 (!good).then_some((meta.id, name))
             })
             .collect()

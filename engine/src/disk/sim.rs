@@ -204,6 +204,14 @@ impl SimDisk {
         Some(state.inodes[id].current.clone())
     }
 
+    /// Runs `read` over the current bytes of file `name` without copying them (checkers that
+    /// hash whole files).
+    pub fn with_file_bytes<R>(&self, name: &str, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let state = self.lock();
+        let id = state.names.get(name)?;
+        Some(read(&state.inodes[id].current))
+    }
+
     /// Overwrites file `name` with `bytes`, durably, as if written by another program.
     pub fn put_file(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         check_file_name(name)?;
@@ -297,13 +305,15 @@ impl SimState {
     }
 
     fn collect_garbage(&mut self) {
-        let names = &self.names;
-        let durable_names = &self.durable_names;
-        self.inodes.retain(|id, inode| {
-            inode.open_handles > 0
-                || names.values().any(|v| v == id)
-                || durable_names.values().any(|v| v == id)
-        });
+        // One pass over the names, not one per inode: the simulator keeps hundreds of files.
+        let named: std::collections::HashSet<u64> = self
+            .names
+            .values()
+            .chain(self.durable_names.values())
+            .copied()
+            .collect();
+        self.inodes
+            .retain(|id, inode| inode.open_handles > 0 || named.contains(id));
     }
 
     fn live_inode(&mut self, generation: u64, id: u64) -> io::Result<&mut Inode> {

@@ -972,12 +972,23 @@ fn copy_chunks(
 ) -> Result<u64, StoreError> {
     let mut allocated = 0;
     let mut total_len = 0u64;
+    // A recording known to be shorter than a chunk gets buffers its size (one byte more, to
+    // notice a longer source): most sessions are small, and a chunk-sized buffer for each would
+    // cost more than the copy.
+    let buffer_len = info
+        .expected_len
+        .map_or(CHUNK_SIZE_BYTES, |len| {
+            usize::try_from(len)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+                .min(CHUNK_SIZE_BYTES)
+        });
     loop {
         let mut buffer = match free_buffers.try_recv() {
             Ok(buffer) => buffer,
             Err(_) if allocated < IMPORT_BUFFERS => {
                 allocated += 1;
-                vec![0u8; CHUNK_SIZE_BYTES]
+                vec![0u8; buffer_len]
             }
             Err(_) => free_buffers
                 .recv()
