@@ -121,7 +121,8 @@ fn real_main(args: &[String]) -> Result<ExitCode, String> {
         let every = number(args, "--determinism-every")?.unwrap_or(10);
         let only = match value(args, "--only") {
             Some(name) => Some(
-                runner::find(name).ok_or_else(|| format!("no scenario named {name:?} (see --list)"))?,
+                runner::find(name)
+                    .ok_or_else(|| format!("no scenario named {name:?} (see --list)"))?,
             ),
             None => None,
         };

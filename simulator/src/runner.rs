@@ -101,8 +101,7 @@ pub fn sweep(
     let mut report = SweepReport::default();
     for offset in 0..count {
         let seed = first + offset;
-        let scenario =
-            only.unwrap_or_else(|| &SCENARIOS[(seed % SCENARIOS.len() as u64) as usize]);
+        let scenario = only.unwrap_or_else(|| &SCENARIOS[(seed % SCENARIOS.len() as u64) as usize]);
         let run_report = run(scenario, seed);
         report.runs += 1;
         report.simulated_ms += run_report.simulated_ms;

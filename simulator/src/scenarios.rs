@@ -617,7 +617,9 @@ fn backup_disk_full_sync_fails_clearly_then_space_freed_converges(
         other => {
             return Err(violation(
                 "disk_full_reported_clearly",
-                format!("Sync Now into a full disk ended with {other:?}, not a clear 'disk is full'"),
+                format!(
+                    "Sync Now into a full disk ended with {other:?}, not a clear 'disk is full'"
+                ),
             ))
         }
     }
@@ -629,7 +631,9 @@ fn backup_disk_full_sync_fails_clearly_then_space_freed_converges(
     settle(world, a, b)?;
     final_checks(world, a, b)?;
     Ok(Outcome {
-        notes: vec![format!("{incoming} bytes incoming, room for {room}: {outcome:?}")],
+        notes: vec![format!(
+            "{incoming} bytes incoming, room for {room}: {outcome:?}"
+        )],
     })
 }
 
@@ -667,9 +671,7 @@ fn clock_skew_drift_and_jumps_do_not_break_sync(world: &mut World) -> Result<Out
     })
 }
 
-fn pause_either_side_links_time_out_then_recover(
-    world: &mut World,
-) -> Result<Outcome, Violation> {
+fn pause_either_side_links_time_out_then_recover(world: &mut World) -> Result<Outcome, Violation> {
     let (a, b) = pair(world);
     establish(world, a, b)?;
     settle(world, a, b)?;
@@ -714,7 +716,11 @@ fn one_way_partition_stalls_then_resets_and_recovers(
         let id = world.command(b, Command::SyncNow);
         let lead = world.rng.between(0, 500);
         run(world, lead)?;
-        let (from, to) = if world.rng.chance(1, 2) { (a, b) } else { (b, a) };
+        let (from, to) = if world.rng.chance(1, 2) {
+            (a, b)
+        } else {
+            (b, a)
+        };
         let length = world.rng.between(5_000, 4 * MINUTE_MS);
         world.partition_one_way(from, to);
         run(world, length)?;
@@ -726,7 +732,9 @@ fn one_way_partition_stalls_then_resets_and_recovers(
     settle(world, a, b)?;
     final_checks(world, a, b)?;
     Ok(Outcome {
-        notes: vec![format!("one-way cuts (from, to, s, Sync Now done): {cuts:?}")],
+        notes: vec![format!(
+            "one-way cuts (from, to, s, Sync Now done): {cuts:?}"
+        )],
     })
 }
 
@@ -863,7 +871,11 @@ fn break_reestablish_few_hundred_sessions_64mib(world: &mut World) -> Result<Out
     add_config(world, a, 3, "a-side");
     add_config(world, b, 3, "b-side");
     run(world, 5 * MINUTE_MS)?;
-    let (primary, backup) = if world.rng.chance(1, 2) { (a, b) } else { (b, a) };
+    let (primary, backup) = if world.rng.chance(1, 2) {
+        (a, b)
+    } else {
+        (b, a)
+    };
     establish(world, primary, backup)?;
     settle(world, primary, backup)?;
     final_checks(world, primary, backup)?;

@@ -434,7 +434,8 @@ impl World {
                     hasher.update(entry.value.as_deref().unwrap_or(b"-"));
                 }
             }
-            hasher.update(format!("{:?}{}", replica.state().role, replica.state().epoch).as_bytes());
+            hasher
+                .update(format!("{:?}{}", replica.state().role, replica.state().epoch).as_bytes());
         }
         *hasher.finalize().as_bytes()
     }
@@ -885,7 +886,9 @@ impl World {
         if self.network.delay_spike_per_mille > 0
             && self.rng.chance(self.network.delay_spike_per_mille, 1000)
         {
-            latency += self.rng.between(100, self.network.delay_spike_max_ms.max(100));
+            latency += self
+                .rng
+                .between(100, self.network.delay_spike_max_ms.max(100));
         }
         latency
     }
@@ -1070,22 +1073,22 @@ impl World {
                 }
                 self.deliver_frame(link, side, frame);
             }
-            WorldEvent::Flush { link, side } => {
-                loop {
-                    let Some(sim_link) = self.links.get_mut(&link) else {
-                        return;
-                    };
-                    if !sim_link.can_receive(side)
-                        || self.network.dropped(sim_link.ends[1 - side], sim_link.ends[side])
-                    {
-                        return;
-                    }
-                    let Some(frame) = sim_link.stalled[side].pop_front() else {
-                        return;
-                    };
-                    self.deliver_frame(link, side, frame);
+            WorldEvent::Flush { link, side } => loop {
+                let Some(sim_link) = self.links.get_mut(&link) else {
+                    return;
+                };
+                if !sim_link.can_receive(side)
+                    || self
+                        .network
+                        .dropped(sim_link.ends[1 - side], sim_link.ends[side])
+                {
+                    return;
                 }
-            }
+                let Some(frame) = sim_link.stalled[side].pop_front() else {
+                    return;
+                };
+                self.deliver_frame(link, side, frame);
+            },
             WorldEvent::IdleCheck { link, side } => {
                 let Some(sim_link) = self.links.get(&link) else {
                     return;
@@ -1166,8 +1169,7 @@ impl World {
         if !self.appliances[index].is_up() {
             return;
         }
-        if self.network.reset_per_mille > 0 && self.rng.chance(self.network.reset_per_mille, 1000)
-        {
+        if self.network.reset_per_mille > 0 && self.rng.chance(self.network.reset_per_mille, 1000) {
             self.reset_link(link, "connection reset by the network");
             return;
         }
@@ -1176,7 +1178,8 @@ impl World {
         } else {
             self.trace.update(&(frame.len() as u64).to_le_bytes());
             self.trace.update(&frame[..TRACE_FRAME_END_BYTES]);
-            self.trace.update(&frame[frame.len() - TRACE_FRAME_END_BYTES..]);
+            self.trace
+                .update(&frame[frame.len() - TRACE_FRAME_END_BYTES..]);
         }
         let mut buffer = BytesMut::from(&frame[..]);
         let message = match decode_frame(&mut buffer) {
@@ -1186,19 +1189,29 @@ impl World {
         self.trace("deliver", &[link, side as u64]);
         // Property 2's second half: a full replacement that changes the backup's configuration
         // must leave the replaced values in a conflict record.
-        let replacing = matches!(&message, Message::ConfigUpdate(update) if update.full && update.last_page);
+        let replacing =
+            matches!(&message, Message::ConfigUpdate(update) if update.full && update.last_page);
         let before = if replacing {
             self.config_and_conflicts(index)
         } else {
             None
         };
-        self.deliver_event(index, Event::Received { conn: link, message });
+        self.deliver_event(
+            index,
+            Event::Received {
+                conn: link,
+                message,
+            },
+        );
         if let Some((before_entries, before_conflicts)) = before {
             self.check_conflict_recorded(index, before_entries, before_conflicts);
         }
     }
 
-    fn config_and_conflicts(&self, index: usize) -> Option<(Vec<(String, Option<Vec<u8>>)>, usize)> {
+    fn config_and_conflicts(
+        &self,
+        index: usize,
+    ) -> Option<(Vec<(String, Option<Vec<u8>>)>, usize)> {
         let store = self.replica(index)?.store();
         let (_, entries) = ReplicaStore::config_snapshot(store).ok()?;
         let conflicts = ReplicaStore::conflicts(store).ok()?.len();
@@ -1225,7 +1238,9 @@ impl World {
         let keys: BTreeSet<&String> = old.keys().chain(new.keys()).copied().collect();
         let differing: BTreeMap<String, Option<Vec<u8>>> = keys
             .into_iter()
-            .filter(|key| old.get(key).copied().cloned().flatten() != new.get(key).copied().cloned().flatten())
+            .filter(|key| {
+                old.get(key).copied().cloned().flatten() != new.get(key).copied().cloned().flatten()
+            })
             .map(|key| (key.clone(), old.get(key).copied().cloned().flatten()))
             .collect();
         let records = self
@@ -1445,7 +1460,9 @@ impl World {
             self.perform(index, action);
         }
         let changed = match self.replica(index) {
-            Some(replica) => replica.state().last_sync.as_ref() != self.last_sync_seen[index].as_ref(),
+            Some(replica) => {
+                replica.state().last_sync.as_ref() != self.last_sync_seen[index].as_ref()
+            }
             None => false,
         };
         if changed {
@@ -1799,9 +1816,8 @@ impl World {
     /// Whether the pair holds the union of all sessions, byte-identical, and the backup's
     /// configuration is the primary's: the state property 5 says must be reached.
     pub fn converged(&self, primary: usize, backup: usize) -> bool {
-        let up = |index: usize| {
-            self.appliances[index].is_up() && !self.appliances[index].is_paused()
-        };
+        let up =
+            |index: usize| self.appliances[index].is_up() && !self.appliances[index].is_paused();
         if !up(primary) || !up(backup) || !self.pending_imports.is_empty() {
             return false;
         }

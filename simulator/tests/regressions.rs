@@ -32,7 +32,10 @@ fn fsync_error_on_the_backup_does_not_spin_the_driver() {
 /// full).
 #[test]
 fn full_disk_on_the_backup_does_not_spin_the_driver() {
-    passes("backup_disk_full_sync_fails_clearly_then_space_freed_converges", 1);
+    passes(
+        "backup_disk_full_sync_fails_clearly_then_space_freed_converges",
+        1,
+    );
 }
 
 /// A wall clock set back by hours delayed the next periodic sync by as much, so the pair did

@@ -29,7 +29,8 @@ pub mod summary;
 pub mod tree;
 
 pub use recordings::{
-    recording_file_name, BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo, VerifyReport,
+    recording_file_name, BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo,
+    VerifyReport,
 };
 pub use records::{
     ConfigChange, ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SessionMeta,

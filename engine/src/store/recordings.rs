@@ -975,14 +975,12 @@ fn copy_chunks(
     // A recording known to be shorter than a chunk gets buffers its size (one byte more, to
     // notice a longer source): most sessions are small, and a chunk-sized buffer for each would
     // cost more than the copy.
-    let buffer_len = info
-        .expected_len
-        .map_or(CHUNK_SIZE_BYTES, |len| {
-            usize::try_from(len)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1)
-                .min(CHUNK_SIZE_BYTES)
-        });
+    let buffer_len = info.expected_len.map_or(CHUNK_SIZE_BYTES, |len| {
+        usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .min(CHUNK_SIZE_BYTES)
+    });
     loop {
         let mut buffer = match free_buffers.try_recv() {
             Ok(buffer) => buffer,
