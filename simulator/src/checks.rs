@@ -174,13 +174,15 @@ pub fn nothing_corrupt_served(world: &World) -> Result<(), Violation> {
                     Ok(bytes) => {
                         hasher.update(&bytes);
                     }
-                    Err(refusal) => return Err(Violation::new(
-                        "nothing_unverified_visible",
-                        format!(
+                    Err(refusal) => {
+                        return Err(Violation::new(
+                            "nothing_unverified_visible",
+                            format!(
                             "{} lists {}#{} but refuses to serve chunk {chunk_index}: {refusal:?}",
                             appliance.name, meta.id.origin, meta.id.sequence
                         ),
-                    )),
+                        ))
+                    }
                 }
             }
             if *hasher.finalize().as_bytes() != meta.root {

@@ -271,11 +271,14 @@ struct PendingImport {
     ended_normally: bool,
 }
 
+/// A configuration as key/value pairs (`None`: deleted), for comparisons.
+type ConfigEntries = Vec<(String, Option<Vec<u8>>)>;
+
 /// A configuration the primary served, as of its snapshot point (property 2).
 #[derive(Clone, Debug)]
 struct ServedConfig {
     version: ConfigVersion,
-    entries: Vec<(String, Option<Vec<u8>>)>,
+    entries: ConfigEntries,
 }
 
 /// The whole simulated world.
@@ -1208,10 +1211,7 @@ impl World {
         }
     }
 
-    fn config_and_conflicts(
-        &self,
-        index: usize,
-    ) -> Option<(Vec<(String, Option<Vec<u8>>)>, usize)> {
+    fn config_and_conflicts(&self, index: usize) -> Option<(ConfigEntries, usize)> {
         let store = self.replica(index)?.store();
         let (_, entries) = ReplicaStore::config_snapshot(store).ok()?;
         let conflicts = ReplicaStore::conflicts(store).ok()?.len();
@@ -1224,7 +1224,7 @@ impl World {
     fn check_conflict_recorded(
         &mut self,
         index: usize,
-        before: Vec<(String, Option<Vec<u8>>)>,
+        before: ConfigEntries,
         conflicts_before: usize,
     ) {
         let Some((after, _)) = self.config_and_conflicts(index) else {
@@ -1502,8 +1502,7 @@ impl World {
             Ok(snapshot) => snapshot,
             Err(_) => return,
         };
-        let entries: Vec<(String, Option<Vec<u8>>)> =
-            entries.into_iter().map(|e| (e.key, e.value)).collect();
+        let entries: ConfigEntries = entries.into_iter().map(|e| (e.key, e.value)).collect();
         if version != served.version || entries != served.entries {
             let name = self.appliances[index].name.clone();
             self.record_violation(
