@@ -6,6 +6,14 @@
 //! through a deterministic world. See `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
+// The simulator's planted-bug test switches off a safety check to prove the checkers notice;
+// such a build must never ship, so the switch refuses to compile without debug assertions.
+#[cfg(all(feature = "planted-bugs", not(debug_assertions)))]
+compile_error!(
+    "the `planted-bugs` feature deliberately breaks verification and exists only for the \
+     simulator's tests; it cannot be enabled in a release build"
+);
+
 pub use dyad_wire as wire;
 
 pub mod appliance;

@@ -9,7 +9,7 @@ use dyad_sim::SCENARIOS;
 const USAGE: &str = "usage:
   dyad-sim --list
   dyad-sim --scenario NAME --seed N [--check-determinism]
-  dyad-sim --seeds COUNT [--first-seed N] [--determinism-every K]";
+  dyad-sim --seeds COUNT [--first-seed N] [--determinism-every K] [--only NAME]";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
@@ -18,9 +18,10 @@ fn hex(bytes: &[u8]) -> String {
 fn print_failure(report: &RunReport) {
     if let Err(violation) = &report.result {
         eprintln!(
-            "FAILED {} seed {}: property {} violated: {}\n  replay: {}",
+            "FAILED {} seed {} (stopped at step {}): property {} violated: {}\n  replay: {}",
             report.scenario,
             report.seed,
+            report.steps,
             violation.property,
             violation.details,
             report.replay_command()
@@ -118,7 +119,14 @@ fn real_main(args: &[String]) -> Result<ExitCode, String> {
     if let Some(count) = number(args, "--seeds")? {
         let first = number(args, "--first-seed")?.unwrap_or(0);
         let every = number(args, "--determinism-every")?.unwrap_or(10);
-        let report = runner::sweep(first, count, every, print_failure);
+        let only = match value(args, "--only") {
+            Some(name) => Some(
+                runner::find(name)
+                    .ok_or_else(|| format!("no scenario named {name:?} (see --list)"))?,
+            ),
+            None => None,
+        };
+        let report = runner::sweep(first, count, every, only, print_failure);
         for (scenario, seed) in &report.determinism_failures {
             eprintln!(
                 "FAILED determinism: {scenario} seed {seed} gave two different traces\n  replay: cargo run --release -p dyad-sim -- --scenario {scenario} --seed {seed} --check-determinism"

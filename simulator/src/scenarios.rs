@@ -2,6 +2,7 @@
 //! schedule, and checks the properties at the end (and wherever a property must hold on the
 //! way). Names say what a scenario proves.
 
+use dyad_engine::disk::sim::{Ratio, SimFaults};
 use dyad_engine::replica::Command;
 use dyad_wire::{Role, SoftwareVersion, Version};
 
@@ -46,6 +47,51 @@ pub const SCENARIOS: &[Scenario] = &[
         run: break_sessions_both_sides_reestablish,
     },
     Scenario {
+        name: "crash_mid_transfer_resumes_without_resending",
+        about: "crash either appliance during a transfer; the transfer resumes, re-sending at most one window",
+        run: crash_mid_transfer_resumes_without_resending,
+    },
+    Scenario {
+        name: "backup_bit_flips_detected_by_reads_and_refetched",
+        about: "bits rot in the backup's recordings and a faulty sender flips chunk bits; reads detect, sync re-fetches, nothing corrupt is served",
+        run: backup_bit_flips_detected_by_reads_and_refetched,
+    },
+    Scenario {
+        name: "backup_fsync_errors_stop_the_store_restart_converges",
+        about: "fsync fails on the backup: its store stops (terminal); the operator restarts it and the pair converges",
+        run: backup_fsync_errors_stop_the_store_restart_converges,
+    },
+    Scenario {
+        name: "backup_disk_full_sync_fails_clearly_then_space_freed_converges",
+        about: "the backup's disk fills: the sync fails saying so; space is freed and the pair converges",
+        run: backup_disk_full_sync_fails_clearly_then_space_freed_converges,
+    },
+    Scenario {
+        name: "clock_skew_drift_and_jumps_do_not_break_sync",
+        about: "clocks hours apart, drifting, jumping both ways during syncs; the pair still converges in time",
+        run: clock_skew_drift_and_jumps_do_not_break_sync,
+    },
+    Scenario {
+        name: "pause_either_side_links_time_out_then_recover",
+        about: "either appliance freezes mid-sync (links idle out after 45 s), resumes, and the pair converges",
+        run: pause_either_side_links_time_out_then_recover,
+    },
+    Scenario {
+        name: "one_way_partition_stalls_then_resets_and_recovers",
+        about: "packets dropped in one direction only: the link stalls, times out, and sync recovers after the heal",
+        run: one_way_partition_stalls_then_resets_and_recovers,
+    },
+    Scenario {
+        name: "crash_during_establish_then_retry_converges",
+        about: "either side loses power during establish; the operator repairs the half-made relationship and the pair converges",
+        run: crash_during_establish_then_retry_converges,
+    },
+    Scenario {
+        name: "both_sides_crash_sessions_in_progress_cut_off_kept",
+        about: "both appliances lose power mid-transfer with client sessions running; cut-off sessions are kept and replicated",
+        run: both_sides_crash_sessions_in_progress_cut_off_kept,
+    },
+    Scenario {
         name: "async_upgrade_old_backup_becomes_primary",
         about: "break; sessions and writes on both; the old backup establishes as primary: union, its config, a conflict record",
         run: crate::scenarios_roles::async_upgrade_old_backup_becomes_primary,
@@ -66,9 +112,9 @@ pub const SCENARIOS: &[Scenario] = &[
         run: crate::scenarios_roles::stale_dns_sessions_on_old_primary_after_swing,
     },
     Scenario {
-        name: "crash_mid_transfer_resumes_without_resending",
-        about: "crash either appliance during a transfer; the transfer resumes, re-sending at most one window",
-        run: crash_mid_transfer_resumes_without_resending,
+        name: "break_reestablish_few_hundred_sessions_64mib",
+        about: "an hour: a few hundred client sessions (64 MiB) on both sides across a break; re-establish reconciles the union",
+        run: break_reestablish_few_hundred_sessions_64mib,
     },
 ];
 
@@ -146,60 +192,61 @@ pub(crate) fn establish(world: &mut World, primary: usize, backup: usize) -> Res
     }
 }
 
-/// Runs Sync Now on `index` until it completes; returns whether it succeeded.
-pub(crate) fn sync_now(world: &mut World, index: usize, limit_ms: u64) -> Result<bool, Violation> {
-    let id = world.command(index, Command::SyncNow);
+/// Runs the world on, mapping a step-budget overrun to a liveness violation.
+pub(crate) fn run(world: &mut World, duration_ms: u64) -> Result<(), Violation> {
     world
-        .run_until_true(limit_ms, |world| world.outcome(id).is_some())
-        .map_err(|error| violation("liveness", format!("{error:?}")))?;
-    Ok(matches!(world.outcome(id), Some(Ok(_))))
+        .run_for(duration_ms)
+        .map_err(|error| violation("liveness", format!("{error:?}")))
 }
 
-/// Property 5: once faults stop, a Sync Now succeeds within 10 minutes plus the transfer time.
-pub(crate) fn converge(world: &mut World, primary: usize, backup: usize) -> Result<(), Violation> {
-    world.network.reset_per_mille = 0;
-    world.network.partitioned.clear();
-    for index in [primary, backup] {
-        world.start(index);
-    }
-    let missing_bytes: u64 = 64 * 1024 * 1024;
+/// Property 5: once faults stop, the pair converges (the union of sessions on both, the
+/// backup's configuration equal to the primary's) by itself, within 10 simulated minutes plus
+/// the transfer time of the bytes still missing at the simulated link rate. No operator help:
+/// periodic sync alone must get there. Client sessions still running are let finish first
+/// (they are new work, not faults).
+pub(crate) fn settle(world: &mut World, primary: usize, backup: usize) -> Result<(), Violation> {
+    world.stop_faults();
+    world
+        .run_until_true(60 * MINUTE_MS, |world| world.sessions_in_progress() == 0)
+        .map_err(|error| violation("liveness", format!("{error:?}")))?;
+    world.stop_faults();
+    let missing_bytes = world.missing_bytes(&[primary, backup]);
     let transfer_ms = missing_bytes / world.network.rate_bytes_per_ms.max(1);
-    let deadline = world.now_ms + 10 * MINUTE_MS + transfer_ms;
-    loop {
-        if world.now_ms > deadline {
-            let describe = |index: usize| {
-                world.status(index).map_or("down".to_string(), |status| {
-                    format!(
-                        "{} {:?} epoch {} link {} problem {:?} last sync {:?}",
-                        status.node_name,
-                        status.role,
-                        status.epoch,
-                        status.link.is_some(),
-                        status.link_problem,
-                        status.last_sync.map(|sync| sync.text)
-                    )
-                })
-            };
-            return Err(violation(
-                "liveness",
-                format!(
-                    "the pair did not converge within the bound once faults stopped: {} / {}",
-                    describe(primary),
-                    describe(backup)
-                ),
-            ));
-        }
-        if sync_now(world, backup, 10 * MINUTE_MS)? {
-            break;
-        }
-        world
-            .run_for(5_000)
-            .map_err(|error| violation("liveness", format!("{error:?}")))?;
+    let bound_ms = 10 * MINUTE_MS + transfer_ms;
+    let started_ms = world.now_ms;
+    let mut seen = u64::MAX;
+    let converged = world
+        .run_until_true(bound_ms, |world| {
+            // Convergence can only change when a sync finishes; skip the scan otherwise.
+            if world.sync_completions == seen {
+                return false;
+            }
+            seen = world.sync_completions;
+            world.converged(primary, backup)
+        })
+        .map_err(|error| violation("liveness", format!("{error:?}")))?;
+    if !converged {
+        let why = checks::paired(world, primary, backup)
+            .and_then(|()| checks::no_session_lost(world, &[primary, backup]))
+            .and_then(|()| checks::config_follows_primary(world, primary, backup))
+            .err()
+            .map_or("recordings still waiting to be imported".to_string(), |v| {
+                format!("{}: {}", v.property, v.details)
+            });
+        return Err(violation(
+            "liveness",
+            format!(
+                "not converged {} s after faults stopped (bound {} s: 10 min + {missing_bytes} missing bytes at the link rate): {why}",
+                (world.now_ms - started_ms) / 1000,
+                bound_ms / 1000
+            ),
+        ));
     }
     Ok(())
 }
 
 pub(crate) fn final_checks(world: &World, primary: usize, backup: usize) -> Result<(), Violation> {
+    checks::found_on_the_way(world)?;
     checks::paired(world, primary, backup)?;
     checks::no_session_lost(world, &[primary, backup])?;
     checks::config_follows_primary(world, primary, backup)?;
@@ -255,12 +302,14 @@ fn sync_now_during_link_resets(world: &mut World) -> Result<Outcome, Violation> 
     };
     add_config(world, a, 10, "policy");
     world.network.reset_per_mille = world.rng.between(1, 20);
+    world.network.delay_spike_per_mille = world.rng.between(0, 50);
+    world.network.corrupt_chunk_per_mille = world.rng.between(0, 60);
     let id = world.command(b, Command::SyncNow);
     world
         .run_for(2 * MINUTE_MS)
         .map_err(|error| violation("liveness", format!("{error:?}")))?;
     let during = world.outcome(id).cloned();
-    converge(world, a, b)?;
+    settle(world, a, b)?;
     final_checks(world, a, b)?;
     Ok(Outcome {
         notes: vec![format!("Sync Now under resets: {during:?}")],
@@ -270,6 +319,7 @@ fn sync_now_during_link_resets(world: &mut World) -> Result<Outcome, Violation> 
 fn periodic_sync_under_partitions(world: &mut World) -> Result<Outcome, Violation> {
     let (a, b) = pair(world);
     establish(world, a, b)?;
+    world.network.corrupt_chunk_per_mille = world.rng.between(0, 30);
     for round in 0..6 {
         {
             let count = world.rng.between(1, 6);
@@ -304,7 +354,7 @@ fn periodic_sync_under_partitions(world: &mut World) -> Result<Outcome, Violatio
             "periodic sync did not catch up after the partitions healed".into(),
         ));
     }
-    converge(world, a, b)?;
+    settle(world, a, b)?;
     final_checks(world, a, b)?;
     Ok(Outcome::default())
 }
@@ -316,7 +366,7 @@ fn break_sessions_both_sides_reestablish(world: &mut World) -> Result<Outcome, V
         add_sessions(world, a, count)
     };
     establish(world, a, b)?;
-    converge(world, a, b)?;
+    settle(world, a, b)?;
     let breaker = if world.rng.chance(1, 2) { a } else { b };
     let id = world.command(breaker, Command::Break);
     world
@@ -357,7 +407,7 @@ fn break_sessions_both_sides_reestablish(world: &mut World) -> Result<Outcome, V
         (b, a)
     };
     establish(world, primary, backup)?;
-    converge(world, primary, backup)?;
+    settle(world, primary, backup)?;
     final_checks(world, primary, backup)?;
     let conflicts = world.replica(backup).map_or(0, |replica| {
         dyad_engine::replica::ReplicaStore::conflicts(replica.store()).map_or(0, |list| list.len())
@@ -380,8 +430,7 @@ fn crash_mid_transfer_resumes_without_resending(world: &mut World) -> Result<Out
         let size = world.rng.between(4 * 1024 * KIB, 8 * 1024 * KIB);
         world.complete_session(a, size);
     }
-    let total: u64 = 0;
-    let _ = total;
+    world.network.corrupt_chunk_per_mille = world.rng.between(0, 40);
     let id = world.command(b, Command::SyncNow);
     let mut crashes = 0u64;
     for _ in 0..world.rng.between(1, 3) {
@@ -403,7 +452,7 @@ fn crash_mid_transfer_resumes_without_resending(world: &mut World) -> Result<Out
         world.start(victim);
     }
     let _ = world.outcome(id);
-    converge(world, a, b)?;
+    settle(world, a, b)?;
     final_checks(world, a, b)?;
     // Bytes re-sent: at most one window (plus in-flight slack) per interruption.
     let window_bytes = world.appliances[b].config.window_chunks as u64 * 1024 * 1024;
@@ -424,6 +473,438 @@ fn crash_mid_transfer_resumes_without_resending(world: &mut World) -> Result<Out
     Ok(Outcome {
         notes: vec![format!(
             "{crashes} crashes; sent {sent} bytes for {recorded}"
+        )],
+    })
+}
+
+/// Client sessions on whichever appliance the site address points at, spread over
+/// `duration_ms`, each lasting one to ten minutes.
+fn clients(world: &mut World, count: u64, duration_ms: u64) -> Result<(), Violation> {
+    let gap = duration_ms / count.max(1);
+    for _ in 0..count {
+        let size = recording_size(world);
+        let length = world.rng.between(MINUTE_MS, 10 * MINUTE_MS);
+        world.start_client_session(size, length);
+        let wait = world.rng.between(gap / 2, gap + gap / 2);
+        run(world, wait)?;
+    }
+    Ok(())
+}
+
+fn other(a: usize, b: usize, index: usize) -> usize {
+    if index == a {
+        b
+    } else {
+        a
+    }
+}
+
+fn backup_bit_flips_detected_by_reads_and_refetched(
+    world: &mut World,
+) -> Result<Outcome, Violation> {
+    let (a, b) = pair(world);
+    let count = world.rng.between(8, 25);
+    add_sessions(world, a, count);
+    establish(world, a, b)?;
+    settle(world, a, b)?;
+    // A faulty sender too: a chunk with a flipped bit must be refused and asked for again.
+    world.network.corrupt_chunk_per_mille = world.rng.between(10, 80);
+    let mut flips = 0;
+    let mut refused = 0;
+    for _ in 0..world.rng.between(2, 5) {
+        for _ in 0..world.rng.between(1, 3) {
+            let bits = world.rng.between(1, 3);
+            flips += u64::from(world.flip_recording_bits(b, bits));
+        }
+        let more = world.rng.between(1, 5);
+        add_sessions(world, a, more);
+        // Some clients play recordings back from the backup: reads find the damage.
+        let ids: Vec<_> = world
+            .replica(b)
+            .and_then(|replica| replica.store().catalog_list().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|meta| meta.id)
+            .collect();
+        for id in ids {
+            if world.rng.chance(1, 2) && !world.play_back(b, id) {
+                refused += 1;
+            }
+        }
+        let wait = world.rng.between(MINUTE_MS, 8 * MINUTE_MS);
+        run(world, wait)?;
+    }
+    // Faults stop; clients read everything once more (finding what is left), then the pair
+    // must converge and nothing corrupt may be listed or served.
+    world.stop_faults();
+    refused += world.play_back_all(b);
+    settle(world, a, b)?;
+    final_checks(world, a, b)?;
+    checks::nothing_corrupt_served(world)?;
+    Ok(Outcome {
+        notes: vec![format!(
+            "{flips} damaged files, {refused} playbacks refused, {} chunks corrupted in transit",
+            world.chunks_corrupted
+        )],
+    })
+}
+
+fn backup_fsync_errors_stop_the_store_restart_converges(
+    world: &mut World,
+) -> Result<Outcome, Violation> {
+    let (a, b) = pair(world);
+    let count = world.rng.between(3, 10);
+    add_sessions(world, a, count);
+    establish(world, a, b)?;
+    settle(world, a, b)?;
+    let count = world.rng.between(5, 20);
+    add_sessions(world, a, count);
+    add_config(world, a, 5, "during-faults");
+    let one_in = world.rng.between(2, 30) as u32;
+    world.appliances[b].disk.set_faults(SimFaults {
+        sync_error: Ratio::new(1, one_in),
+        sync_dir_error: Ratio::new(1, one_in),
+        ..SimFaults::default()
+    });
+    let id = world.command(b, Command::SyncNow);
+    world
+        .run_until_true(5 * MINUTE_MS, |world| world.outcome(id).is_some())
+        .map_err(|error| violation("liveness", format!("{error:?}")))?;
+    let wait = world.rng.between(MINUTE_MS, 10 * MINUTE_MS);
+    run(world, wait)?;
+    let injected = world.appliances[b].disk.stats().faults_injected;
+    let failed = world.storage_failed(b);
+    // A failed fsync is terminal: the store must have stopped rather than guess.
+    if injected > 0 && !failed {
+        return Err(violation(
+            "failed_fsync_is_terminal",
+            format!("{injected} sync failures were injected but the backup's store kept going"),
+        ));
+    }
+    let outcome = world.outcome(id).cloned();
+    if outcome.is_none() {
+        return Err(violation(
+            "sync_now_returns",
+            format!("Sync Now never returned (store stopped: {failed})"),
+        ));
+    }
+    // The operator fixes the disk and restarts the backup (sometimes by power-cycling it).
+    world.appliances[b].disk.set_faults(SimFaults::default());
+    if world.rng.chance(1, 2) {
+        world.restart(b);
+    } else {
+        let tear = world.rng.chance(1, 2);
+        world.crash(b, tear);
+        world.start(b);
+    }
+    settle(world, a, b)?;
+    final_checks(world, a, b)?;
+    Ok(Outcome {
+        notes: vec![format!(
+            "1 in {one_in} syncs failed; {injected} injected; store stopped: {failed}; Sync Now: {outcome:?}"
+        )],
+    })
+}
+
+fn backup_disk_full_sync_fails_clearly_then_space_freed_converges(
+    world: &mut World,
+) -> Result<Outcome, Violation> {
+    let (a, b) = pair(world);
+    let count = world.rng.between(2, 6);
+    add_sessions(world, a, count);
+    establish(world, a, b)?;
+    settle(world, a, b)?;
+    let mut incoming = 0;
+    for _ in 0..world.rng.between(3, 8) {
+        let size = world.rng.between(512 * KIB, 3 * 1024 * KIB);
+        if world.complete_session(a, size).is_some() {
+            incoming += size;
+        }
+    }
+    let used = world.appliances[b].disk.used_bytes();
+    let room = world.rng.below(incoming / 2);
+    world.appliances[b].disk.set_faults(SimFaults {
+        quota_bytes: Some(used + room),
+        ..SimFaults::default()
+    });
+    let id = world.command(b, Command::SyncNow);
+    world
+        .run_until_true(5 * MINUTE_MS, |world| world.outcome(id).is_some())
+        .map_err(|error| violation("liveness", format!("{error:?}")))?;
+    let outcome = world.outcome(id).cloned();
+    match &outcome {
+        Some(Err(error)) if error.to_string().contains("full") => {}
+        other => {
+            return Err(violation(
+                "disk_full_reported_clearly",
+                format!(
+                    "Sync Now into a full disk ended with {other:?}, not a clear 'disk is full'"
+                ),
+            ))
+        }
+    }
+    // Space is freed; the operator restarts the service if the store stopped.
+    world.appliances[b].disk.set_faults(SimFaults::default());
+    if world.storage_failed(b) {
+        world.restart(b);
+    }
+    settle(world, a, b)?;
+    final_checks(world, a, b)?;
+    Ok(Outcome {
+        notes: vec![format!(
+            "{incoming} bytes incoming, room for {room}: {outcome:?}"
+        )],
+    })
+}
+
+fn clock_skew_drift_and_jumps_do_not_break_sync(world: &mut World) -> Result<Outcome, Violation> {
+    let (a, b) = pair(world);
+    for index in [a, b] {
+        let offset = world.rng.between(0, 4 * 60 * MINUTE_MS) as i64 - 2 * 60 * MINUTE_MS as i64;
+        world.jump_clock(index, offset);
+        let drift = world.rng.between(0, 1000) as i64 - 500;
+        world.set_clock_drift(index, drift);
+    }
+    let count = world.rng.between(3, 10);
+    add_sessions(world, a, count);
+    establish(world, a, b)?;
+    let mut jumps = 0;
+    for round in 0..world.rng.between(3, 6) {
+        let count = world.rng.between(2, 6);
+        clients(world, count, 5 * MINUTE_MS)?;
+        add_config(world, a, 2, &format!("round{round}"));
+        let victim = if world.rng.chance(1, 2) { a } else { b };
+        let size = world.rng.between(MINUTE_MS, 3 * 60 * MINUTE_MS) as i64;
+        let delta = if world.rng.chance(1, 2) { size } else { -size };
+        world.jump_clock(victim, delta);
+        jumps += 1;
+        if world.rng.chance(1, 3) {
+            world.command(other(a, b, victim), Command::SyncNow);
+        }
+        let wait = world.rng.between(MINUTE_MS, 6 * MINUTE_MS);
+        run(world, wait)?;
+    }
+    settle(world, a, b)?;
+    final_checks(world, a, b)?;
+    Ok(Outcome {
+        notes: vec![format!("{jumps} clock jumps")],
+    })
+}
+
+fn pause_either_side_links_time_out_then_recover(world: &mut World) -> Result<Outcome, Violation> {
+    let (a, b) = pair(world);
+    establish(world, a, b)?;
+    settle(world, a, b)?;
+    let mut pauses = Vec::new();
+    for _ in 0..world.rng.between(1, 3) {
+        let count = world.rng.between(2, 8);
+        add_sessions(world, a, count);
+        add_config(world, a, 2, "pause");
+        let size = world.rng.between(1, 500 * KIB);
+        world.start_client_session(size, 2 * MINUTE_MS);
+        let id = world.command(b, Command::SyncNow);
+        let lead = world.rng.between(0, 300);
+        run(world, lead)?;
+        let victim = if world.rng.chance(1, 2) { a } else { b };
+        let length = world.rng.between(5_000, 5 * MINUTE_MS);
+        world.pause(victim);
+        run(world, length)?;
+        world.resume(victim);
+        pauses.push((victim, length / 1000, world.outcome(id).is_some()));
+        let wait = world.rng.between(10_000, 3 * MINUTE_MS);
+        run(world, wait)?;
+    }
+    settle(world, a, b)?;
+    final_checks(world, a, b)?;
+    Ok(Outcome {
+        notes: vec![format!("pauses (appliance, s, Sync Now done): {pauses:?}")],
+    })
+}
+
+fn one_way_partition_stalls_then_resets_and_recovers(
+    world: &mut World,
+) -> Result<Outcome, Violation> {
+    let (a, b) = pair(world);
+    establish(world, a, b)?;
+    settle(world, a, b)?;
+    let mut cuts = Vec::new();
+    for _ in 0..world.rng.between(1, 3) {
+        let count = world.rng.between(2, 8);
+        add_sessions(world, a, count);
+        let count = world.rng.between(0, 3);
+        add_sessions(world, b, count);
+        let id = world.command(b, Command::SyncNow);
+        let lead = world.rng.between(0, 500);
+        run(world, lead)?;
+        let (from, to) = if world.rng.chance(1, 2) {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let length = world.rng.between(5_000, 4 * MINUTE_MS);
+        world.partition_one_way(from, to);
+        run(world, length)?;
+        world.heal_one_way(from, to);
+        cuts.push((from, to, length / 1000, world.outcome(id).is_some()));
+        let wait = world.rng.between(10_000, 2 * MINUTE_MS);
+        run(world, wait)?;
+    }
+    settle(world, a, b)?;
+    final_checks(world, a, b)?;
+    Ok(Outcome {
+        notes: vec![format!(
+            "one-way cuts (from, to, s, Sync Now done): {cuts:?}"
+        )],
+    })
+}
+
+fn crash_during_establish_then_retry_converges(world: &mut World) -> Result<Outcome, Violation> {
+    let (a, b) = pair(world);
+    let count = world.rng.between(2, 10);
+    add_sessions(world, a, count);
+    add_config(world, a, 5, "site");
+    let count = world.rng.between(0, 4);
+    add_sessions(world, b, count);
+    let command = Command::Establish {
+        backup_address: world.appliances[b].address.clone(),
+        reverse_address: world.appliances[a].address.clone(),
+    };
+    let id = world.command(a, command);
+    let lead = world.rng.between(0, 120);
+    run(world, lead)?;
+    let victim = if world.rng.chance(1, 2) { a } else { b };
+    let tear = world.rng.chance(1, 2);
+    world.crash(victim, tear);
+    let down = world.rng.between(1_000, 30_000);
+    run(world, down)?;
+    world.start(victim);
+    run(world, MINUTE_MS)?;
+    let first = world.outcome(id).cloned();
+    // The operator looks at both sides: if the relationship is not whole, break whatever half
+    // was made and establish again.
+    let mut attempts = 0;
+    while checks::paired(world, a, b).is_err() && attempts < 3 {
+        attempts += 1;
+        for index in [a, b] {
+            let role = world.replica(index).map(|replica| replica.state().role);
+            if role.is_some_and(|role| role != Role::Standalone) {
+                world.command(index, Command::Break);
+            }
+        }
+        run(world, MINUTE_MS)?;
+        if checks::paired(world, a, b).is_err() {
+            let _ = establish(world, a, b);
+        }
+    }
+    settle(world, a, b)?;
+    final_checks(world, a, b)?;
+    Ok(Outcome {
+        notes: vec![format!(
+            "crashed appliance {victim} (tear {tear}); first establish: {first:?}; {attempts} repair(s)"
+        )],
+    })
+}
+
+fn both_sides_crash_sessions_in_progress_cut_off_kept(
+    world: &mut World,
+) -> Result<Outcome, Violation> {
+    let (a, b) = pair(world);
+    establish(world, a, b)?;
+    settle(world, a, b)?;
+    world.site_target = a;
+    for _ in 0..world.rng.between(3, 8) {
+        let size = world.rng.between(64 * KIB, 4 * 1024 * KIB);
+        let length = world.rng.between(MINUTE_MS, 20 * MINUTE_MS);
+        world.start_client_session(size, length);
+    }
+    for _ in 0..world.rng.between(1, 4) {
+        let size = world.rng.between(1024 * KIB, 6 * 1024 * KIB);
+        world.complete_session(a, size);
+    }
+    let id = world.command(b, Command::SyncNow);
+    let lead = world.rng.between(50, 2_000);
+    run(world, lead)?;
+    let first = if world.rng.chance(1, 2) { a } else { b };
+    let tear = world.rng.chance(1, 2);
+    world.crash(first, tear);
+    let gap = world.rng.between(0, 500);
+    run(world, gap)?;
+    let tear = world.rng.chance(1, 2);
+    world.crash(other(a, b, first), tear);
+    let down = world.rng.between(1_000, 10 * MINUTE_MS);
+    run(world, down)?;
+    let cut = world.sessions_cut_off;
+    world.start(a);
+    world.start(b);
+    if cut > 0 && world.pending_imports() > 0 {
+        return Err(violation(
+            "no_session_lost",
+            "sessions cut off by the crash were not imported when the appliance came back".into(),
+        ));
+    }
+    settle(world, a, b)?;
+    final_checks(world, a, b)?;
+    Ok(Outcome {
+        notes: vec![format!(
+            "{cut} sessions cut off and kept; Sync Now before the crash: {:?}",
+            world.outcome(id)
+        )],
+    })
+}
+
+/// The speed target: about one simulated hour, two appliances, a few hundred client
+/// sessions holding 64 MiB of recordings in total, a break with sessions on both sides, and a
+/// re-establish that reconciles the union.
+fn break_reestablish_few_hundred_sessions_64mib(world: &mut World) -> Result<Outcome, Violation> {
+    const TOTAL_BYTES: u64 = 64 * 1024 * KIB;
+    let (a, b) = pair(world);
+    let sessions = world.rng.between(250, 350);
+    let weights: Vec<u64> = (0..sessions).map(|_| world.rng.between(1, 1000)).collect();
+    let weight_total: u64 = weights.iter().sum();
+    let mut sizes: Vec<u64> = weights
+        .iter()
+        .map(|weight| weight * TOTAL_BYTES / weight_total)
+        .collect();
+    let rest = TOTAL_BYTES - sizes.iter().sum::<u64>();
+    sizes[0] += rest;
+    let (connected, broken) = sizes.split_at(sizes.len() / 4);
+    establish(world, a, b)?;
+    world.site_target = a;
+    // A quarter of the sessions while the pair is healthy (replicated by periodic syncs).
+    let gap = 10 * MINUTE_MS / connected.len() as u64;
+    for size in connected {
+        let length = world.rng.between(MINUTE_MS, 5 * MINUTE_MS);
+        world.start_client_session(*size, length);
+        run(world, gap)?;
+    }
+    let breaker = if world.rng.chance(1, 2) { a } else { b };
+    world.command(breaker, Command::Break);
+    run(world, MINUTE_MS)?;
+    // Broken for half an hour: sessions land on both appliances.
+    let gap = 30 * MINUTE_MS / broken.len() as u64;
+    for size in broken {
+        let length = world.rng.between(MINUTE_MS, 5 * MINUTE_MS);
+        let index = if world.rng.chance(1, 2) { a } else { b };
+        world.start_client_session_on(index, *size, length);
+        run(world, gap)?;
+    }
+    add_config(world, a, 3, "a-side");
+    add_config(world, b, 3, "b-side");
+    run(world, 5 * MINUTE_MS)?;
+    let (primary, backup) = if world.rng.chance(1, 2) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    establish(world, primary, backup)?;
+    settle(world, primary, backup)?;
+    final_checks(world, primary, backup)?;
+    Ok(Outcome {
+        notes: vec![format!(
+            "{} sessions, {} bytes; primary {primary}; {} bytes sent",
+            world.completed_sessions.len(),
+            world.completed_sizes.values().sum::<u64>(),
+            world.chunk_bytes_sent.iter().sum::<u64>()
         )],
     })
 }

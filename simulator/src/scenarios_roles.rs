@@ -9,16 +9,10 @@ use dyad_wire::{Role, SessionId};
 
 use crate::checks::{self, Violation};
 use crate::scenarios::{
-    add_config, add_sessions, converge, establish, final_checks, pair, violation, Outcome,
+    add_config, add_sessions, establish, final_checks, pair, run, settle, violation, Outcome,
     MINUTE_MS,
 };
 use crate::world::World;
-
-fn run(world: &mut World, duration_ms: u64) -> Result<(), Violation> {
-    world
-        .run_for(duration_ms)
-        .map_err(|error| violation("liveness", format!("{error:?}")))
-}
 
 fn command(
     world: &mut World,
@@ -72,7 +66,7 @@ pub(crate) fn async_upgrade_old_backup_becomes_primary(
     add_sessions(world, a, count);
     add_config(world, a, 6, "site");
     establish(world, a, b)?;
-    converge(world, a, b)?;
+    settle(world, a, b)?;
     match command(world, b, Command::Break, 2 * MINUTE_MS)? {
         Ok(_) => {}
         Err(text) => return Err(violation("break", text)),
@@ -89,7 +83,7 @@ pub(crate) fn async_upgrade_old_backup_becomes_primary(
     let before_b = sizes(world, b);
     let sent_before: u64 = world.frame_bytes_sent.iter().sum();
     establish(world, b, a)?;
-    converge(world, b, a)?;
+    settle(world, b, a)?;
     final_checks(world, b, a)?;
     if conflicts(world, a) == 0 {
         return Err(violation(
@@ -166,7 +160,7 @@ pub(crate) fn planned_role_swap_under_faults(world: &mut World) -> Result<Outcom
     }
     let count = world.rng.between(1, 4);
     add_sessions(world, b, count);
-    converge(world, b, a)?;
+    settle(world, b, a)?;
     final_checks(world, b, a)?;
     Ok(Outcome {
         notes: vec![format!("{outcome:?}")],
@@ -184,7 +178,7 @@ pub(crate) fn forced_promotion_split_brain_then_demote(
     establish(world, a, b)?;
     let count = world.rng.between(1, 6);
     add_sessions(world, a, count);
-    converge(world, a, b)?;
+    settle(world, a, b)?;
     world.partition(a, b);
     run(world, 2 * MINUTE_MS)?;
     if let Err(text) = command(world, b, Command::Promote { force: false }, 2 * MINUTE_MS)? {
@@ -248,7 +242,7 @@ pub(crate) fn forced_promotion_split_brain_then_demote(
         Ok(_) => {}
         Err(text) => return Err(violation("demote", text)),
     }
-    converge(world, b, a)?;
+    settle(world, b, a)?;
     final_checks(world, b, a)?;
     if conflicts(world, a) == 0 {
         return Err(violation(
@@ -299,7 +293,7 @@ pub(crate) fn stale_dns_sessions_on_old_primary_after_swing(
                 .into(),
         ));
     }
-    converge(world, b, a)?;
+    settle(world, b, a)?;
     final_checks(world, b, a)?;
     Ok(Outcome {
         notes: vec![format!(

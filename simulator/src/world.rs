@@ -5,27 +5,83 @@
 //! events cost. The world drives the engine's real [`Replica`] and real [`Store`] (on a
 //! [`SimDisk`]); every message crosses the real wire codec as bytes. What is modelled instead
 //! of run: TLS itself (the key proof and the version check are evaluated with the transport's
-//! own rules), and sockets (a link is a pair of FIFO queues with latency and bandwidth).
+//! own rules), and sockets (a link is a pair of FIFO byte streams with latency and bandwidth,
+//! as TCP presents them: loss, duplication and reordering below TCP surface only as delay
+//! spikes, stalls and resets). `docs/simulator.md` lists what is and is not simulated.
+//!
+//! The world keeps its own true time (`now_ms`); each appliance sees it through its own
+//! [`SimClock`] (offset, drift, jumps), and every time handed to the engine is that local time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use dyad_engine::disk::sim::SimDisk;
+use dyad_engine::disk::Disk;
 use dyad_engine::replica::{
     Action, Command, CommandError, CommandId, ConnId, Event, LocalNode, PeerHandshake, Purpose,
-    Replica, ReplicaConfig,
+    Replica, ReplicaConfig, ReplicaStore, SyncRecord,
 };
-use dyad_engine::store::{ImportInfo, Store};
+use dyad_engine::store::{recording_file_name, ImportInfo, Store};
 use dyad_engine::transport::{check_peer_hello, LocalHello};
 use dyad_wire::{
-    decode_frame, encode_frame, Epoch, Hello, Message, NodeId, SessionId, SoftwareVersion,
+    decode_frame, encode_frame, Chunk, ConfigVersion, Epoch, Hello, Message, NodeId, Role,
+    SessionId, SoftwareVersion,
 };
 
+use crate::checks::Violation;
 use crate::rng::SimRng;
 
 /// How long a connection attempt to an unreachable address takes to fail.
 pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// The driver's idle timeout: a connection that heard nothing (not even a keep-alive) from its
+/// peer for this long is dropped (`IDLE_TIMEOUT_MS` in the tokio driver).
+pub const IDLE_TIMEOUT_MS: u64 = 45_000;
+/// Frames larger than this are traced by length and their two ends only: they are chunk
+/// payloads, whose content the final-store hash pins through the recordings' roots.
+const TRACE_FRAME_FULL_BYTES: usize = 4096;
+const TRACE_FRAME_END_BYTES: usize = 512;
+
+/// An appliance's wall clock: true time plus an offset, a drift, and whatever jumps it took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimClock {
+    /// Local minus true time at `anchor_ms`.
+    pub offset_ms: i64,
+    /// Parts per million the local clock gains (positive) or loses, since `anchor_ms`.
+    pub drift_ppm: i64,
+    pub anchor_ms: u64,
+}
+
+/// Drift beyond this is not a clock, it is a fault of another kind; keeps the inverse exact.
+pub const DRIFT_PPM_MAX: i64 = 10_000;
+
+impl SimClock {
+    /// The local reading at true time `true_ms`.
+    pub fn local(&self, true_ms: u64) -> u64 {
+        let elapsed = i128::from(true_ms) - i128::from(self.anchor_ms);
+        let local = i128::from(true_ms)
+            + i128::from(self.offset_ms)
+            + elapsed * i128::from(self.drift_ppm) / 1_000_000;
+        local.clamp(0, i128::from(u64::MAX)) as u64
+    }
+
+    /// The first true time at which the local clock reads at least `local_ms`.
+    pub fn true_time_of(&self, local_ms: u64) -> u64 {
+        let target = i128::from(local_ms) - i128::from(self.anchor_ms) - i128::from(self.offset_ms);
+        let scale = 1_000_000 + i128::from(self.drift_ppm);
+        // ceil(target * 1e6 / scale), with scale > 0.
+        let elapsed = -((-target * 1_000_000).div_euclid(scale));
+        let mut at = (i128::from(self.anchor_ms) + elapsed).clamp(0, i128::from(u64::MAX)) as u64;
+        // Integer rounding in `local` can leave us a millisecond short.
+        while self.local(at) < local_ms {
+            at += 1;
+        }
+        while at > 0 && self.local(at - 1) >= local_ms {
+            at -= 1;
+        }
+        at
+    }
+}
 
 /// One appliance of the world.
 pub struct Appliance {
@@ -38,15 +94,23 @@ pub struct Appliance {
     pub psk: [u8; 32],
     pub software: SoftwareVersion,
     pub certificate_fingerprint: [u8; 32],
-    /// This appliance's clock minus true time.
-    pub clock_skew_ms: i64,
+    pub clock: SimClock,
+    /// Paused (a hung process, a VM snapshot): it handles nothing until resumed; everything
+    /// addressed to it waits, in order.
+    pub paused_since_ms: Option<u64>,
     pub site_hostname: Option<String>,
     pub config: ReplicaConfig,
+    /// Counts process lifetimes; a client session belongs to one.
+    pub incarnation: u64,
 }
 
 impl Appliance {
     pub fn is_up(&self) -> bool {
         self.replica.is_some()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused_since_ms.is_some()
     }
 }
 
@@ -59,8 +123,16 @@ pub struct Network {
     pub rate_bytes_per_ms: u64,
     /// Chance that a frame delivery resets its connection instead (per mille).
     pub reset_per_mille: u64,
-    /// Directed pairs `(from, to)` whose packets are dropped.
-    pub partitioned: BTreeSet<(usize, usize)>,
+    /// Chance that a frame is held up (per mille): what loss, duplication and reordering below
+    /// TCP look like from above it (retransmission, head-of-line blocking).
+    pub delay_spike_per_mille: u64,
+    pub delay_spike_max_ms: u64,
+    /// Chance that a chunk leaves a *faulty sender* with one bit flipped (per mille). TLS
+    /// protects the bytes it is given, not a sender's bad memory or bug: this is what the
+    /// receiver's verification is for.
+    pub corrupt_chunk_per_mille: u64,
+    /// Directed pairs `(from, to)` whose packets are dropped, with the time they started.
+    pub partitioned: BTreeMap<(usize, usize), u64>,
 }
 
 impl Default for Network {
@@ -70,8 +142,17 @@ impl Default for Network {
             latency_max_ms: 5,
             rate_bytes_per_ms: 100 * 1024,
             reset_per_mille: 0,
-            partitioned: BTreeSet::new(),
+            delay_spike_per_mille: 0,
+            delay_spike_max_ms: 2_000,
+            corrupt_chunk_per_mille: 0,
+            partitioned: BTreeMap::new(),
         }
+    }
+}
+
+impl Network {
+    fn dropped(&self, from: usize, to: usize) -> bool {
+        self.partitioned.contains_key(&(from, to))
     }
 }
 
@@ -86,8 +167,10 @@ struct SimLink {
     closed_by: [bool; 2],
     /// Whether each side was told the link ended (exactly once).
     notified: [bool; 2],
-    /// When the last frame from each side arrives at the other; keeps delivery FIFO.
+    /// When the last frame to each side arrives; keeps delivery FIFO.
     last_arrival_ms: [u64; 2],
+    /// Frames to each side held up by a dropped direction (TCP keeps retransmitting them).
+    stalled: [VecDeque<Bytes>; 2],
 }
 
 impl SimLink {
@@ -124,10 +207,28 @@ enum WorldEvent {
         side: usize,
         frame: Bytes,
     },
+    /// Frames held up by a dropped direction arrive after it healed.
+    Flush {
+        link: ConnId,
+        side: usize,
+    },
+    /// The driver of `side` checks that it heard from its peer lately.
+    IdleCheck {
+        link: ConnId,
+        side: usize,
+    },
     Closed {
         link: ConnId,
         side: usize,
         reason: String,
+    },
+    SessionEnd {
+        session: u64,
+    },
+    Command {
+        appliance: usize,
+        id: CommandId,
+        command: Command,
     },
 }
 
@@ -147,14 +248,51 @@ pub enum RunError {
     StepBudgetExhausted { steps: u64, now_ms: u64 },
 }
 
+/// A client's session in progress on an appliance.
+#[derive(Clone, Debug)]
+struct ClientSession {
+    appliance: usize,
+    started_ms: u64,
+    started_local_ms: u64,
+    duration_ms: u64,
+    size_bytes: u64,
+    content_seed: u64,
+}
+
+/// A recording the appliance's recorder holds but the store has not taken yet: a session cut
+/// off by a crash (imported when the appliance is back), or one whose import failed.
+#[derive(Clone, Debug)]
+struct PendingImport {
+    appliance: usize,
+    content_seed: u64,
+    len: u64,
+    started_local_ms: u64,
+    ended_local_ms: u64,
+    ended_normally: bool,
+}
+
+/// A configuration as key/value pairs (`None`: deleted), for comparisons.
+type ConfigEntries = Vec<(String, Option<Vec<u8>>)>;
+
+/// A configuration the primary served, as of its snapshot point (property 2).
+#[derive(Clone, Debug)]
+struct ServedConfig {
+    version: ConfigVersion,
+    entries: ConfigEntries,
+}
+
 /// The whole simulated world.
 pub struct World {
     pub now_ms: u64,
     pub rng: SimRng,
     pub appliances: Vec<Appliance>,
     pub network: Network,
+    /// The appliance the site's address points at: where new client sessions land.
+    pub site_target: usize,
     links: BTreeMap<ConnId, SimLink>,
     events: BTreeMap<(u64, u64), WorldEvent>,
+    /// Events for each paused appliance, in the order they became due.
+    deferred: Vec<Vec<WorldEvent>>,
     event_sequence: u64,
     next_link: ConnId,
     next_command: CommandId,
@@ -163,10 +301,28 @@ pub struct World {
     pub writers_by_epoch: BTreeMap<Epoch, BTreeSet<usize>>,
     /// Every session completed anywhere, with its content hash (property 1).
     pub completed_sessions: BTreeMap<SessionId, [u8; 32]>,
+    pub completed_sizes: BTreeMap<SessionId, u64>,
+    client_sessions: BTreeMap<u64, ClientSession>,
+    next_client_session: u64,
+    pending_imports: Vec<PendingImport>,
+    /// Client sessions refused because the site address pointed at an appliance that was down.
+    pub sessions_refused: u64,
+    /// Sessions cut off by a crash and kept with what was recorded.
+    pub sessions_cut_off: u64,
+    /// Recording files the world damaged at rest: a corrupt file there is the disk's doing.
+    pub damaged_files: BTreeSet<(usize, String)>,
     /// Recording bytes sent over the simulated network, per appliance.
     pub chunk_bytes_sent: Vec<u64>,
     /// Every byte of every frame sent, per appliance (recordings and metadata).
     pub frame_bytes_sent: Vec<u64>,
+    /// Chunks the faulty-sender fault corrupted.
+    pub chunks_corrupted: u64,
+    served_config: BTreeMap<usize, ServedConfig>,
+    last_sync_seen: Vec<Option<SyncRecord>>,
+    /// Counts sync completions anywhere; cheap to poll for "something may have converged".
+    pub sync_completions: u64,
+    /// Properties found broken on the way (with the step), reported at the end.
+    pub violations: Vec<Violation>,
     trace: blake3::Hasher,
     pub steps: u64,
     pub step_budget: u64,
@@ -179,16 +335,30 @@ impl World {
             rng: SimRng::new(seed),
             appliances: Vec::new(),
             network: Network::default(),
+            site_target: 0,
             links: BTreeMap::new(),
             events: BTreeMap::new(),
+            deferred: Vec::new(),
             event_sequence: 0,
             next_link: 1,
             next_command: 1,
             commands: BTreeMap::new(),
             writers_by_epoch: BTreeMap::new(),
             completed_sessions: BTreeMap::new(),
+            completed_sizes: BTreeMap::new(),
+            client_sessions: BTreeMap::new(),
+            next_client_session: 1,
+            pending_imports: Vec::new(),
+            sessions_refused: 0,
+            sessions_cut_off: 0,
+            damaged_files: BTreeSet::new(),
             chunk_bytes_sent: Vec::new(),
             frame_bytes_sent: Vec::new(),
+            chunks_corrupted: 0,
+            served_config: BTreeMap::new(),
+            last_sync_seen: Vec::new(),
+            sync_completions: 0,
+            violations: Vec::new(),
             trace: blake3::Hasher::new(),
             steps: 0,
             step_budget: 2_000_000,
@@ -212,19 +382,26 @@ impl World {
             psk,
             software,
             certificate_fingerprint: fingerprint,
-            clock_skew_ms: 0,
+            clock: SimClock {
+                anchor_ms: self.now_ms,
+                ..SimClock::default()
+            },
+            paused_since_ms: None,
             site_hostname: Some("site.example".into()),
             config: ReplicaConfig::default(),
+            incarnation: 0,
         });
         self.chunk_bytes_sent.push(0);
         self.frame_bytes_sent.push(0);
+        self.deferred.push(Vec::new());
+        self.last_sync_seen.push(None);
         self.start(index);
         index
     }
 
-    fn local_now(&self, index: usize) -> u64 {
-        let skew = self.appliances[index].clock_skew_ms;
-        self.now_ms.saturating_add_signed(skew)
+    /// What appliance `index`'s wall clock reads now.
+    pub fn local_now(&self, index: usize) -> u64 {
+        self.appliances[index].clock.local(self.now_ms)
     }
 
     fn trace(&mut self, what: &str, details: &[u64]) {
@@ -240,9 +417,45 @@ impl World {
         *self.trace.finalize().as_bytes()
     }
 
+    /// The trace hash extended with the final state of every store (catalog with content
+    /// roots, configuration, role and epoch): property 6 compares this across two runs.
+    pub fn final_hash(&self) -> [u8; 32] {
+        let mut hasher = self.trace.clone();
+        for appliance in &self.appliances {
+            let Some(replica) = &appliance.replica else {
+                hasher.update(b"down");
+                continue;
+            };
+            let store = replica.store();
+            if let Ok(list) = store.catalog_list() {
+                for meta in list {
+                    hasher.update(&meta.id.origin.0);
+                    hasher.update(&meta.id.sequence.to_le_bytes());
+                    hasher.update(&meta.root);
+                }
+            }
+            if let Ok((version, entries)) = ReplicaStore::config_snapshot(store) {
+                hasher.update(format!("{version:?}").as_bytes());
+                for entry in entries {
+                    hasher.update(entry.key.as_bytes());
+                    hasher.update(entry.value.as_deref().unwrap_or(b"-"));
+                }
+            }
+            hasher
+                .update(format!("{:?}{}", replica.state().role, replica.state().epoch).as_bytes());
+        }
+        *hasher.finalize().as_bytes()
+    }
+
+    fn record_violation(&mut self, property: &'static str, details: String) {
+        let details = format!("{details} (at step {}, t={} ms)", self.steps, self.now_ms);
+        self.violations.push(Violation { property, details });
+    }
+
     // ----- appliances -----
 
-    /// Starts (or restarts after a crash) appliance `index` on its disk as it is.
+    /// Starts (or restarts) appliance `index` on its disk as it is, then hands the store the
+    /// recordings its recorder kept while it was down (sessions cut off by the crash).
     pub fn start(&mut self, index: usize) {
         let now = self.local_now(index);
         let appliance = &mut self.appliances[index];
@@ -270,16 +483,27 @@ impl World {
             ),
         };
         appliance.replica = Some(replica);
+        self.last_sync_seen[index] = self.appliances[index]
+            .replica
+            .as_ref()
+            .and_then(|replica| replica.state().last_sync.clone());
         self.trace("start", &[index as u64]);
+        // Recovery after whatever happened must leave nothing unverified listed.
+        if let Err(violation) = crate::checks::nothing_unverified_on(self, index, false) {
+            self.record_violation(violation.property, violation.details);
+        }
+        self.import_pending(index);
     }
 
-    /// Power loss: the process dies and unsynced writes are lost (optionally torn).
-    pub fn crash(&mut self, index: usize, tear: bool) {
+    /// Ends appliance `index`'s process: its connections drop and its client sessions in
+    /// progress are cut off with what was recorded.
+    fn stop_process(&mut self, index: usize, why: &str) -> bool {
         if self.appliances[index].replica.take().is_none() {
-            return;
+            return false;
         }
-        self.appliances[index].disk.crash(tear);
-        self.trace("crash", &[index as u64, u64::from(tear)]);
+        self.appliances[index].incarnation += 1;
+        self.appliances[index].paused_since_ms = None;
+        self.deferred[index].clear();
         let links: Vec<ConnId> = self
             .links
             .iter()
@@ -287,51 +511,260 @@ impl World {
             .map(|(id, _)| *id)
             .collect();
         for id in links {
-            self.reset_link(id, "peer crashed");
+            self.reset_link(id, why);
         }
+        let cut: Vec<u64> = self
+            .client_sessions
+            .iter()
+            .filter(|(_, session)| session.appliance == index)
+            .map(|(id, _)| *id)
+            .collect();
+        let ended_local_ms = self.local_now(index);
+        for id in cut {
+            let Some(session) = self.client_sessions.remove(&id) else {
+                continue;
+            };
+            let elapsed = self.now_ms.saturating_sub(session.started_ms);
+            let recorded = (u128::from(session.size_bytes) * u128::from(elapsed)
+                / u128::from(session.duration_ms.max(1))) as u64;
+            self.sessions_cut_off += 1;
+            self.trace("cut-off", &[index as u64, id, recorded]);
+            self.pending_imports.push(PendingImport {
+                appliance: index,
+                content_seed: session.content_seed,
+                len: recorded.min(session.size_bytes),
+                started_local_ms: session.started_local_ms,
+                ended_local_ms,
+                ended_normally: false,
+            });
+        }
+        true
+    }
+
+    /// Power loss: the process dies and unsynced writes are lost (optionally torn).
+    pub fn crash(&mut self, index: usize, tear: bool) {
+        if !self.stop_process(index, "peer crashed") {
+            return;
+        }
+        self.appliances[index].disk.crash(tear);
+        self.trace("crash", &[index as u64, u64::from(tear)]);
+    }
+
+    /// The operator restarts the service (no power loss: the disk keeps what was written).
+    pub fn restart(&mut self, index: usize) {
+        self.stop_process(index, "the peer's service restarted");
+        self.trace("restart", &[index as u64]);
+        self.start(index);
+    }
+
+    /// Freezes appliance `index`: it handles nothing until [`World::resume`]. Its peers hear
+    /// nothing from it, and their drivers drop the connection after the idle timeout.
+    pub fn pause(&mut self, index: usize) {
+        if !self.appliances[index].is_up() || self.appliances[index].is_paused() {
+            return;
+        }
+        self.appliances[index].paused_since_ms = Some(self.now_ms);
+        self.trace("pause", &[index as u64]);
+        let checks: Vec<(ConnId, usize)> = self
+            .links
+            .iter()
+            .filter(|(_, link)| !link.reset)
+            .filter_map(|(id, link)| {
+                let side = link.ends.iter().position(|end| *end == index)?;
+                Some((*id, 1 - side))
+            })
+            .collect();
+        let at = self.now_ms + IDLE_TIMEOUT_MS;
+        for (link, side) in checks {
+            self.schedule(at, WorldEvent::IdleCheck { link, side });
+        }
+    }
+
+    /// Lets a paused appliance run again; what waited for it arrives in order.
+    pub fn resume(&mut self, index: usize) {
+        if self.appliances[index].paused_since_ms.take().is_none() {
+            return;
+        }
+        self.trace("resume", &[index as u64]);
+        let now = self.local_now(index);
+        if let Some(replica) = self.appliances[index].replica.as_mut() {
+            replica.handle_timeout(now);
+            self.drain(index);
+        }
+        let waiting = std::mem::take(&mut self.deferred[index]);
+        let now = self.now_ms;
+        for event in waiting {
+            self.schedule(now, event);
+        }
+    }
+
+    /// Moves appliance `index`'s clock by `delta_ms` at once (an operator or NTP step).
+    pub fn jump_clock(&mut self, index: usize, delta_ms: i64) {
+        self.appliances[index].clock.offset_ms += delta_ms;
+        self.trace("clock-jump", &[index as u64, delta_ms as u64]);
+        // The driver notices a clock stepped backwards on its next tick and tells the replica
+        // (a forward step needs nothing: timers just fall due).
+        if delta_ms < 0 && !self.appliances[index].is_paused() {
+            let now = self.local_now(index);
+            if let Some(replica) = self.appliances[index].replica.as_mut() {
+                replica.handle_timeout(now);
+                self.drain(index);
+            }
+        }
+    }
+
+    /// Sets appliance `index`'s clock drift from now on.
+    pub fn set_clock_drift(&mut self, index: usize, drift_ppm: i64) {
+        let now = self.now_ms;
+        let clock = &mut self.appliances[index].clock;
+        let local = clock.local(now);
+        clock.offset_ms = local as i64 - now as i64;
+        clock.anchor_ms = now;
+        clock.drift_ppm = drift_ppm.clamp(-DRIFT_PPM_MAX, DRIFT_PPM_MAX);
+        self.trace("clock-drift", &[index as u64, drift_ppm as u64]);
     }
 
     pub fn replica(&self, index: usize) -> Option<&Replica<Store>> {
         self.appliances[index].replica.as_ref()
     }
 
+    /// Whether appliance `index` stopped on a terminal storage failure.
+    pub fn storage_failed(&self, index: usize) -> bool {
+        self.status(index)
+            .is_some_and(|status| status.storage_failure.is_some())
+    }
+
     // ----- site and operators -----
 
-    /// A client completes a session on appliance `index` with a recording of `size_bytes`
-    /// synthetic bytes. Returns its id, or `None` if the appliance is down.
+    /// A client completes a session on appliance `index` at once, with a recording of
+    /// `size_bytes` synthetic bytes. Returns its id, or `None` if the appliance is down.
     pub fn complete_session(&mut self, index: usize, size_bytes: u64) -> Option<SessionId> {
+        if !self.appliances[index].is_up() {
+            return None;
+        }
         let now = self.local_now(index);
-        let mut content_rng = self.rng.fork();
+        let content_seed = self.rng.next_u64();
+        self.import_session(PendingImport {
+            appliance: index,
+            content_seed,
+            len: size_bytes,
+            started_local_ms: now.saturating_sub(60_000),
+            ended_local_ms: now,
+            ended_normally: true,
+        })
+    }
+
+    /// A client starts a session on whichever appliance the site address points at; it ends
+    /// after `duration_ms` with `size_bytes` recorded. Returns false if nobody answered.
+    pub fn start_client_session(&mut self, size_bytes: u64, duration_ms: u64) -> bool {
+        self.start_client_session_on(self.site_target, size_bytes, duration_ms)
+    }
+
+    /// A client that addresses appliance `index` directly (not through the site address).
+    pub fn start_client_session_on(
+        &mut self,
+        index: usize,
+        size_bytes: u64,
+        duration_ms: u64,
+    ) -> bool {
+        let appliance = &self.appliances[index];
+        if !appliance.is_up() || appliance.is_paused() {
+            self.sessions_refused += 1;
+            self.trace("session-refused", &[index as u64]);
+            return false;
+        }
+        let id = self.next_client_session;
+        self.next_client_session += 1;
+        let content_seed = self.rng.next_u64();
+        let session = ClientSession {
+            appliance: index,
+            started_ms: self.now_ms,
+            started_local_ms: self.local_now(index),
+            duration_ms: duration_ms.max(1),
+            size_bytes,
+            content_seed,
+        };
+        let at = self.now_ms + session.duration_ms;
+        self.client_sessions.insert(id, session);
+        self.schedule(at, WorldEvent::SessionEnd { session: id });
+        self.trace("session-start", &[index as u64, id, size_bytes]);
+        true
+    }
+
+    /// Client sessions still running.
+    pub fn sessions_in_progress(&self) -> usize {
+        self.client_sessions.len()
+    }
+
+    /// Recordings waiting to be imported (cut off by a crash, or whose import failed).
+    pub fn pending_imports(&self) -> usize {
+        self.pending_imports.len()
+    }
+
+    fn import_session(&mut self, pending: PendingImport) -> Option<SessionId> {
+        let index = pending.appliance;
+        let mut content_rng = SimRng::new(pending.content_seed);
         let appliance = &mut self.appliances[index];
-        let replica = appliance.replica.as_mut()?;
+        let Some(replica) = appliance.replica.as_mut() else {
+            self.pending_imports.push(pending);
+            return None;
+        };
         let source = SyntheticReader {
             rng: &mut content_rng,
-            remaining: size_bytes,
+            remaining: pending.len,
         };
         let info = ImportInfo {
             origin: appliance.node_id,
-            started_unix_ms: now.saturating_sub(60_000),
-            ended_unix_ms: now,
-            ended_normally: true,
-            expected_len: Some(size_bytes),
+            started_unix_ms: pending.started_local_ms,
+            ended_unix_ms: pending.ended_local_ms,
+            ended_normally: pending.ended_normally,
+            expected_len: Some(pending.len),
             expected_root: None,
         };
         match replica.store_mut().import_recording(source, info) {
             Ok(meta) => {
                 self.completed_sessions.insert(meta.id, meta.root);
-                self.trace("session", &[index as u64, meta.id.sequence, size_bytes]);
+                self.completed_sizes.insert(meta.id, meta.size_bytes);
+                self.trace(
+                    "session",
+                    &[
+                        index as u64,
+                        meta.id.sequence,
+                        pending.len,
+                        u64::from(pending.ended_normally),
+                    ],
+                );
                 Some(meta.id)
             }
-            Err(error) => {
-                self.trace("session-failed", &[index as u64]);
-                let _ = error;
+            Err(_) => {
+                // The recorder still holds the file; the import is retried later.
+                self.trace("session-import-failed", &[index as u64]);
+                self.pending_imports.push(pending);
                 None
             }
         }
     }
 
+    /// Retries the imports waiting on appliance `index`.
+    pub fn import_pending(&mut self, index: usize) {
+        if !self.appliances[index].is_up() {
+            return;
+        }
+        let (mine, others): (Vec<PendingImport>, Vec<PendingImport>) =
+            std::mem::take(&mut self.pending_imports)
+                .into_iter()
+                .partition(|pending| pending.appliance == index);
+        self.pending_imports = others;
+        for pending in mine {
+            self.import_session(pending);
+        }
+    }
+
     /// A configuration write on appliance `index`; records which appliance wrote in which epoch.
     pub fn write_config(&mut self, index: usize, key: &str, value: Option<&[u8]>) -> bool {
+        if self.appliances[index].is_paused() {
+            return false;
+        }
         let Some(replica) = self.appliances[index].replica.as_mut() else {
             return false;
         };
@@ -348,7 +781,7 @@ impl World {
         accepted
     }
 
-    /// Issues an operator command on appliance `index`.
+    /// Issues an operator command on appliance `index` (it waits while the appliance is paused).
     pub fn command(&mut self, index: usize, command: Command) -> CommandId {
         let id = self.next_command;
         self.next_command += 1;
@@ -363,20 +796,15 @@ impl World {
             },
         );
         self.trace("command", &[index as u64, id]);
-        let now = self.local_now(index);
-        match self.appliances[index].replica.as_mut() {
-            Some(replica) => {
-                replica.handle_command(now, id, command);
-                self.drain(index);
-            }
-            None => {
-                if let Some(record) = self.commands.get_mut(&id) {
-                    record.outcome =
-                        Some(Err(CommandError::Refused("the appliance is down".into())));
-                    record.finished_ms = Some(self.now_ms);
-                }
-            }
-        }
+        let now = self.now_ms;
+        self.schedule(
+            now,
+            WorldEvent::Command {
+                appliance: index,
+                id,
+                command,
+            },
+        );
         id
     }
 
@@ -384,6 +812,72 @@ impl World {
         self.commands
             .get(&id)
             .and_then(|record| record.outcome.as_ref())
+    }
+
+    /// Flips `count` random bits of one random complete recording file on appliance `index`,
+    /// as a failing medium would. Returns false if it holds none.
+    pub fn flip_recording_bits(&mut self, index: usize, count: u64) -> bool {
+        let disk = Arc::clone(&self.appliances[index].disk);
+        let Ok(names) = disk.list() else { return false };
+        let candidates: Vec<(String, u64)> = names
+            .into_iter()
+            .filter(|name| name.starts_with("rec-"))
+            .filter_map(|name| {
+                let len = disk
+                    .with_file_bytes(&name, |bytes| bytes.len() as u64)
+                    .unwrap_or(0);
+                (len > 0).then_some((name, len))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return false;
+        }
+        let pick = self.rng.below(candidates.len() as u64) as usize;
+        let (name, len) = candidates[pick].clone();
+        for _ in 0..count {
+            let bit = self.rng.below(len * 8);
+            if disk.flip_bit(&name, bit).is_ok() {
+                self.trace("bit-flip", &[index as u64, bit]);
+            }
+        }
+        self.damaged_files.insert((index, name));
+        true
+    }
+
+    /// A client plays session `id` back from appliance `index`: every chunk is read through
+    /// the store (which verifies it). Returns false if a read was refused.
+    pub fn play_back(&mut self, index: usize, id: SessionId) -> bool {
+        if self.appliances[index].is_paused() {
+            return false;
+        }
+        let Some(replica) = self.replica(index) else {
+            return false;
+        };
+        let store = replica.store();
+        let Ok(Some(header)) = ReplicaStore::session_header(store, id) else {
+            return false;
+        };
+        let mut served = true;
+        for chunk in 0..header.chunk_chaining_values.len() as u32 {
+            if ReplicaStore::read_chunk(store, id, chunk).is_err() {
+                served = false;
+                break;
+            }
+        }
+        self.trace("playback", &[index as u64, id.sequence, u64::from(served)]);
+        served
+    }
+
+    /// Plays back every session appliance `index` lists; returns how many were refused.
+    pub fn play_back_all(&mut self, index: usize) -> u64 {
+        let ids: Vec<SessionId> = self
+            .replica(index)
+            .and_then(|replica| replica.store().catalog_list().ok())
+            .map(|list| list.into_iter().map(|meta| meta.id).collect())
+            .unwrap_or_default();
+        ids.into_iter()
+            .filter(|id| !self.play_back(index, *id))
+            .count() as u64
     }
 
     // ----- the event loop -----
@@ -395,26 +889,41 @@ impl World {
 
     fn latency(&mut self) -> u64 {
         let (low, high) = (self.network.latency_min_ms, self.network.latency_max_ms);
-        self.rng.between(low, high)
+        let mut latency = self.rng.between(low, high);
+        if self.network.delay_spike_per_mille > 0
+            && self.rng.chance(self.network.delay_spike_per_mille, 1000)
+        {
+            latency += self
+                .rng
+                .between(100, self.network.delay_spike_max_ms.max(100));
+        }
+        latency
     }
 
+    /// Whether a new connection from `from` to `to` can complete its handshakes.
     fn reachable(&self, from: usize, to: usize) -> bool {
         self.appliances[to].is_up()
-            && !self.network.partitioned.contains(&(from, to))
-            && !self.network.partitioned.contains(&(to, from))
+            && !self.appliances[to].is_paused()
+            && !self.network.dropped(from, to)
+            && !self.network.dropped(to, from)
+    }
+
+    /// When appliance `index`'s replica wants its next timeout, in true time.
+    fn timeout_due(&self, index: usize) -> Option<u64> {
+        let appliance = &self.appliances[index];
+        if appliance.is_paused() {
+            return None;
+        }
+        let local = appliance.replica.as_ref()?.next_timeout()?;
+        Some(appliance.clock.true_time_of(local).max(self.now_ms))
     }
 
     /// The time of the next thing that will happen, if anything will.
     fn next_event_time(&self) -> Option<u64> {
         let mut next = self.events.keys().next().map(|(at, _)| *at);
-        for (index, appliance) in self.appliances.iter().enumerate() {
-            if let Some(replica) = &appliance.replica {
-                if let Some(local) = replica.next_timeout() {
-                    let at = local
-                        .saturating_add_signed(-self.appliances[index].clock_skew_ms)
-                        .max(self.now_ms);
-                    next = Some(next.map_or(at, |current| current.min(at)));
-                }
+        for index in 0..self.appliances.len() {
+            if let Some(at) = self.timeout_due(index) {
+                next = Some(next.map_or(at, |current| current.min(at)));
             }
         }
         next
@@ -470,13 +979,8 @@ impl World {
         self.now_ms = self.now_ms.max(at_ms);
         // Timeouts first, in appliance order, then at most one scheduled event.
         for index in 0..self.appliances.len() {
-            let now = self.local_now(index);
-            let due = self.appliances[index]
-                .replica
-                .as_ref()
-                .and_then(|replica| replica.next_timeout())
-                .is_some_and(|at| at <= now);
-            if due {
+            if self.timeout_due(index).is_some_and(|at| at <= self.now_ms) {
+                let now = self.local_now(index);
                 self.trace("timeout", &[index as u64]);
                 if let Some(replica) = self.appliances[index].replica.as_mut() {
                     replica.handle_timeout(now);
@@ -488,11 +992,36 @@ impl World {
         if let Some(key) = key {
             if key.0 <= self.now_ms {
                 if let Some(event) = self.events.remove(&key) {
-                    self.dispatch(event);
+                    match self.target_of(&event) {
+                        Some(index) if self.appliances[index].is_paused() => {
+                            self.deferred[index].push(event);
+                        }
+                        _ => self.dispatch(event),
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The appliance whose process handles `event`.
+    fn target_of(&self, event: &WorldEvent) -> Option<usize> {
+        match event {
+            WorldEvent::Connect { from, .. } => Some(*from),
+            WorldEvent::ConnectFailed { to, .. } => Some(*to),
+            WorldEvent::Connected { link, side, .. }
+            | WorldEvent::Deliver { link, side, .. }
+            | WorldEvent::Flush { link, side }
+            | WorldEvent::IdleCheck { link, side }
+            | WorldEvent::Closed { link, side, .. } => {
+                self.links.get(link).map(|link| link.ends[*side])
+            }
+            WorldEvent::SessionEnd { session } => self
+                .client_sessions
+                .get(session)
+                .map(|session| session.appliance),
+            WorldEvent::Command { appliance, .. } => Some(*appliance),
+        }
     }
 
     fn dispatch(&mut self, event: WorldEvent) {
@@ -535,34 +1064,56 @@ impl World {
                 }
             }
             WorldEvent::Deliver { link, side, frame } => {
-                let Some(sim_link) = self.links.get(&link) else {
+                let Some(sim_link) = self.links.get_mut(&link) else {
                     return;
                 };
                 if !sim_link.can_receive(side) {
                     return;
                 }
-                let index = sim_link.ends[side];
                 let from = sim_link.ends[1 - side];
-                if !self.reachable(from, index)
-                    || self.rng.chance(self.network.reset_per_mille, 1000)
-                {
-                    self.reset_link(link, "connection reset by the network");
+                let to = sim_link.ends[side];
+                // A dropped direction, or frames still held up ahead of this one: TCP keeps it
+                // until the path heals (or the connection times out).
+                if self.network.dropped(from, to) || !sim_link.stalled[side].is_empty() {
+                    sim_link.stalled[side].push_back(frame);
                     return;
                 }
-                self.trace.update(&frame);
-                let mut buffer = BytesMut::from(&frame[..]);
-                let message = match decode_frame(&mut buffer) {
-                    Ok(message) if buffer.is_empty() => message,
-                    other => panic!("the world delivered a frame the codec refuses: {other:?}"),
+                self.deliver_frame(link, side, frame);
+            }
+            WorldEvent::Flush { link, side } => loop {
+                let Some(sim_link) = self.links.get_mut(&link) else {
+                    return;
                 };
-                self.trace("deliver", &[link, side as u64]);
-                self.deliver_event(
-                    index,
-                    Event::Received {
-                        conn: link,
-                        message,
-                    },
-                );
+                if !sim_link.can_receive(side)
+                    || self
+                        .network
+                        .dropped(sim_link.ends[1 - side], sim_link.ends[side])
+                {
+                    return;
+                }
+                let Some(frame) = sim_link.stalled[side].pop_front() else {
+                    return;
+                };
+                self.deliver_frame(link, side, frame);
+            },
+            WorldEvent::IdleCheck { link, side } => {
+                let Some(sim_link) = self.links.get(&link) else {
+                    return;
+                };
+                if sim_link.reset || sim_link.closed_by[side] {
+                    return;
+                }
+                let (me, peer) = (sim_link.ends[side], sim_link.ends[1 - side]);
+                let silent_since = [
+                    self.appliances[peer].paused_since_ms,
+                    self.network.partitioned.get(&(peer, me)).copied(),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                if silent_since.is_some_and(|since| since + IDLE_TIMEOUT_MS <= self.now_ms) {
+                    self.reset_link(link, "the peer sent nothing for 45 s");
+                }
             }
             WorldEvent::Closed { link, side, reason } => {
                 let Some(sim_link) = self.links.get_mut(&link) else {
@@ -579,6 +1130,145 @@ impl World {
                 self.trace("closed", &[link, side as u64]);
                 self.deliver_event(index, Event::Disconnected { conn: link, reason });
             }
+            WorldEvent::SessionEnd { session } => {
+                let Some(session) = self.client_sessions.remove(&session) else {
+                    return;
+                };
+                let index = session.appliance;
+                let ended_local_ms = self.local_now(index);
+                self.import_session(PendingImport {
+                    appliance: index,
+                    content_seed: session.content_seed,
+                    len: session.size_bytes,
+                    started_local_ms: session.started_local_ms,
+                    ended_local_ms,
+                    ended_normally: true,
+                });
+            }
+            WorldEvent::Command {
+                appliance: index,
+                id,
+                command,
+            } => {
+                let now = self.local_now(index);
+                match self.appliances[index].replica.as_mut() {
+                    Some(replica) => {
+                        replica.handle_command(now, id, command);
+                        self.drain(index);
+                    }
+                    None => {
+                        if let Some(record) = self.commands.get_mut(&id) {
+                            record.outcome =
+                                Some(Err(CommandError::Refused("the appliance is down".into())));
+                            record.finished_ms = Some(self.now_ms);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands one frame to side `side` of `link`, decoding it with the real codec.
+    fn deliver_frame(&mut self, link: ConnId, side: usize, frame: Bytes) {
+        let Some(index) = self.links.get(&link).map(|l| l.ends[side]) else {
+            return;
+        };
+        if !self.appliances[index].is_up() {
+            return;
+        }
+        if self.network.reset_per_mille > 0 && self.rng.chance(self.network.reset_per_mille, 1000) {
+            self.reset_link(link, "connection reset by the network");
+            return;
+        }
+        if frame.len() <= TRACE_FRAME_FULL_BYTES {
+            self.trace.update(&frame);
+        } else {
+            self.trace.update(&(frame.len() as u64).to_le_bytes());
+            self.trace.update(&frame[..TRACE_FRAME_END_BYTES]);
+            self.trace
+                .update(&frame[frame.len() - TRACE_FRAME_END_BYTES..]);
+        }
+        let mut buffer = BytesMut::from(&frame[..]);
+        let message = match decode_frame(&mut buffer) {
+            Ok(message) if buffer.is_empty() => message,
+            other => panic!("the world delivered a frame the codec refuses: {other:?}"),
+        };
+        self.trace("deliver", &[link, side as u64]);
+        // Property 2's second half: a full replacement that changes the backup's configuration
+        // must leave the replaced values in a conflict record.
+        let replacing =
+            matches!(&message, Message::ConfigUpdate(update) if update.full && update.last_page);
+        let before = if replacing {
+            self.config_and_conflicts(index)
+        } else {
+            None
+        };
+        self.deliver_event(
+            index,
+            Event::Received {
+                conn: link,
+                message,
+            },
+        );
+        if let Some((before_entries, before_conflicts)) = before {
+            self.check_conflict_recorded(index, before_entries, before_conflicts);
+        }
+    }
+
+    fn config_and_conflicts(&self, index: usize) -> Option<(ConfigEntries, usize)> {
+        let store = self.replica(index)?.store();
+        let (_, entries) = ReplicaStore::config_snapshot(store).ok()?;
+        let conflicts = ReplicaStore::conflicts(store).ok()?.len();
+        Some((
+            entries.into_iter().map(|e| (e.key, e.value)).collect(),
+            conflicts,
+        ))
+    }
+
+    fn check_conflict_recorded(
+        &mut self,
+        index: usize,
+        before: ConfigEntries,
+        conflicts_before: usize,
+    ) {
+        let Some((after, _)) = self.config_and_conflicts(index) else {
+            return;
+        };
+        if after == before {
+            return;
+        }
+        let old: BTreeMap<&String, &Option<Vec<u8>>> = before.iter().map(|(k, v)| (k, v)).collect();
+        let new: BTreeMap<&String, &Option<Vec<u8>>> = after.iter().map(|(k, v)| (k, v)).collect();
+        let keys: BTreeSet<&String> = old.keys().chain(new.keys()).copied().collect();
+        let differing: BTreeMap<String, Option<Vec<u8>>> = keys
+            .into_iter()
+            .filter(|key| {
+                old.get(key).copied().cloned().flatten() != new.get(key).copied().cloned().flatten()
+            })
+            .map(|key| (key.clone(), old.get(key).copied().cloned().flatten()))
+            .collect();
+        let records = self
+            .replica(index)
+            .and_then(|replica| ReplicaStore::conflicts(replica.store()).ok())
+            .unwrap_or_default();
+        let recorded = records.len() > conflicts_before
+            && records.iter().skip(conflicts_before).any(|record| {
+                let saved: BTreeMap<String, Option<Vec<u8>>> = record
+                    .differing
+                    .iter()
+                    .map(|key| (key.key.clone(), key.local.clone()))
+                    .collect();
+                saved == differing
+            });
+        if !recorded {
+            let name = self.appliances[index].name.clone();
+            self.record_violation(
+                "config_follows_primary",
+                format!(
+                    "{name}'s configuration was replaced ({} keys differed) without a conflict record holding the replaced values",
+                    differing.len()
+                ),
+            );
         }
     }
 
@@ -653,10 +1343,10 @@ impl World {
                 "the inter-appliance keys differ (KeyMismatch)".into(),
             );
         }
-        let (Some(from_hello), Some(to_hello)) = (
-            self.hello_of(from, self.local_now(from)),
-            self.hello_of(to, self.local_now(to)),
-        ) else {
+        let (from_now, to_now) = (self.local_now(from), self.local_now(to));
+        let (Some(from_hello), Some(to_hello)) =
+            (self.hello_of(from, from_now), self.hello_of(to, to_now))
+        else {
             return fail(
                 self,
                 CONNECT_TIMEOUT_MS,
@@ -701,18 +1391,19 @@ impl World {
                 closed_by: [false; 2],
                 notified: [false; 2],
                 last_arrival_ms: [ready, ready],
+                stalled: [VecDeque::new(), VecDeque::new()],
             },
         );
-        let skew = |index: usize| self.appliances[index].clock_skew_ms;
+        let offset = to_now as i64 - from_now as i64;
         let dialer_sees = PeerHandshake {
             hello: to_hello,
             certificate_fingerprint: self.appliances[to].certificate_fingerprint,
-            clock_offset_ms: skew(to) - skew(from),
+            clock_offset_ms: offset,
         };
         let acceptor_sees = PeerHandshake {
             hello: from_hello,
             certificate_fingerprint: self.appliances[from].certificate_fingerprint,
-            clock_offset_ms: skew(from) - skew(to),
+            clock_offset_ms: -offset,
         };
         self.trace("link", &[link, from as u64, to as u64]);
         self.schedule(
@@ -744,6 +1435,7 @@ impl World {
             return;
         }
         sim_link.reset = true;
+        sim_link.stalled = [VecDeque::new(), VecDeque::new()];
         self.trace("reset", &[link]);
         for side in 0..2 {
             let at = self.now_ms + 1;
@@ -758,7 +1450,8 @@ impl World {
         }
     }
 
-    /// Carries out everything appliance `index` asked for.
+    /// Carries out everything appliance `index` asked for, then looks at what its last sync
+    /// did (property 2 is checked as each sync completes).
     fn drain(&mut self, index: usize) {
         loop {
             let Some(action) = self.appliances[index]
@@ -766,9 +1459,65 @@ impl World {
                 .as_mut()
                 .and_then(|replica| replica.poll_action())
             else {
-                return;
+                break;
             };
             self.perform(index, action);
+        }
+        let changed = match self.replica(index) {
+            Some(replica) => {
+                replica.state().last_sync.as_ref() != self.last_sync_seen[index].as_ref()
+            }
+            None => false,
+        };
+        if changed {
+            self.on_sync_finished(index);
+        }
+    }
+
+    fn on_sync_finished(&mut self, index: usize) {
+        let Some(replica) = self.replica(index) else {
+            return;
+        };
+        let record = replica.state().last_sync.clone();
+        let is_backup = replica.state().role == Role::Backup;
+        self.last_sync_seen[index] = record.clone();
+        self.sync_completions += 1;
+        let Some(record) = record else { return };
+        if !record.succeeded || !is_backup {
+            return;
+        }
+        // Property 2: the backup's configuration equals what the primary served, as of the
+        // snapshot point its sync started from.
+        let Some(served) = self.served_config.get(&index).cloned() else {
+            self.record_violation(
+                "config_follows_primary",
+                format!(
+                    "{} finished a sync without being served a configuration",
+                    self.appliances[index].name
+                ),
+            );
+            return;
+        };
+        let Some(replica) = self.replica(index) else {
+            return;
+        };
+        let store = replica.store();
+        let (version, entries) = match ReplicaStore::config_snapshot(store) {
+            Ok(snapshot) => snapshot,
+            Err(_) => return,
+        };
+        let entries: ConfigEntries = entries.into_iter().map(|e| (e.key, e.value)).collect();
+        if version != served.version || entries != served.entries {
+            let name = self.appliances[index].name.clone();
+            self.record_violation(
+                "config_follows_primary",
+                format!(
+                    "after a successful sync {name} holds configuration {version:?} ({} keys) but the primary served {:?} ({} keys)",
+                    entries.len(),
+                    served.version,
+                    served.entries.len()
+                ),
+            );
         }
     }
 
@@ -791,10 +1540,10 @@ impl World {
                     },
                 );
             }
-            Action::Send { conn, message } => self.send(index, conn, &message),
+            Action::Send { conn, message } => self.send(index, conn, message),
             Action::Close { conn, error } => {
                 if let Some(error) = error {
-                    self.send(index, conn, &Message::Error(error));
+                    self.send(index, conn, Message::Error(error));
                 }
                 self.close(index, conn);
             }
@@ -814,19 +1563,55 @@ impl World {
         link.ends.iter().position(|end| *end == index)
     }
 
-    fn send(&mut self, index: usize, conn: ConnId, message: &Message) {
+    fn send(&mut self, index: usize, conn: ConnId, message: Message) {
         let Some(side) = self.side_of(index, conn) else {
             return;
         };
-        if !self.links.get(&conn).is_some_and(SimLink::can_send) {
+        let Some(link) = self.links.get(&conn) else {
+            return;
+        };
+        if !link.can_send() {
             return;
         }
-        let mut frame = BytesMut::new();
-        if let Err(error) = encode_frame(message, &mut frame) {
-            panic!("appliance {index} built a message the codec refuses: {error}");
+        let receiver = link.ends[1 - side];
+        if let Message::ConfigUpdate(update) = &message {
+            // The primary builds every page in one call, so its configuration now is the
+            // snapshot the pages describe.
+            if update.last_page {
+                if let Some((entries, _)) = self.config_and_conflicts(index) {
+                    let served = ServedConfig {
+                        version: update.snapshot_version,
+                        entries,
+                    };
+                    self.served_config.insert(receiver, served);
+                }
+            }
         }
-        if let Message::Chunk(chunk) = message {
-            self.chunk_bytes_sent[index] += chunk.data.len() as u64;
+        let message = match message {
+            Message::Chunk(chunk) => {
+                self.chunk_bytes_sent[index] += chunk.data.len() as u64;
+                if !chunk.data.is_empty()
+                    && self.network.corrupt_chunk_per_mille > 0
+                    && self.rng.chance(self.network.corrupt_chunk_per_mille, 1000)
+                {
+                    let mut data = chunk.data.to_vec();
+                    let bit = self.rng.below(data.len() as u64 * 8);
+                    data[(bit / 8) as usize] ^= 1 << (bit % 8);
+                    self.chunks_corrupted += 1;
+                    self.trace("chunk-corrupted", &[index as u64, bit]);
+                    Message::Chunk(Chunk {
+                        data: Bytes::from(data),
+                        ..chunk
+                    })
+                } else {
+                    Message::Chunk(chunk)
+                }
+            }
+            other => other,
+        };
+        let mut frame = BytesMut::new();
+        if let Err(error) = encode_frame(&message, &mut frame) {
+            panic!("appliance {index} built a message the codec refuses: {error}");
         }
         self.frame_bytes_sent[index] += frame.len() as u64;
         let latency = self.latency();
@@ -834,14 +1619,14 @@ impl World {
         let Some(link) = self.links.get_mut(&conn) else {
             return;
         };
-        let direction = side;
-        let arrival = (self.now_ms + latency).max(link.last_arrival_ms[direction]) + transfer_ms;
-        link.last_arrival_ms[direction] = arrival;
+        let to_side = 1 - side;
+        let arrival = (self.now_ms + latency).max(link.last_arrival_ms[to_side]) + transfer_ms;
+        link.last_arrival_ms[to_side] = arrival;
         self.schedule(
             arrival,
             WorldEvent::Deliver {
                 link: conn,
-                side: 1 - side,
+                side: to_side,
                 frame: frame.freeze(),
             },
         );
@@ -860,7 +1645,7 @@ impl World {
             return;
         }
         link.closed_by[side] = true;
-        let arrival = link.last_arrival_ms[side].max(self.now_ms) + 1;
+        let arrival = link.last_arrival_ms[1 - side].max(self.now_ms) + 1;
         let now = self.now_ms;
         self.trace("close", &[conn, side as u64]);
         self.schedule(
@@ -898,27 +1683,69 @@ impl std::io::Read for SyntheticReader<'_> {
 }
 
 impl World {
-    /// Cuts the network between `a` and `b` both ways; open connections between them break.
+    /// Drops the network between `a` and `b` both ways. Open connections stall (nothing gets
+    /// through either way) until the drivers' idle timeouts drop them.
     pub fn partition(&mut self, a: usize, b: usize) {
-        self.network.partitioned.insert((a, b));
-        self.network.partitioned.insert((b, a));
-        self.trace("partition", &[a as u64, b as u64]);
-        let crossing: Vec<ConnId> = self
+        self.partition_one_way(a, b);
+        self.partition_one_way(b, a);
+    }
+
+    /// Drops packets from `from` to `to` only. New connections cannot complete a handshake;
+    /// open ones stall in that direction, and `to`'s driver drops them after its idle timeout.
+    pub fn partition_one_way(&mut self, from: usize, to: usize) {
+        if self.network.partitioned.contains_key(&(from, to)) {
+            return;
+        }
+        let now = self.now_ms;
+        self.network.partitioned.insert((from, to), now);
+        self.trace("partition", &[from as u64, to as u64]);
+        let checks: Vec<(ConnId, usize)> = self
             .links
             .iter()
-            .filter(|(_, link)| !link.reset && link.ends.contains(&a) && link.ends.contains(&b))
-            .map(|(id, _)| *id)
+            .filter(|(_, link)| !link.reset)
+            .filter_map(|(id, link)| {
+                let side = link.ends.iter().position(|end| *end == to)?;
+                (link.ends[1 - side] == from).then_some((*id, side))
+            })
             .collect();
-        for id in crossing {
-            self.reset_link(id, "network partition");
+        for (link, side) in checks {
+            self.schedule(now + IDLE_TIMEOUT_MS, WorldEvent::IdleCheck { link, side });
         }
     }
 
-    /// Restores the network between `a` and `b`.
+    /// Restores the network between `a` and `b` both ways.
     pub fn heal(&mut self, a: usize, b: usize) {
-        self.network.partitioned.remove(&(a, b));
-        self.network.partitioned.remove(&(b, a));
-        self.trace("heal", &[a as u64, b as u64]);
+        self.heal_one_way(a, b);
+        self.heal_one_way(b, a);
+    }
+
+    /// Restores packets from `from` to `to`; what TCP held up arrives now, in order.
+    pub fn heal_one_way(&mut self, from: usize, to: usize) {
+        if self.network.partitioned.remove(&(from, to)).is_none() {
+            return;
+        }
+        self.trace("heal", &[from as u64, to as u64]);
+        let flushes: Vec<(ConnId, usize)> = self
+            .links
+            .iter()
+            .filter_map(|(id, link)| {
+                let side = link.ends.iter().position(|end| *end == to)?;
+                (link.ends[1 - side] == from && !link.stalled[side].is_empty())
+                    .then_some((*id, side))
+            })
+            .collect();
+        for (link, side) in flushes {
+            let at = self.now_ms + self.latency();
+            self.schedule(at, WorldEvent::Flush { link, side });
+        }
+    }
+
+    /// Heals every partition.
+    pub fn heal_all(&mut self) {
+        let cut: Vec<(usize, usize)> = self.network.partitioned.keys().copied().collect();
+        for (from, to) in cut {
+            self.heal_one_way(from, to);
+        }
     }
 
     /// Resets every open connection (a network blip).
@@ -944,5 +1771,107 @@ impl World {
     pub fn status(&self, index: usize) -> Option<dyad_engine::replica::Status> {
         self.replica(index)
             .map(|replica| replica.status(self.local_now(index)))
+    }
+
+    /// Stops every fault: the network is healthy, disks behave, paused appliances resume,
+    /// appliances that are down are started and any whose storage stopped on a failure are
+    /// restarted (what the operator does when status says so), waiting recordings imported.
+    pub fn stop_faults(&mut self) {
+        self.trace("faults-stop", &[]);
+        self.network.reset_per_mille = 0;
+        self.network.delay_spike_per_mille = 0;
+        self.network.corrupt_chunk_per_mille = 0;
+        self.heal_all();
+        for index in 0..self.appliances.len() {
+            self.appliances[index]
+                .disk
+                .set_faults(dyad_engine::disk::sim::SimFaults::default());
+            self.resume(index);
+            if !self.appliances[index].is_up() {
+                self.start(index);
+            } else if self.storage_failed(index) {
+                self.restart(index);
+            }
+            self.import_pending(index);
+        }
+    }
+
+    /// Recording bytes some appliance of `appliances` still lacks: what must still cross the
+    /// network for the pair to hold the union (property 5's transfer term).
+    pub fn missing_bytes(&self, appliances: &[usize]) -> u64 {
+        let mut missing = 0;
+        for &index in appliances {
+            let held: BTreeSet<SessionId> = self
+                .replica(index)
+                .and_then(|replica| replica.store().catalog_list().ok())
+                .map(|list| list.into_iter().map(|meta| meta.id).collect())
+                .unwrap_or_default();
+            missing += self
+                .completed_sizes
+                .iter()
+                .filter(|(id, _)| !held.contains(id))
+                .map(|(_, size)| *size)
+                .sum::<u64>();
+        }
+        let pending: u64 = self.pending_imports.iter().map(|pending| pending.len).sum();
+        missing + pending * appliances.len() as u64
+    }
+
+    /// Whether the pair holds the union of all sessions, byte-identical, and the backup's
+    /// configuration is the primary's: the state property 5 says must be reached.
+    pub fn converged(&self, primary: usize, backup: usize) -> bool {
+        let up =
+            |index: usize| self.appliances[index].is_up() && !self.appliances[index].is_paused();
+        if !up(primary) || !up(backup) || !self.pending_imports.is_empty() {
+            return false;
+        }
+        crate::checks::paired(self, primary, backup).is_ok()
+            && crate::checks::no_session_lost(self, &[primary, backup]).is_ok()
+            && crate::checks::config_follows_primary(self, primary, backup).is_ok()
+    }
+
+    /// Recording files of appliance `index` whose content, read straight off the disk, does
+    /// not hash to the root its catalog lists (checked without the store's own code).
+    pub fn listed_but_corrupt(&self, index: usize) -> Vec<(SessionId, String)> {
+        let Some(replica) = self.replica(index) else {
+            return Vec::new();
+        };
+        let Ok(list) = replica.store().catalog_list() else {
+            return Vec::new();
+        };
+        let disk = &self.appliances[index].disk;
+        list.into_iter()
+            .filter_map(|meta| {
+                let name = recording_file_name(&meta.id);
+                let good = disk
+                    .with_file_bytes(&name, |bytes| *blake3::hash(bytes).as_bytes() == meta.root)
+                    .unwrap_or(false);
+                (!good).then_some((meta.id, name))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_maps_back_to_the_first_true_time_it_reads_a_value() {
+        for (offset_ms, drift_ppm) in [(0, 0), (3_600_000, 250), (-7_200_000, -900), (5, 10_000)] {
+            let clock = SimClock {
+                offset_ms,
+                drift_ppm,
+                anchor_ms: 1_800_000_000_000,
+            };
+            for true_ms in [1_800_000_000_000u64, 1_800_000_123_457, 1_800_090_000_001] {
+                let local = clock.local(true_ms);
+                let back = clock.true_time_of(local);
+                assert!(back <= true_ms, "{offset_ms} {drift_ppm} {true_ms}");
+                assert_eq!(clock.local(back), local.max(clock.local(back)));
+                assert!(clock.local(back) >= local);
+                assert!(back == 0 || clock.local(back - 1) < local);
+            }
+        }
     }
 }

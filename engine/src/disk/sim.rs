@@ -91,10 +91,11 @@ struct SimState {
 
 #[derive(Default)]
 struct Inode {
-    current: Vec<u8>,
-    durable: Vec<u8>,
-    /// Byte ranges of `current` written since the last sync, so a sync copies only those.
-    dirty: Vec<(u64, u64)>,
+    /// The bytes as the process sees them. Shared with `durable` (copy on write) until the
+    /// next write after a sync: a sync makes every byte durable, so it only shares the buffer,
+    /// and a file written once is never copied.
+    current: Arc<Vec<u8>>,
+    durable: Arc<Vec<u8>>,
     /// The offset and first bytes of the last write since the last sync.
     last_unsynced_write: Option<(u64, Vec<u8>)>,
     open_handles: u64,
@@ -162,14 +163,13 @@ impl SimDisk {
                 .inodes
                 .get_mut(&id)
                 .expect("id was just read from the map");
-            inode.current = inode.durable.clone();
-            inode.dirty.clear();
+            inode.current = Arc::clone(&inode.durable);
             inode.open_handles = 0;
             if let (Some(point), Some((offset, prefix))) = (point, inode.last_unsynced_write.take())
             {
                 let keep = (point % (prefix.len() as u64 + 1)) as usize;
-                write_into(&mut inode.current, offset, &prefix[..keep]);
-                inode.durable = inode.current.clone();
+                write_into(Arc::make_mut(&mut inode.current), offset, &prefix[..keep]);
+                inode.durable = Arc::clone(&inode.current);
             }
             inode.last_unsynced_write = None;
         }
@@ -190,9 +190,12 @@ impl SimDisk {
         if byte >= inode.current.len() {
             return Err(past_end());
         }
-        inode.current[byte] ^= mask;
-        if byte < inode.durable.len() {
-            inode.durable[byte] ^= mask;
+        let shared = Arc::ptr_eq(&inode.current, &inode.durable);
+        Arc::make_mut(&mut inode.current)[byte] ^= mask;
+        if shared {
+            inode.durable = Arc::clone(&inode.current);
+        } else if byte < inode.durable.len() {
+            Arc::make_mut(&mut inode.durable)[byte] ^= mask;
         }
         Ok(())
     }
@@ -201,7 +204,15 @@ impl SimDisk {
     pub fn file_bytes(&self, name: &str) -> Option<Vec<u8>> {
         let state = self.lock();
         let id = state.names.get(name)?;
-        Some(state.inodes[id].current.clone())
+        Some(state.inodes[id].current.to_vec())
+    }
+
+    /// Runs `read` over the current bytes of file `name` without copying them (checkers that
+    /// hash whole files).
+    pub fn with_file_bytes<R>(&self, name: &str, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let state = self.lock();
+        let id = state.names.get(name)?;
+        Some(read(&state.inodes[id].current))
     }
 
     /// Overwrites file `name` with `bytes`, durably, as if written by another program.
@@ -210,9 +221,8 @@ impl SimDisk {
         let mut state = self.lock();
         let id = state.name_or_create(name);
         let inode = state.inodes.get_mut(&id).expect("name_or_create made it");
-        inode.current = bytes.to_vec();
-        inode.durable = bytes.to_vec();
-        inode.dirty.clear();
+        inode.current = Arc::new(bytes.to_vec());
+        inode.durable = Arc::clone(&inode.current);
         inode.last_unsynced_write = None;
         state.durable_names.insert(name.to_string(), id);
         Ok(())
@@ -297,13 +307,15 @@ impl SimState {
     }
 
     fn collect_garbage(&mut self) {
-        let names = &self.names;
-        let durable_names = &self.durable_names;
-        self.inodes.retain(|id, inode| {
-            inode.open_handles > 0
-                || names.values().any(|v| v == id)
-                || durable_names.values().any(|v| v == id)
-        });
+        // One pass over the names, not one per inode: the simulator keeps hundreds of files.
+        let named: std::collections::HashSet<u64> = self
+            .names
+            .values()
+            .chain(self.durable_names.values())
+            .copied()
+            .collect();
+        self.inodes
+            .retain(|id, inode| inode.open_handles > 0 || named.contains(id));
     }
 
     fn live_inode(&mut self, generation: u64, id: u64) -> io::Result<&mut Inode> {
@@ -334,8 +346,7 @@ impl Disk for SimDisk {
             .expect("names point at live inodes");
         inode.open_handles += 1;
         if mode == OpenMode::CreateTruncate && !inode.current.is_empty() {
-            inode.current.clear();
-            inode.dirty.push((0, 0));
+            inode.current = Arc::new(Vec::new());
             inode.last_unsynced_write = None;
         }
         Ok(Arc::new(SimFile {
@@ -447,8 +458,7 @@ impl DiskFile for SimFile {
         }
         state.stats.bytes_written += data.len() as u64;
         let inode = state.live_inode(self.generation, self.inode)?;
-        write_into(&mut inode.current, offset, data);
-        inode.dirty.push((offset, end));
+        write_into(Arc::make_mut(&mut inode.current), offset, data);
         let prefix_len = data.len().min(TEAR_PREFIX_MAX_BYTES);
         inode.last_unsynced_write = Some((offset, data[..prefix_len].to_vec()));
         Ok(())
@@ -469,10 +479,7 @@ impl DiskFile for SimFile {
         let new_len = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
         let inode = state.live_inode(self.generation, self.inode)?;
-        inode.current.resize(new_len, 0);
-        inode
-            .dirty
-            .push((current_len.min(len), len.max(current_len)));
+        Arc::make_mut(&mut inode.current).resize(new_len, 0);
         Ok(())
     }
 
@@ -485,13 +492,7 @@ impl DiskFile for SimFile {
         }
         state.stats.file_syncs += 1;
         let inode = state.live_inode(self.generation, self.inode)?;
-        let len = inode.current.len();
-        inode.durable.resize(len, 0);
-        for (start, end) in std::mem::take(&mut inode.dirty) {
-            let start = (start as usize).min(len);
-            let end = (end as usize).min(len);
-            inode.durable[start..end].copy_from_slice(&inode.current[start..end]);
-        }
+        inode.durable = Arc::clone(&inode.current);
         inode.last_unsynced_write = None;
         Ok(())
     }

@@ -240,6 +240,7 @@ pub fn serve(
         waiting: BTreeMap::new(),
         local_events: Vec::new(),
         wire_bytes_sent: Arc::new(AtomicU64::new(0)),
+        clock_seen_unix_ms: wall_clock_ms(),
     };
     let thread = std::thread::Builder::new()
         .name("dyad-replica".into())
@@ -385,6 +386,8 @@ struct ReplicaThread {
     local_events: Vec<Event>,
     /// Every frame byte sent to peers since start (recordings and metadata).
     wire_bytes_sent: Arc<AtomicU64>,
+    /// The last wall-clock reading, to notice the clock stepping backwards.
+    clock_seen_unix_ms: u64,
 }
 
 impl ReplicaThread {
@@ -437,7 +440,11 @@ impl ReplicaThread {
                 }
                 Input::Admin { request, reply } => self.admin(now, request, reply),
             }
-            if self.replica.next_timeout().is_some_and(|at| at <= now) {
+            // A wall clock stepped backwards is handed in at once: the replica moves its
+            // timers back with it (see the replica's driving order).
+            let stepped_back = now < self.clock_seen_unix_ms;
+            self.clock_seen_unix_ms = now;
+            if stepped_back || self.replica.next_timeout().is_some_and(|at| at <= now) {
                 self.replica.handle_timeout(now);
             }
             self.drain(now);

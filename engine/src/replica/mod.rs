@@ -14,6 +14,9 @@
 //! 2. After every such call, drain [`Replica::poll_action`] until it returns `None` and carry the
 //!    actions out in order. Actions for one connection must be carried out in order.
 //! 3. Re-read [`Replica::next_timeout`]; it may have moved earlier or later.
+//! 4. If the wall clock steps backwards, call [`Replica::handle_timeout`] at once: the replica
+//!    moves its timers back by the same amount (otherwise a clock set back an hour would delay
+//!    the next sync by an hour).
 //!
 //! Connections reach the replica only after the transport authenticated them (TLS, the
 //! inter-appliance key proof and the version exchange). `Action::Connect` asks the driver to
@@ -317,6 +320,8 @@ pub struct Replica<S: ReplicaStore> {
     /// A demotion waiting for the backup to take over: the command and its request.
     pending_demote: Option<(CommandId, u64)>,
     disagreement: Option<roles::Disagreement>,
+    /// The latest wall-clock reading handed in, to notice the clock stepping backwards.
+    clock_seen_unix_ms: u64,
 }
 
 /// Commands the replica issues to itself (a promotion's final sync) are numbered from here, far
@@ -370,6 +375,7 @@ impl<S: ReplicaStore> Replica<S> {
             pending_swap: None,
             pending_demote: None,
             disagreement: None,
+            clock_seen_unix_ms: now_unix_ms,
         })
     }
 
@@ -407,12 +413,17 @@ impl<S: ReplicaStore> Replica<S> {
                 next = Some(next.map_or(at, |current| current.min(at)));
             }
         };
+        for command in self.sync_now_commands.values() {
+            consider(command.link_deadline_unix_ms);
+        }
+        // A replica stopped by a storage failure does nothing on its timers (only waiting
+        // commands still fail); reporting them would make the driver spin.
+        if self.failed.is_some() {
+            return next;
+        }
         consider(self.next_sync_unix_ms);
         if self.wants_peer_link() && !self.peer_connected() && !self.dialing_peer {
             consider(Some(self.next_dial_unix_ms));
-        }
-        for command in self.sync_now_commands.values() {
-            consider(command.link_deadline_unix_ms);
         }
         next
     }
@@ -443,6 +454,7 @@ impl<S: ReplicaStore> Replica<S> {
     /// Delivers an operator command; its outcome arrives as `Action::Completed`.
     pub fn handle_command(&mut self, now_unix_ms: u64, id: CommandId, command: Command) {
         self.now_unix_ms = now_unix_ms;
+        self.observe_clock(now_unix_ms);
         if let Some(fault) = &self.failed {
             let text = format!("{fault}");
             self.complete(id, Err(CommandError::Local(text)));
@@ -463,6 +475,7 @@ impl<S: ReplicaStore> Replica<S> {
     /// Delivers a connection event.
     pub fn handle_event(&mut self, now_unix_ms: u64, event: Event) {
         self.now_unix_ms = now_unix_ms;
+        self.observe_clock(now_unix_ms);
         match event {
             Event::Connected {
                 conn,
@@ -477,9 +490,29 @@ impl<S: ReplicaStore> Replica<S> {
         }
     }
 
+    /// Notices the wall clock stepping backwards and moves every timer back by the same
+    /// amount, so that intervals keep their length in real time.
+    fn observe_clock(&mut self, now_unix_ms: u64) {
+        let back = self.clock_seen_unix_ms.saturating_sub(now_unix_ms);
+        self.clock_seen_unix_ms = now_unix_ms;
+        if back == 0 {
+            return;
+        }
+        let earlier = |at: u64| at.saturating_sub(back);
+        self.next_sync_unix_ms = self.next_sync_unix_ms.map(earlier);
+        self.next_dial_unix_ms = earlier(self.next_dial_unix_ms);
+        for command in self.sync_now_commands.values_mut() {
+            command.link_deadline_unix_ms = command.link_deadline_unix_ms.map(earlier);
+        }
+        if let Some(due) = self.state.first_sync_due_unix_ms {
+            self.state.first_sync_due_unix_ms = Some(earlier(due));
+        }
+    }
+
     /// Runs whatever is due at `now_unix_ms`.
     pub fn handle_timeout(&mut self, now_unix_ms: u64) {
         self.now_unix_ms = now_unix_ms;
+        self.observe_clock(now_unix_ms);
         let expired: Vec<CommandId> = self
             .sync_now_commands
             .iter()
@@ -1414,6 +1447,14 @@ impl<S: ReplicaStore> Replica<S> {
             }
             self.links.clear();
             self.job = None;
+            // Nothing will finish now: every Sync Now still waiting gets the failure, rather
+            // than an answer that never comes.
+            let waiting: Vec<CommandId> = std::mem::take(&mut self.sync_now_commands)
+                .into_keys()
+                .collect();
+            for id in waiting {
+                self.complete(id, Err(CommandError::Local(fault.to_string())));
+            }
         }
     }
 

@@ -29,7 +29,10 @@ mod settings_read;
 pub mod summary;
 pub mod tree;
 
-pub use recordings::{BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo, VerifyReport};
+pub use recordings::{
+    recording_file_name, BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo,
+    VerifyReport,
+};
 pub use records::{
     ConfigChange, ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SessionMeta,
     CONFIG_VERSION_ZERO,

@@ -126,6 +126,12 @@ pub(crate) fn complete_name(id: &SessionId) -> String {
     format!("rec-{}-{:016x}.dat", hex(&id.origin.0), id.sequence)
 }
 
+/// The file name a complete recording has in the data folder (for checkers that read the
+/// files directly, such as the simulator's "nothing unverified is visible" property).
+pub fn recording_file_name(id: &SessionId) -> String {
+    complete_name(id)
+}
+
 pub(crate) fn partial_name(id: &SessionId) -> String {
     format!("part-{}-{:016x}.tmp", hex(&id.origin.0), id.sequence)
 }
@@ -238,8 +244,8 @@ fn publish_partial(inner: &mut Inner, id: &SessionId, renamed: bool) -> Result<(
 }
 
 /// Withdraws a complete recording whose chunks `bad` failed verification (or whose file is
-/// gone): it leaves the catalog and becomes a partial marked for re-fetch, keeping the chunks
-/// not known to be bad.
+/// gone): it leaves the catalog and becomes a partial marked for re-fetch, keeping the other
+/// chunks that still verify.
 fn withdraw(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<(), StoreError> {
     let key = session_key(id);
     let (meta, cvs) = {
@@ -267,9 +273,26 @@ fn withdraw(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<()
         .list()
         .map_err(io_error("listing the data folder"))?
         .contains(&complete_name(id));
+    // Damage rarely comes alone: the chunks not known to be bad are checked now, so that the
+    // re-fetch repairs the whole recording rather than publishing it again with damage a
+    // later read would find.
+    let old_file = if file_exists {
+        open_complete(inner, id)?
+    } else {
+        None
+    };
     let bits: Vec<bool> = (0..cvs.len() as u64)
-        .map(|index| file_exists && !bad.contains(&index))
+        .map(|index| {
+            !bad.contains(&index)
+                && old_file.as_ref().is_some_and(|file| {
+                    matches!(
+                        read_chunk_bytes(file.as_ref(), index, meta.size_bytes),
+                        Ok(Some(data)) if verify_chunk(index, &data, &cvs[index as usize], meta.size_bytes).is_ok()
+                    )
+                })
+        })
         .collect();
+    drop(old_file);
     let record = PartialRecord {
         meta,
         cvs,
@@ -672,7 +695,11 @@ impl Store {
             if partial.durable[index as usize] {
                 return Ok(ChunkOutcome::AlreadyDurable);
             }
-            verify_chunk(index, data, cv, size).map_err(|error| invalid(Some(*id), error))?;
+            // The planted bug (test builds only, see lib.rs): the chunk is written unverified,
+            // so a bad chunk from the peer ends up published.
+            if !cfg!(feature = "planted-bugs") {
+                verify_chunk(index, data, cv, size).map_err(|error| invalid(Some(*id), error))?;
+            }
             partial
                 .file
                 .write_at(index * CHUNK_SIZE_BYTES as u64, data)
@@ -945,12 +972,21 @@ fn copy_chunks(
 ) -> Result<u64, StoreError> {
     let mut allocated = 0;
     let mut total_len = 0u64;
+    // A recording known to be shorter than a chunk gets buffers its size (one byte more, to
+    // notice a longer source): most sessions are small, and a chunk-sized buffer for each would
+    // cost more than the copy.
+    let buffer_len = info.expected_len.map_or(CHUNK_SIZE_BYTES, |len| {
+        usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .min(CHUNK_SIZE_BYTES)
+    });
     loop {
         let mut buffer = match free_buffers.try_recv() {
             Ok(buffer) => buffer,
             Err(_) if allocated < IMPORT_BUFFERS => {
                 allocated += 1;
-                vec![0u8; CHUNK_SIZE_BYTES]
+                vec![0u8; buffer_len]
             }
             Err(_) => free_buffers
                 .recv()

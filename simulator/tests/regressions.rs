@@ -1,0 +1,55 @@
+//! Seeds on which the simulator found engine bugs, kept so each bug stays fixed. Each test
+//! names the scenario and seed, what went wrong, and the fix.
+
+use dyad_sim::runner;
+
+fn passes(scenario: &str, seed: u64) {
+    let scenario = runner::find(scenario).expect("the scenario exists");
+    let report = runner::run(scenario, seed);
+    if let Err(violation) = &report.result {
+        panic!(
+            "{} seed {seed}: {} violated: {}\n  replay: {}",
+            scenario.name,
+            violation.property,
+            violation.details,
+            report.replay_command()
+        );
+    }
+}
+
+/// A replica whose store failed (fsync error, terminal) kept reporting its sync and dial
+/// timers as due but did nothing on them, so its driver spun on `handle_timeout` forever (the
+/// world's step budget ran out at the same instant). Fix: `next_timeout` reports only waiting
+/// commands' deadlines once the store has failed.
+#[test]
+fn fsync_error_on_the_backup_does_not_spin_the_driver() {
+    passes("backup_fsync_errors_stop_the_store_restart_converges", 1);
+}
+
+/// The same spin, reached through a full disk; and then Sync Now never returned: a terminal
+/// storage failure dropped the running sync without telling the commands waiting on it. Fix:
+/// the failure completes every waiting Sync Now with the storage error (which says the disk is
+/// full).
+#[test]
+fn full_disk_on_the_backup_does_not_spin_the_driver() {
+    passes(
+        "backup_disk_full_sync_fails_clearly_then_space_freed_converges",
+        1,
+    );
+}
+
+/// A wall clock set back by hours delayed the next periodic sync by as much, so the pair did
+/// not converge within the liveness bound. Fix: the driver hands a backwards step to the
+/// replica at once, and the replica moves its timers back by the same amount.
+#[test]
+fn a_clock_set_back_does_not_delay_periodic_sync() {
+    passes("clock_skew_drift_and_jumps_do_not_break_sync", 1);
+}
+
+/// A recording with two damaged chunks: a read found the first and withdrew the recording for
+/// re-fetch, but kept every other chunk as good, so after re-fetching one chunk it was listed
+/// again with the second still damaged. Fix: a withdrawal re-verifies the chunks it keeps.
+#[test]
+fn a_withdrawn_recording_is_repaired_whole() {
+    passes("backup_bit_flips_detected_by_reads_and_refetched", 76);
+}
