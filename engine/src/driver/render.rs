@@ -84,6 +84,12 @@ pub fn status(status: &Status, appliance: &Appliance) -> Value {
         "storage_failure": status.storage_failure,
         "break_unannounced": status.break_unannounced,
         "forced_promotion_unresolved": status.forced_promotion_unresolved,
+        "last_install": crate::update::last_install_report(&appliance.dir).map(|report| json!({
+            "outcome": report.outcome,
+            "package": report.package,
+            "message": report.message,
+            "unix_ms": report.unix_ms,
+        })),
         "split_brain": status.disagreement.as_ref().map(|d| json!({
             "peer_name": d.peer_name,
             "peer_role": role_name(d.peer_role),
@@ -157,11 +163,17 @@ pub fn answer_locally(
         AdminRequest::Status => Ok(status(&replica.status(now_unix_ms), appliance)),
         AdminRequest::ConfigSet { key, value } => replica
             .write_config(&key, Some(value.as_bytes()))
-            .map(|version| json!(format!("{key} set (version {}#{})", version.epoch, version.sequence)))
+            .map(|version| {
+                let _ = crate::update::note_config_change(replica.store(), now_unix_ms);
+                json!(format!("{key} set (version {}#{})", version.epoch, version.sequence))
+            })
             .map_err(|error| error.to_string()),
         AdminRequest::ConfigDelete { key } => replica
             .write_config(&key, None)
-            .map(|version| json!(format!("{key} deleted (version {}#{})", version.epoch, version.sequence)))
+            .map(|version| {
+                let _ = crate::update::note_config_change(replica.store(), now_unix_ms);
+                json!(format!("{key} deleted (version {}#{})", version.epoch, version.sequence))
+            })
             .map_err(|error| error.to_string()),
         AdminRequest::ConfigGet { key } => match replica.store().config_get(&key) {
             Ok(Some(value)) => Ok(json!(value_text(&value))),
