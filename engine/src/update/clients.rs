@@ -429,7 +429,7 @@ mod tests {
             let mut granted = vec![false; clients];
             gate.set_app_version(NEW);
             let mut now = 0u64;
-            let mut step = |gate: &mut ClientGate, id: usize, finish: bool, now: u64,
+            let step = |gate: &mut ClientGate, id: usize, finish: bool, now: u64,
                             installed: &mut Vec<Version>, granted: &mut Vec<bool>| {
                 if granted[id] && finish {
                     installed[id] = NEW;
