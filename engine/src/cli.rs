@@ -301,7 +301,10 @@ pub fn status(data_dir: &Path, json: bool) -> CliResult {
     println!("{} ({})", text(&value, "name"), text(&value, "role"));
     println!("  epoch              {}", text(&value, "epoch"));
     println!("  software           {}", text(&value, "software"));
-    if let Some(install) = value.get("last_install").filter(|install| !install.is_null()) {
+    if let Some(install) = value
+        .get("last_install")
+        .filter(|install| !install.is_null())
+    {
         println!("  last install       {}", text(install, "message"));
     }
     println!("  key fingerprint    {}", text(&value, "key_fingerprint"));

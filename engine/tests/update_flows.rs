@@ -35,7 +35,11 @@ fn ok(args: &[&str]) -> String {
 
 fn fails(args: &[&str]) -> String {
     let output = dyad(args);
-    assert!(!output.status.success(), "dyad {} succeeded", args.join(" "));
+    assert!(
+        !output.status.success(),
+        "dyad {} succeeded",
+        args.join(" ")
+    );
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -63,7 +67,13 @@ impl Node {
         let socket = self.dir.join("admin.sock");
         let _ = std::fs::remove_file(&socket);
         let child = Command::new(env!("CARGO_BIN_EXE_dyad"))
-            .args(["serve", "--data-dir", self.d(), "--first-sync-delay-s", "3600"])
+            .args([
+                "serve",
+                "--data-dir",
+                self.d(),
+                "--first-sync-delay-s",
+                "3600",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -235,7 +245,11 @@ fn lab() -> Lab {
     a.session(2);
     b.session(3);
     let output = a.establish_with(&b);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     ok(&["sync-now", "--data-dir", a.d()]);
     assert_eq!(a.sessions().len(), 3);
     assert_eq!(a.sessions(), b.sessions());
@@ -257,7 +271,10 @@ fn assert_upgraded(node: &Node) {
 
 fn assert_mismatch_refused(primary: &Node, backup: &Node) {
     let output = primary.establish_with(backup);
-    assert!(!output.status.success(), "establish across versions succeeded");
+    assert!(
+        !output.status.success(),
+        "establish across versions succeeded"
+    );
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("runs"), "{text}");
 }
@@ -281,7 +298,10 @@ fn synchronous_upgrade_primary_first_keeps_its_role() {
         packages.to_str().expect("utf-8"),
         "--skip-backup-check",
     ]);
-    assert!(refused.contains("break the relationship first"), "{refused}");
+    assert!(
+        refused.contains("break the relationship first"),
+        "{refused}"
+    );
     a.start();
     ok(&["break", "--data-dir", a.d()]);
 
@@ -295,13 +315,25 @@ fn synchronous_upgrade_primary_first_keeps_its_role() {
         "--from",
         packages.to_str().expect("utf-8"),
     ]);
-    assert!(check.contains("base base 3.2.0") && check.contains("requires base >= 3.2.0"), "{check}");
+    assert!(
+        check.contains("base base 3.2.0") && check.contains("requires base >= 3.2.0"),
+        "{check}"
+    );
     let installed = a.install(&packages);
-    assert!(installed.contains("store migrated from format 1 to 2"), "{installed}");
+    assert!(
+        installed.contains("store migrated from format 1 to 2"),
+        "{installed}"
+    );
     a.start();
     assert_upgraded(&a);
-    let software = a.status()["software"].as_str().unwrap_or_default().to_string();
-    assert!(software.contains("2.0.0") && software.contains("3.2.0"), "{software}");
+    let software = a.status()["software"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        software.contains("2.0.0") && software.contains("3.2.0"),
+        "{software}"
+    );
     // The primary serves again; the backup, still old, keeps its own sessions meanwhile.
     a.session(4);
     b.session(5);
@@ -313,7 +345,11 @@ fn synchronous_upgrade_primary_first_keeps_its_role() {
     b.start();
     assert_upgraded(&b);
     let output = a.establish_with(&b);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     ok(&["sync-now", "--data-dir", a.d()]);
     assert_eq!(a.sessions().len(), 5);
     assert_eq!(a.sessions(), b.sessions());
@@ -352,7 +388,11 @@ fn asynchronous_upgrade_backup_first_becomes_primary() {
 
     // Re-establish with the upgraded backup as the new primary.
     let output = b.establish_with(&a);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     ok(&["sync-now", "--data-dir", b.d()]);
     assert_eq!(b.sessions().len(), 6);
     assert_eq!(a.sessions(), b.sessions());

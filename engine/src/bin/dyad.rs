@@ -171,7 +171,11 @@ enum UpdateAction {
         #[command(flatten)]
         dir: DataDirArg,
         /// The package file.
-        #[arg(value_name = "FILE", conflicts_with = "from", required_unless_present = "from")]
+        #[arg(
+            value_name = "FILE",
+            conflicts_with = "from",
+            required_unless_present = "from"
+        )]
         file: Option<PathBuf>,
         /// Install everything that applies from this folder, in dependency order.
         #[arg(long, value_name = "DIR")]
@@ -355,7 +359,9 @@ fn run_update(action: UpdateAction) -> Result<(), CliError> {
             skip_backup_check,
         ),
         UpdateAction::Status { dir } => update::status(&dir.data_dir),
-        UpdateAction::DownloadKey { dir, out } => update::download_key(&dir.data_dir, out.as_deref()),
+        UpdateAction::DownloadKey { dir, out } => {
+            update::download_key(&dir.data_dir, out.as_deref())
+        }
         UpdateAction::Fetch {
             key,
             from,

@@ -160,7 +160,11 @@ pub fn answer_locally(
     request: AdminRequest,
 ) -> AdminReply {
     let result: Result<Value, String> = match request {
-        AdminRequest::Status => Ok(status(&replica.status(now_unix_ms), appliance)),
+        AdminRequest::Status => {
+            let mut value = status(&replica.status(now_unix_ms), appliance);
+            value["store_format"] = json!(replica.store().format_version().ok());
+            Ok(value)
+        }
         AdminRequest::ConfigSet { key, value } => replica
             .write_config(&key, Some(value.as_bytes()))
             .map(|version| {

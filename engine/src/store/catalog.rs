@@ -170,7 +170,9 @@ impl Store {
                     break;
                 }
                 let id = decode_session_key(&key[8..]).map_err(corrupt)?;
-                let Some(value) = sessions.get(session_key(&id).as_slice()).map_err(db_error)?
+                let Some(value) = sessions
+                    .get(session_key(&id).as_slice())
+                    .map_err(db_error)?
                 else {
                     return Err(StoreError::CorruptRecord {
                         problem: format!(
@@ -332,7 +334,9 @@ mod migration_tests {
                 )
                 .expect("import");
         }
-        store.sessions_ended_between(0, u64::MAX, 1000).expect("scan")
+        store
+            .sessions_ended_between(0, u64::MAX, 1000)
+            .expect("scan")
     }
 
     #[test]
@@ -340,12 +344,24 @@ mod migration_tests {
         let disk = SimDisk::new(1);
         let scanned = format_1_store_with_sessions(&disk, 30);
         assert_eq!(scanned.len(), 30);
-        assert!(scanned.windows(2).all(|pair| pair[0].ended_unix_ms <= pair[1].ended_unix_ms));
+        assert!(scanned
+            .windows(2)
+            .all(|pair| pair[0].ended_unix_ms <= pair[1].ended_unix_ms));
         let store = Store::open(disk.clone()).expect("reopen");
         assert_eq!(store.format_version(), Ok(1), "opening never migrates");
         let report = store.migrate_to(FORMAT_VERSION).expect("migrate");
-        assert_eq!((report.from_format, report.to_format, report.sessions_indexed), (1, 2, 30));
-        assert_eq!(store.sessions_ended_between(0, u64::MAX, 1000), Ok(scanned.clone()));
+        assert_eq!(
+            (
+                report.from_format,
+                report.to_format,
+                report.sessions_indexed
+            ),
+            (1, 2, 30)
+        );
+        assert_eq!(
+            store.sessions_ended_between(0, u64::MAX, 1000),
+            Ok(scanned.clone())
+        );
         assert_eq!(
             store.sessions_ended_between(440, 471, 1000),
             Ok(scanned
@@ -354,7 +370,13 @@ mod migration_tests {
                 .cloned()
                 .collect())
         );
-        assert_eq!(store.sessions_ended_between(0, u64::MAX, 4).expect("limit").len(), 4);
+        assert_eq!(
+            store
+                .sessions_ended_between(0, u64::MAX, 4)
+                .expect("limit")
+                .len(),
+            4
+        );
         drop(store);
         let store = Store::open(disk).expect("reopen");
         assert_eq!(store.format_version(), Ok(2));
@@ -391,7 +413,11 @@ mod migration_tests {
                 "seed {seed}"
             );
             store.migrate_to(2).expect("the second migration completes");
-            assert_eq!(store.sessions_ended_between(0, u64::MAX, 1000), Ok(scanned), "seed {seed}");
+            assert_eq!(
+                store.sessions_ended_between(0, u64::MAX, 1000),
+                Ok(scanned),
+                "seed {seed}"
+            );
         }
         assert!(outcomes[0] > 0, "no crash left format 1: {outcomes:?}");
     }

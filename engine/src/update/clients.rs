@@ -95,10 +95,9 @@ pub enum CheckInError {
 impl fmt::Display for CheckInError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CheckInError::BadClientId => write!(
-                f,
-                "the client id must be 1 to {CLIENT_ID_BYTES_MAX} bytes"
-            ),
+            CheckInError::BadClientId => {
+                write!(f, "the client id must be 1 to {CLIENT_ID_BYTES_MAX} bytes")
+            }
             CheckInError::TooManyClients => {
                 write!(f, "the appliance already tracks {CLIENTS_MAX} clients")
             }
@@ -195,8 +194,10 @@ impl ClientGate {
             return Ok(CheckInAnswer::UpToDate);
         }
         if check_in.kind == ClientKind::Integration {
-            self.clients
-                .insert(check_in.client_id.clone(), ClientState::NeedsManualReinstall);
+            self.clients.insert(
+                check_in.client_id.clone(),
+                ClientState::NeedsManualReinstall,
+            );
             return Ok(CheckInAnswer::ManualReinstall { target });
         }
         // A client already granted (whose grant has not expired) may ask again: same answer,
@@ -285,7 +286,10 @@ pub fn stamp_installer(current_app: Version) -> InstallerStamp {
 }
 
 /// Accepts an installer only if the running application made it.
-pub fn check_installer(stamp: &InstallerStamp, current_app: Version) -> Result<(), InstallerRefused> {
+pub fn check_installer(
+    stamp: &InstallerStamp,
+    current_app: Version,
+) -> Result<(), InstallerRefused> {
     if stamp.made_by_app == current_app {
         Ok(())
     } else {
@@ -350,7 +354,10 @@ mod tests {
             }
         );
         // Client 0 finishes; a slot frees for a waiting one.
-        assert_eq!(gate.check_in(2, &deployed(0, NEW)), Ok(CheckInAnswer::UpToDate));
+        assert_eq!(
+            gate.check_in(2, &deployed(0, NEW)),
+            Ok(CheckInAnswer::UpToDate)
+        );
         assert!(matches!(
             gate.check_in(3, &deployed(4, OLD)),
             Ok(CheckInAnswer::UpdateNow { .. })
@@ -360,9 +367,15 @@ mod tests {
     #[test]
     fn a_base_only_upgrade_asks_nothing_of_clients() {
         let mut gate = ClientGate::new(NEW, 1);
-        assert_eq!(gate.check_in(0, &deployed(1, NEW)), Ok(CheckInAnswer::UpToDate));
+        assert_eq!(
+            gate.check_in(0, &deployed(1, NEW)),
+            Ok(CheckInAnswer::UpToDate)
+        );
         gate.set_app_version(NEW);
-        assert_eq!(gate.check_in(1, &deployed(1, NEW)), Ok(CheckInAnswer::UpToDate));
+        assert_eq!(
+            gate.check_in(1, &deployed(1, NEW)),
+            Ok(CheckInAnswer::UpToDate)
+        );
     }
 
     #[test]

@@ -58,12 +58,20 @@ pub struct MakePackageArgs {
 
 /// `dyad update make-package`: the vendor's tool (and the labs' and tests').
 pub fn make_package(args: MakePackageArgs) -> CliResult {
-    let secret = std::fs::read_to_string(&args.vendor_key)
-        .map_err(|error| CliError(format!("--vendor-key {}: {error}", args.vendor_key.display())))?;
+    let secret = std::fs::read_to_string(&args.vendor_key).map_err(|error| {
+        CliError(format!(
+            "--vendor-key {}: {error}",
+            args.vendor_key.display()
+        ))
+    })?;
     let key = VendorSecretKey::parse(&secret)
         .map_err(|why| CliError(format!("--vendor-key {}: {why}", args.vendor_key.display())))?;
-    let kind: PackageKind = args.kind.parse().map_err(|why| CliError(format!("--kind: {why}")))?;
-    let version = parse_version(&args.version).map_err(|why| CliError(format!("--version: {why}")))?;
+    let kind: PackageKind = args
+        .kind
+        .parse()
+        .map_err(|why| CliError(format!("--kind: {why}")))?;
+    let version =
+        parse_version(&args.version).map_err(|why| CliError(format!("--version: {why}")))?;
     let requirements = args
         .requires
         .iter()
@@ -122,7 +130,10 @@ pub fn check(data_dir: &Path, from: &Path) -> CliResult {
         report.installed.software.app, report.installed.software.base
     );
     if report.applicable.is_empty() {
-        println!("no package in {} applies: this appliance is up to date", from.display());
+        println!(
+            "no package in {} applies: this appliance is up to date",
+            from.display()
+        );
     }
     for candidate in &report.applicable {
         let manifest = &candidate.manifest;
@@ -173,24 +184,37 @@ pub fn install(
     say_recovered(&dir)?;
     let options = InstallOptions { skip_backup_check };
     match (file, from) {
-        (Some(file), None) => print_outcome(&super::install_file(&dir, file, options, wall_clock_ms())?),
+        (Some(file), None) => {
+            print_outcome(&super::install_file(&dir, file, options, wall_clock_ms())?)
+        }
         (None, Some(from)) => {
             let outcomes = super::install_from(&dir, from, options, wall_clock_ms())?;
             if outcomes.is_empty() {
-                println!("nothing to install: no package in {} applies", from.display());
+                println!(
+                    "nothing to install: no package in {} applies",
+                    from.display()
+                );
             }
             outcomes.iter().for_each(print_outcome);
         }
         _ => return Err(CliError("give either a package FILE or --from DIR".into())),
     }
-    println!("start the appliance again with `dyad serve --data-dir {}`", data_dir.display());
+    println!(
+        "start the appliance again with `dyad serve --data-dir {}`",
+        data_dir.display()
+    );
     Ok(())
 }
 
 /// `dyad update status`: installed versions, store format, last install.
 pub fn status(data_dir: &Path) -> CliResult {
     let dir = DataDir::new(data_dir);
-    say_recovered(&dir)?;
+    match super::recover(&dir, wall_clock_ms()) {
+        Ok(Some(report)) => println!("{}", report.message),
+        // A running `dyad serve` recovered on its start already.
+        Ok(None) | Err(super::UpdateError::Refused(_)) => {}
+        Err(error) => return Err(error.into()),
+    }
     let installed = super::installed(&dir)?;
     println!(
         "installed: app {}, base {}; store format {}",
@@ -223,8 +247,12 @@ pub fn download_key(data_dir: &Path, out: Option<&Path>) -> CliResult {
 
 /// `dyad update fetch --key K --from DIR --out DIR2`.
 pub fn fetch(key: &Path, from: &Path, out: &Path, vendor_public_key: Option<&Path>) -> CliResult {
-    let bytes = crate::transport::read_limited(key, super::download_key::DOWNLOAD_KEY_BYTES_MAX as u64, false)
-        .map_err(|error| CliError(format!("--key {}: {error}", key.display())))?;
+    let bytes = crate::transport::read_limited(
+        key,
+        super::download_key::DOWNLOAD_KEY_BYTES_MAX as u64,
+        false,
+    )
+    .map_err(|error| CliError(format!("--key {}: {error}", key.display())))?;
     let vendor = vendor_public_key.map(load_vendor_public_key).transpose()?;
     let report = super::fetch(&bytes, from, out, vendor.as_ref(), wall_clock_ms())?;
     println!(
@@ -236,7 +264,10 @@ pub fn fetch(key: &Path, from: &Path, out: &Path, vendor_public_key: Option<&Pat
         report.key.software.base
     );
     if report.copied.is_empty() {
-        println!("no newer package in {}: the appliance is up to date", from.display());
+        println!(
+            "no newer package in {}: the appliance is up to date",
+            from.display()
+        );
     }
     for path in &report.copied {
         println!("copied {}", path.display());

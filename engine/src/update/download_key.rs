@@ -95,7 +95,11 @@ impl fmt::Display for DownloadKeyError {
                     "the download key was made {hours:.1} h {} this machine's clock (the \
                      tolerance is {} h): check the appliance's clock and its NTP servers, then \
                      make a new key with `dyad update download-key`",
-                    if key_unix_ms > now_unix_ms { "ahead of" } else { "behind" },
+                    if key_unix_ms > now_unix_ms {
+                        "ahead of"
+                    } else {
+                        "behind"
+                    },
                     DOWNLOAD_KEY_CLOCK_TOLERANCE_MS / 3_600_000
                 )
             }
@@ -166,7 +170,9 @@ pub fn make_download_key(
     };
     let certified = appliance.identity.certified_key();
     let signer = certified.key.choose_scheme(SCHEMES).ok_or_else(|| {
-        DownloadKeyError::Sign("the identity's key type cannot sign with any supported scheme".into())
+        DownloadKeyError::Sign(
+            "the identity's key type cannot sign with any supported scheme".into(),
+        )
     })?;
     let scheme = signer.scheme();
     let signature = signer
@@ -184,8 +190,8 @@ pub fn make_download_key(
         signature_scheme: u16::from(scheme),
         signature: hex(&signature),
     };
-    let mut text =
-        serde_json::to_string_pretty(&document).expect("a struct of strings and numbers serializes");
+    let mut text = serde_json::to_string_pretty(&document)
+        .expect("a struct of strings and numbers serializes");
     text.push('\n');
     Ok(text)
 }
@@ -237,10 +243,11 @@ pub fn verify_download_key(bytes: &[u8]) -> Result<DownloadKey, DownloadKeyError
         .map(|(_, algorithms)| *algorithms)
         .ok_or_else(|| DownloadKeyError::Malformed("unsupported signature scheme".into()))?;
     let message = signed_message(&key);
-    if algorithms
-        .iter()
-        .any(|algorithm| end_entity.verify_signature(*algorithm, &message, &signature).is_ok())
-    {
+    if algorithms.iter().any(|algorithm| {
+        end_entity
+            .verify_signature(*algorithm, &message, &signature)
+            .is_ok()
+    }) {
         Ok(key)
     } else {
         Err(DownloadKeyError::BadSignature)

@@ -38,8 +38,8 @@ use dyad_wire::{Role, SoftwareVersion};
 use crate::appliance::{parse_version, Appliance, DataDir};
 use crate::disk::real::RealDisk;
 use crate::replica::state::{hex, role_name, ReplicaState};
-use crate::store::replica_port::REPLICA_STATE_KEY;
 use crate::store::records::encode_config_version;
+use crate::store::replica_port::REPLICA_STATE_KEY;
 use crate::store::{Store, StoreError, CONFIG_VERSION_ZERO, FORMAT_VERSION};
 
 pub use package::{
@@ -117,9 +117,15 @@ pub struct FolderScan {
 
 /// Reads every `*.dyadpkg` in `folder`: manifests and signatures only (fast), checked with
 /// `vendor` when given (the appliance always gives it; the vendor's fetch may not).
-pub fn scan_folder(folder: &Path, vendor: Option<&VendorPublicKey>) -> Result<FolderScan, UpdateError> {
+pub fn scan_folder(
+    folder: &Path,
+    vendor: Option<&VendorPublicKey>,
+) -> Result<FolderScan, UpdateError> {
     let entries = std::fs::read_dir(folder).map_err(|error| {
-        UpdateError::Refused(format!("cannot read the folder {}: {error}", folder.display()))
+        UpdateError::Refused(format!(
+            "cannot read the folder {}: {error}",
+            folder.display()
+        ))
     })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -159,11 +165,17 @@ pub fn scan_folder(folder: &Path, vendor: Option<&VendorPublicKey>) -> Result<Fo
 pub fn applicable(software: &SoftwareVersion, packages: &[Candidate]) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = packages
         .iter()
-        .filter(|candidate| candidate.manifest.version > candidate.manifest.kind.installed(software))
+        .filter(|candidate| {
+            candidate.manifest.version > candidate.manifest.kind.installed(software)
+        })
         .cloned()
         .collect();
     out.sort_by(|a, b| {
-        (a.manifest.kind, a.manifest.version, &a.path).cmp(&(b.manifest.kind, b.manifest.version, &b.path))
+        (a.manifest.kind, a.manifest.version, &a.path).cmp(&(
+            b.manifest.kind,
+            b.manifest.version,
+            &b.path,
+        ))
     });
     out
 }
@@ -180,7 +192,10 @@ fn unmet(manifest: &Manifest, software: &SoftwareVersion) -> Option<Requirement>
 /// What to install from a folder, in order: the newest base package that applies, then the
 /// newest application package whose requirements the (new) base meets. An application package
 /// that needs a base neither installed nor available is refused, naming what is missing.
-pub fn plan(software: SoftwareVersion, packages: &[Candidate]) -> Result<Vec<Candidate>, UpdateError> {
+pub fn plan(
+    software: SoftwareVersion,
+    packages: &[Candidate],
+) -> Result<Vec<Candidate>, UpdateError> {
     let newer = applicable(&software, packages);
     let mut plan = Vec::new();
     let mut after = software;
@@ -243,7 +258,8 @@ pub fn load_vendor_key(dir: &DataDir) -> Result<VendorPublicKey, UpdateError> {
         .map_err(|error| UpdateError::Local(error.to_string()))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| UpdateError::Local(format!("{} is not text", path.display())))?;
-    VendorPublicKey::parse(&text).map_err(|why| UpdateError::Local(format!("{}: {why}", path.display())))
+    VendorPublicKey::parse(&text)
+        .map_err(|why| UpdateError::Local(format!("{}: {why}", path.display())))
 }
 
 /// Stores the vendor key (at init or later).
@@ -384,7 +400,8 @@ fn write_report(dir: &DataDir, report: &InstallReport) -> Result<(), UpdateError
 
 /// The last install's report, if any.
 pub fn last_install_report(dir: &DataDir) -> Option<InstallReport> {
-    let bytes = crate::transport::read_limited(&dir.install_report(), SMALL_FILE_BYTES_MAX, false).ok()?;
+    let bytes =
+        crate::transport::read_limited(&dir.install_report(), SMALL_FILE_BYTES_MAX, false).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -392,7 +409,11 @@ fn remove_journal(dir: &DataDir) -> Result<(), UpdateError> {
     match std::fs::remove_file(dir.install_journal()) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(UpdateError::Local(format!("removing the install journal: {error}"))),
+        Err(error) => {
+            return Err(UpdateError::Local(format!(
+                "removing the install journal: {error}"
+            )))
+        }
     }
     std::fs::File::open(&dir.root)
         .and_then(|folder| folder.sync_all())
@@ -401,14 +422,18 @@ fn remove_journal(dir: &DataDir) -> Result<(), UpdateError> {
 
 /// Finishes or rolls back an install a crash interrupted. Call with the serve lock held.
 /// Returns the report when there was something to recover.
-pub fn recover_locked(dir: &DataDir, now_unix_ms: u64) -> Result<Option<InstallReport>, UpdateError> {
+pub fn recover_locked(
+    dir: &DataDir,
+    now_unix_ms: u64,
+) -> Result<Option<InstallReport>, UpdateError> {
     let path = dir.install_journal();
     if !path.exists() {
         return Ok(None);
     }
     let bytes = crate::transport::read_limited(&path, SMALL_FILE_BYTES_MAX, false)
         .map_err(|error| UpdateError::Local(error.to_string()))?;
-    let mut appliance = Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
+    let mut appliance =
+        Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
     let store = open_store(dir)?;
     let format_now = store.format_version().map_err(store_error)?;
     let journal = match serde_json::from_slice::<Journal>(&bytes) {
@@ -444,12 +469,18 @@ pub fn recover_locked(dir: &DataDir, now_unix_ms: u64) -> Result<Option<InstallR
     let settings_written = appliance.settings.software == to;
     let (outcome, message) = if settings_written || migrated {
         if format_now < journal.to_store_format {
-            store.migrate_to(journal.to_store_format).map_err(store_error)?;
+            store
+                .migrate_to(journal.to_store_format)
+                .map_err(store_error)?;
         }
         if !settings_written {
             appliance.settings.software = to;
-            crate::transport::write_atomically(&dir.settings(), &appliance.settings.to_json(), 0o644)
-                .map_err(|error| UpdateError::Local(error.to_string()))?;
+            crate::transport::write_atomically(
+                &dir.settings(),
+                &appliance.settings.to_json(),
+                0o644,
+            )
+            .map_err(|error| UpdateError::Local(error.to_string()))?;
         }
         (
             "interrupted-completed",
@@ -504,20 +535,40 @@ pub struct CheckReport {
     pub refused: Vec<(PathBuf, PackageError)>,
 }
 
-/// The installed versions and store format of a data folder.
+/// The installed versions and store format of a data folder (asking the running `dyad serve`
+/// for the store format when one holds the store).
 pub fn installed(dir: &DataDir) -> Result<Installed, UpdateError> {
-    let appliance = Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
-    let store = open_store(dir)?;
+    let appliance =
+        Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
+    let store_format = match crate::driver::lock_data_dir(dir) {
+        Ok(_lock) => open_store(dir)?.format_version().map_err(store_error)?,
+        Err(_) => {
+            let request = crate::driver::admin::AdminRequest::Status;
+            match crate::driver::admin_call(dir, &request, |_| {}) {
+                Ok(crate::driver::admin::AdminReply::Ok(value)) => value
+                    .get("store_format")
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or_else(|| {
+                        UpdateError::Local("dyad serve did not say its store format".into())
+                    })?,
+                Ok(other) => {
+                    return Err(UpdateError::Local(format!("dyad serve answered {other:?}")))
+                }
+                Err(error) => return Err(UpdateError::Local(error.to_string())),
+            }
+        }
+    };
     Ok(Installed {
         software: appliance.settings.software,
-        store_format: store.format_version().map_err(store_error)?,
+        store_format,
     })
 }
 
 /// Lists the packages in `folder` that would update this appliance.
 pub fn check(dir: &DataDir, folder: &Path) -> Result<CheckReport, UpdateError> {
     let vendor = load_vendor_key(dir)?;
-    let appliance = Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
+    let appliance =
+        Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
     let store_format = match crate::driver::lock_data_dir(dir) {
         Ok(_lock) => open_store(dir)?.format_version().map_err(store_error)?,
         // A running serve holds the store; the format is only for display here.
@@ -561,10 +612,9 @@ fn preconditions(
     if let Some(bytes) = store.local_get(REPLICA_STATE_KEY).map_err(store_error)? {
         let state = ReplicaState::from_json(&bytes).map_err(local("the replica state"))?;
         if state.role != Role::Standalone {
-            let peer = state
-                .peer
-                .as_ref()
-                .map_or("its peer".to_string(), |peer| format!("{} at {}", peer.name, peer.address));
+            let peer = state.peer.as_ref().map_or("its peer".to_string(), |peer| {
+                format!("{} at {}", peer.name, peer.address)
+            });
             return Err(UpdateError::Refused(format!(
                 "this appliance is the {} of a failover relationship with {peer}: break the \
                  relationship first (`dyad break`), since both appliances of a relationship \
@@ -623,7 +673,10 @@ fn requirement_refusal(
             candidate.manifest.label(),
             candidate.path.display()
         ),
-        None => format!("get a {} package providing {requirement} from your vendor and install it first", requirement.kind),
+        None => format!(
+            "get a {} package providing {requirement} from your vendor and install it first",
+            requirement.kind
+        ),
     };
     UpdateError::Refused(format!(
         "{} needs {requirement}, but this appliance runs {}: {hint}",
@@ -713,7 +766,8 @@ pub fn install_file(
         path: path.to_path_buf(),
         error,
     })?;
-    let mut appliance = Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
+    let mut appliance =
+        Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
     let store = open_store(dir)?;
     if let Some(requirement) = unmet(&manifest, &appliance.settings.software) {
         return Err(requirement_refusal(
@@ -742,7 +796,8 @@ pub fn install_from(
     let _lock = lock(dir)?;
     recover_locked(dir, now_unix_ms)?;
     let vendor = load_vendor_key(dir)?;
-    let mut appliance = Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
+    let mut appliance =
+        Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
     let scan = scan_folder(folder, Some(&vendor))?;
     let steps = plan(appliance.settings.software, &scan.packages)?;
     if steps.is_empty() {
@@ -750,10 +805,11 @@ pub fn install_from(
     }
     // Verify every payload before the first step changes anything.
     for step in &steps {
-        let manifest = verify_package_file(&step.path, &vendor).map_err(|error| UpdateError::Package {
-            path: step.path.clone(),
-            error,
-        })?;
+        let manifest =
+            verify_package_file(&step.path, &vendor).map_err(|error| UpdateError::Package {
+                path: step.path.clone(),
+                error,
+            })?;
         if manifest != step.manifest {
             return Err(UpdateError::Package {
                 path: step.path.clone(),
@@ -765,14 +821,21 @@ pub fn install_from(
     let mut outcomes = Vec::new();
     for step in &steps {
         preconditions(&appliance, &store, &step.manifest, options, now_unix_ms)?;
-        outcomes.push(install_verified(dir, &mut appliance, &store, step, now_unix_ms)?);
+        outcomes.push(install_verified(
+            dir,
+            &mut appliance,
+            &store,
+            step,
+            now_unix_ms,
+        )?);
     }
     Ok(outcomes)
 }
 
 /// `dyad update download-key`: this appliance's signed download key.
 pub fn download_key(dir: &DataDir, now_unix_ms: u64) -> Result<String, UpdateError> {
-    let appliance = Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
+    let appliance =
+        Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
     let store_format = match crate::driver::lock_data_dir(dir) {
         Ok(_lock) => open_store(dir)?.format_version().map_err(store_error)?,
         Err(_) => {
@@ -818,8 +881,9 @@ pub fn fetch(
             .file_name()
             .expect("scanned paths name files");
         let target = out.join(name);
-        std::fs::copy(&candidate.path, &target)
-            .map_err(|error| UpdateError::Local(format!("copying to {}: {error}", target.display())))?;
+        std::fs::copy(&candidate.path, &target).map_err(|error| {
+            UpdateError::Local(format!("copying to {}: {error}", target.display()))
+        })?;
         copied.push(target);
     }
     Ok(FetchReport { key, copied })

@@ -212,10 +212,16 @@ impl fmt::Display for PackageError {
                  reads; get the package made for this version"
             ),
             PackageError::Truncated { what } => {
-                write!(f, "the package is truncated (it ends in the {what}); download it again")
+                write!(
+                    f,
+                    "the package is truncated (it ends in the {what}); download it again"
+                )
             }
             PackageError::TooLarge { what, len, max } => {
-                write!(f, "the package's {what} is {len} bytes, above the limit of {max}")
+                write!(
+                    f,
+                    "the package's {what} is {len} bytes, above the limit of {max}"
+                )
             }
             PackageError::Malformed(why) => write!(f, "the package manifest is damaged: {why}"),
             PackageError::BadSignature => f.write_str(
@@ -293,7 +299,10 @@ impl VendorSecretKey {
 
     /// `dyad-vendor-secret-v1:<hex>`.
     pub fn to_text(&self) -> String {
-        format!("{SECRET_PREFIX}{}\n", crate::replica::state::hex(&self.seed))
+        format!(
+            "{SECRET_PREFIX}{}\n",
+            crate::replica::state::hex(&self.seed)
+        )
     }
 
     pub fn parse(text: &str) -> Result<VendorSecretKey, String> {
@@ -596,11 +605,7 @@ pub fn verify_package(bytes: &[u8], vendor: &VendorPublicKey) -> Result<Manifest
     Ok(manifest)
 }
 
-fn check_payload(
-    manifest: &Manifest,
-    len: u64,
-    hash: blake3::Hash,
-) -> Result<(), PackageError> {
+fn check_payload(manifest: &Manifest, len: u64, hash: blake3::Hash) -> Result<(), PackageError> {
     if len < manifest.payload_len {
         return Err(PackageError::Truncated { what: "payload" });
     }
@@ -618,14 +623,16 @@ fn check_payload(
 /// Reads only a package file's manifest, verifying its signature but not the payload (fast;
 /// for listing a folder). Install verifies the whole file with [`verify_package_file`].
 pub fn read_manifest_file(path: &Path, vendor: &VendorPublicKey) -> Result<Manifest, PackageError> {
-    let mut file = std::fs::File::open(path).map_err(|error| PackageError::Io(error.to_string()))?;
+    let mut file =
+        std::fs::File::open(path).map_err(|error| PackageError::Io(error.to_string()))?;
     read_signed_manifest(&mut file, Some(vendor))
 }
 
 /// Reads a package file's manifest without checking its signature: for the vendor's own
 /// fetch, which only copies files (the appliance verifies them on install).
 pub fn read_manifest_file_unverified(path: &Path) -> Result<Manifest, PackageError> {
-    let mut file = std::fs::File::open(path).map_err(|error| PackageError::Io(error.to_string()))?;
+    let mut file =
+        std::fs::File::open(path).map_err(|error| PackageError::Io(error.to_string()))?;
     read_signed_manifest(&mut file, None)
 }
 
@@ -669,7 +676,10 @@ fn read_signed_manifest(
 }
 
 /// Verifies a package file completely, streaming the payload through BLAKE3 (bounded memory).
-pub fn verify_package_file(path: &Path, vendor: &VendorPublicKey) -> Result<Manifest, PackageError> {
+pub fn verify_package_file(
+    path: &Path,
+    vendor: &VendorPublicKey,
+) -> Result<Manifest, PackageError> {
     let file = std::fs::File::open(path).map_err(|error| PackageError::Io(error.to_string()))?;
     let mut source = std::io::BufReader::with_capacity(1 << 20, file);
     let manifest = read_signed_manifest(&mut source, Some(vendor))?;
