@@ -146,7 +146,7 @@ impl Store {
                         found.push(meta);
                     }
                 }
-                found.sort_by_key(|meta| end_index_key(meta));
+                found.sort_by_key(end_index_key);
                 found.truncate(limit);
                 return Ok(found);
             }

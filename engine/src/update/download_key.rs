@@ -143,7 +143,7 @@ fn signed_message(key: &DownloadKey) -> Vec<u8> {
 }
 
 fn unhex(text: &str, max_bytes: usize, what: &str) -> Result<Vec<u8>, DownloadKeyError> {
-    if text.len() % 2 != 0 || text.len() / 2 > max_bytes || !text.is_ascii() {
+    if !text.len().is_multiple_of(2) || text.len() / 2 > max_bytes || !text.is_ascii() {
         return Err(DownloadKeyError::Malformed(format!("bad {what}")));
     }
     (0..text.len() / 2)
