@@ -219,7 +219,7 @@ fn dependency_order_check_and_install_from_a_folder() {
         .iter()
         .map(|c| c.manifest.label())
         .collect();
-    assert_eq!(offered, vec!["base base 3.2.0", "app app 2.0.0"]);
+    assert_eq!(offered, vec!["base 3.2.0", "app 2.0.0"]);
 
     let outcomes = update::install_from(&dir, &folder, skip(), 1).expect("install");
     assert_eq!(outcomes.len(), 2);

@@ -169,9 +169,9 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// `base-3.2.0`: how operators see a package.
+    /// `base 3.2.0`: how operators see a package (its kind is shown where it matters).
     pub fn label(&self) -> String {
-        format!("{} {} {}", self.name, self.kind, self.version)
+        format!("{} {}", self.name, self.version)
     }
 }
 
