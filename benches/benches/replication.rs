@@ -111,6 +111,8 @@ fn init(dir: &DataDir, name: &str, port: u16, key_text: &str) {
             psk_text: Some(key_text.into()),
             software: build_software_version(),
             identity_pem: None,
+            vendor_public_key: None,
+            store_format: None,
         },
     )
     .expect("init an appliance");

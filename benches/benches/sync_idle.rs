@@ -138,6 +138,8 @@ impl Pair {
                     psk_text: Some(key.clone()),
                     software: build_software_version(),
                     identity_pem: None,
+                    vendor_public_key: None,
+                    store_format: None,
                 },
             )
             .expect("init");

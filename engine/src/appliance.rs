@@ -8,6 +8,9 @@
 //! D/store/                the crash-safe store (metadata database and recording files)
 //! D/admin.sock            the running `dyad serve`'s command socket (0600)
 //! D/serve.lock            held by the running `dyad serve`
+//! D/vendor.pub            the vendor public key update packages are verified with (optional)
+//! D/install-journal.json  only while an install runs or after one was interrupted
+//! D/install-report.json   what the last install (or its recovery) did
 //! ```
 //!
 //! The settings file is small JSON an operator can read; its decoder refuses unknown fields
@@ -97,6 +100,18 @@ impl DataDir {
     }
     pub fn lock(&self) -> PathBuf {
         self.root.join("serve.lock")
+    }
+    /// The vendor public key packages are verified with (`update::trust_vendor_key`).
+    pub fn vendor_public_key(&self) -> PathBuf {
+        self.root.join("vendor.pub")
+    }
+    /// Present only while an install runs (or after one was interrupted).
+    pub fn install_journal(&self) -> PathBuf {
+        self.root.join("install-journal.json")
+    }
+    /// What the last install did.
+    pub fn install_report(&self) -> PathBuf {
+        self.root.join("install-report.json")
     }
 }
 
@@ -215,6 +230,12 @@ pub struct InitOptions {
     pub software: SoftwareVersion,
     /// Operator-provided certificate chain and key (PEM); `None` generates an identity.
     pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// The vendor key update packages must be signed with; `None`: installs are refused until
+    /// one is given (`dyad update trust-vendor-key`).
+    pub vendor_public_key: Option<crate::update::VendorPublicKey>,
+    /// The store format to create (default: the newest); older formats make the data folder an
+    /// older release would have made, for labs and upgrade tests.
+    pub store_format: Option<u64>,
 }
 
 /// An opened data folder: settings, identity and key.
@@ -270,6 +291,19 @@ impl Appliance {
             .map_err(|error| ApplianceError::Identity(error.to_string()))?;
         psk.save(&dir.psk())
             .map_err(|error| ApplianceError::Key(error.to_string()))?;
+        if let Some(key) = &options.vendor_public_key {
+            crate::update::trust_vendor_key(&dir, key)
+                .map_err(|error| ApplianceError::Settings(error.to_string()))?;
+        }
+        {
+            let disk = crate::disk::real::RealDisk::new(dir.store())
+                .map_err(io_context(format!("opening {}", dir.store().display())))?;
+            crate::store::Store::open_or_create_with_format(
+                std::sync::Arc::new(disk),
+                options.store_format.unwrap_or(crate::store::FORMAT_VERSION),
+            )
+            .map_err(|error| ApplianceError::Settings(format!("creating the store: {error}")))?;
+        }
         // The settings file is written last: its presence is what makes the folder initialised.
         crate::transport::write_atomically(&dir.settings(), &settings.to_json(), 0o644)
             .map_err(|error| ApplianceError::Settings(error.to_string()))?;

@@ -38,6 +38,10 @@ pub struct InitArgs {
     pub base_version: Option<String>,
     pub cert_pem: Option<PathBuf>,
     pub key_pem: Option<PathBuf>,
+    /// The vendor public key update packages are verified with.
+    pub vendor_public_key: Option<PathBuf>,
+    /// The store format to create (labs and upgrade tests; default the newest).
+    pub store_format: Option<u64>,
 }
 
 fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
@@ -73,6 +77,11 @@ pub fn init(args: InitArgs) -> CliResult {
         )),
         _ => None,
     };
+    let vendor_public_key = args
+        .vendor_public_key
+        .as_deref()
+        .map(crate::update::commands::load_vendor_public_key)
+        .transpose()?;
     let generated_key = psk_text.is_none();
     crate::appliance::ensure_folder(&args.data_dir)?;
     let appliance = Appliance::init(
@@ -84,6 +93,8 @@ pub fn init(args: InitArgs) -> CliResult {
             psk_text,
             software,
             identity_pem,
+            vendor_public_key,
+            store_format: args.store_format,
         },
     )?;
     println!(
@@ -297,6 +308,12 @@ pub fn status(data_dir: &Path, json: bool) -> CliResult {
     println!("{} ({})", text(&value, "name"), text(&value, "role"));
     println!("  epoch              {}", text(&value, "epoch"));
     println!("  software           {}", text(&value, "software"));
+    if let Some(install) = value
+        .get("last_install")
+        .filter(|install| !install.is_null())
+    {
+        println!("  last install       {}", text(install, "message"));
+    }
     println!("  key fingerprint    {}", text(&value, "key_fingerprint"));
     println!(
         "  site address       should point at {}",

@@ -117,6 +117,8 @@ fn init(root: &Path, name: &str, port: u16, key_text: &str) -> Result<DataDir, C
             psk_text: Some(key_text.to_string()),
             software: build_software_version(),
             identity_pem: None,
+            vendor_public_key: None,
+            store_format: None,
         },
     )?;
     Ok(dir)

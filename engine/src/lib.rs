@@ -25,3 +25,4 @@ pub mod driver;
 pub mod replica;
 pub mod store;
 pub mod transport;
+pub mod update;

@@ -52,6 +52,8 @@ fn appliance_with_data(root: &Path, sessions: u64) -> Appliance {
             psk_text: None,
             software: build_software_version(),
             identity_pem: None,
+            vendor_public_key: None,
+            store_format: None,
         },
     )
     .expect("init");
@@ -277,6 +279,8 @@ fn certificate_export_and_import_between_appliances() {
             psk_text: None,
             software: build_software_version(),
             identity_pem: None,
+            vendor_public_key: None,
+            store_format: None,
         },
     )
     .expect("init");

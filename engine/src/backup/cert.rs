@@ -360,6 +360,8 @@ mod tests {
                 psk_text: None,
                 software: crate::appliance::build_software_version(),
                 identity_pem: None,
+                vendor_public_key: None,
+                store_format: None,
             },
         )
         .expect("init");

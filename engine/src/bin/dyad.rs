@@ -56,6 +56,13 @@ enum Commands {
         /// The private key (PEM) of --cert-pem.
         #[arg(long, value_name = "FILE", requires = "cert_pem")]
         key_pem: Option<PathBuf>,
+        /// The vendor's public key (from `dyad update vendor-keygen`); update packages must be
+        /// signed with it. Without it, installs are refused until `dyad update trust-vendor-key`.
+        #[arg(long, value_name = "FILE")]
+        vendor_public_key: Option<PathBuf>,
+        /// Store format to create (labs: 1 makes the data folder an older release made).
+        #[arg(long, value_name = "N", hide = true)]
+        store_format: Option<u64>,
     },
     /// Print a new inter-appliance key.
     Keygen,
@@ -154,6 +161,11 @@ enum Commands {
         #[arg(long)]
         replaced: bool,
     },
+    /// Software updates: check, install, download key, and the vendor's package tools.
+    Update {
+        #[command(subcommand)]
+        action: UpdateAction,
+    },
     /// Two appliances on loopback in a temporary folder: establish, sync, compare.
     Demo {
         /// Megabytes of synthetic recordings on the primary.
@@ -234,6 +246,99 @@ enum CertAction {
         input: PathBuf,
         #[command(flatten)]
         passphrase: PassphraseArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpdateAction {
+    /// List the packages in DIR newer than what is installed, with their requirements.
+    Check {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Folder of packages (stands in for the vendor's update server).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+    },
+    /// Install a package FILE, or what applies from --from DIR (base before application).
+    /// Run with `dyad serve` stopped, outside any failover relationship.
+    Install {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The package file.
+        #[arg(
+            value_name = "FILE",
+            conflicts_with = "from",
+            required_unless_present = "from"
+        )]
+        file: Option<PathBuf>,
+        /// Install everything that applies from this folder, in dependency order.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// Install although no settings backup was taken since the last configuration change.
+        #[arg(long)]
+        skip_backup_check: bool,
+    },
+    /// Installed versions, store format, vendor key and the last install's outcome.
+    Status {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Print (or write) this appliance's signed, time-stamped download key.
+    DownloadKey {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Vendor side: check a download key and copy the packages it needs from DIR to DIR2.
+    Fetch {
+        /// The download key file.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        #[arg(long, value_name = "DIR2")]
+        out: PathBuf,
+        /// Also verify the packages' signatures with this vendor public key.
+        #[arg(long, value_name = "FILE")]
+        vendor_public_key: Option<PathBuf>,
+    },
+    /// Trust this vendor public key for update packages (if `init` was not given one).
+    TrustVendorKey {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, value_name = "FILE")]
+        vendor_public_key: PathBuf,
+    },
+    /// Vendor tool: make a vendor key pair.
+    VendorKeygen {
+        #[arg(long, value_name = "FILE")]
+        secret_out: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        public_out: PathBuf,
+    },
+    /// Vendor tool: make a signed package around a payload file.
+    MakePackage {
+        /// The vendor secret key (from `vendor-keygen`).
+        #[arg(long, value_name = "FILE")]
+        vendor_key: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// base or app.
+        #[arg(long)]
+        kind: String,
+        #[arg(long, value_name = "X.Y.Z")]
+        version: String,
+        /// The store format the new software needs.
+        #[arg(long, default_value_t = 1)]
+        store_format: u64,
+        /// A requirement like "base >= 3.2" (repeatable).
+        #[arg(long, value_name = "REQ")]
+        requires: Vec<String>,
+        #[arg(long, value_name = "FILE")]
+        payload: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
 }
 
@@ -332,6 +437,61 @@ enum SessionAction {
     },
 }
 
+fn run_update(action: UpdateAction) -> Result<(), CliError> {
+    use dyad_engine::update::commands as update;
+    match action {
+        UpdateAction::Check { dir, from } => update::check(&dir.data_dir, &from),
+        UpdateAction::Install {
+            dir,
+            file,
+            from,
+            skip_backup_check,
+        } => update::install(
+            &dir.data_dir,
+            file.as_deref(),
+            from.as_deref(),
+            skip_backup_check,
+        ),
+        UpdateAction::Status { dir } => update::status(&dir.data_dir),
+        UpdateAction::DownloadKey { dir, out } => {
+            update::download_key(&dir.data_dir, out.as_deref())
+        }
+        UpdateAction::Fetch {
+            key,
+            from,
+            out,
+            vendor_public_key,
+        } => update::fetch(&key, &from, &out, vendor_public_key.as_deref()),
+        UpdateAction::TrustVendorKey {
+            dir,
+            vendor_public_key,
+        } => update::trust_vendor_key(&dir.data_dir, &vendor_public_key),
+        UpdateAction::VendorKeygen {
+            secret_out,
+            public_out,
+        } => update::vendor_keygen(&secret_out, &public_out),
+        UpdateAction::MakePackage {
+            vendor_key,
+            name,
+            kind,
+            version,
+            store_format,
+            requires,
+            payload,
+            out,
+        } => update::make_package(update::MakePackageArgs {
+            vendor_key,
+            name,
+            kind,
+            version,
+            store_format,
+            requires,
+            payload,
+            out,
+        }),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -345,6 +505,8 @@ fn main() -> ExitCode {
             base_version,
             cert_pem,
             key_pem,
+            vendor_public_key,
+            store_format,
         } => cli::init(cli::InitArgs {
             data_dir: dir.data_dir,
             name,
@@ -355,6 +517,8 @@ fn main() -> ExitCode {
             base_version,
             cert_pem,
             key_pem,
+            vendor_public_key,
+            store_format,
         }),
         Commands::Keygen => cli::keygen(),
         Commands::Key {
@@ -443,6 +607,7 @@ fn main() -> ExitCode {
         Commands::FactoryReset { dir, yes, replaced } => {
             cli::factory_reset(&dir.data_dir, yes, replaced)
         }
+        Commands::Update { action } => run_update(action),
         Commands::Demo { size_mb, sessions } => dyad_engine::demo::run(size_mb, sessions),
     };
     match result {

@@ -171,6 +171,14 @@ pub fn serve(
         ));
     }
     let _lock = lock_data_dir_for_serve(&dir)?;
+    // An install interrupted by a crash is finished or rolled back before anything else reads
+    // the versions; the operator is told which.
+    if let Some(report) = crate::update::recover_locked(&dir, wall_clock_ms())
+        .map_err(|error| ServeError(format!("recovering an interrupted install: {error}")))?
+    {
+        tracing::warn!("{}", report.message);
+        eprintln!("dyad: {}", report.message);
+    }
     let appliance = Appliance::open(dir.clone()).map_err(|error| ServeError(error.to_string()))?;
     let store = open_store(&dir)?;
     let node = LocalNode {
@@ -396,7 +404,11 @@ impl ReplicaThread {
             let now = wall_clock_ms();
             match input {
                 Input::Shutdown => break,
-                Input::Tick => {}
+                Input::Tick => {
+                    // Keeps the time of the last configuration change for the update's
+                    // settings-backup check; a failure here shows in the store's own status.
+                    let _ = crate::update::note_config_change(self.replica.store(), now);
+                }
                 Input::Net(event) => {
                     let known = match &event {
                         Event::Received { conn, .. } | Event::Disconnected { conn, .. } => {

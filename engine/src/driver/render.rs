@@ -85,6 +85,12 @@ pub fn status(status: &Status, appliance: &Appliance, wire_bytes_sent: u64) -> V
         "storage_failure": status.storage_failure,
         "break_unannounced": status.break_unannounced,
         "forced_promotion_unresolved": status.forced_promotion_unresolved,
+        "last_install": crate::update::last_install_report(&appliance.dir).map(|report| json!({
+            "outcome": report.outcome,
+            "package": report.package,
+            "message": report.message,
+            "unix_ms": report.unix_ms,
+        })),
         "split_brain": status.disagreement.as_ref().map(|d| json!({
             "peer_name": d.peer_name,
             "peer_role": role_name(d.peer_role),
@@ -166,14 +172,24 @@ pub fn answer_locally(
     request: AdminRequest,
 ) -> AdminReply {
     let result: Result<Value, String> = match request {
-        AdminRequest::Status => Ok(status(&replica.status(now_unix_ms), appliance, wire_bytes_sent)),
+        AdminRequest::Status => {
+            let mut value = status(&replica.status(now_unix_ms), appliance, wire_bytes_sent);
+            value["store_format"] = json!(replica.store().format_version().ok());
+            Ok(value)
+        }
         AdminRequest::ConfigSet { key, value } => replica
             .write_config(&key, Some(value.as_bytes()))
-            .map(|version| json!(format!("{key} set (version {}#{})", version.epoch, version.sequence)))
+            .map(|version| {
+                let _ = crate::update::note_config_change(replica.store(), now_unix_ms);
+                json!(format!("{key} set (version {}#{})", version.epoch, version.sequence))
+            })
             .map_err(|error| error.to_string()),
         AdminRequest::ConfigDelete { key } => replica
             .write_config(&key, None)
-            .map(|version| json!(format!("{key} deleted (version {}#{})", version.epoch, version.sequence)))
+            .map(|version| {
+                let _ = crate::update::note_config_change(replica.store(), now_unix_ms);
+                json!(format!("{key} deleted (version {}#{})", version.epoch, version.sequence))
+            })
             .map_err(|error| error.to_string()),
         AdminRequest::ConfigGet { key } => match replica.store().config_get(&key) {
             Ok(Some(value)) => Ok(json!(value_text(&value))),

@@ -41,9 +41,12 @@ pub use settings_read::SettingsRead;
 pub use summary::{Differences, Reconciler, SummaryIndex, SummaryRequest, SummaryResponse};
 pub use tree::{TreeError, CHUNK_SIZE_BYTES, MAX_RECORDING_BYTES};
 
-/// The on-disk format this code reads and writes. Bump it (and migrate in [`Store::open`])
-/// when a table or record layout changes.
-pub const FORMAT_VERSION: u64 = 1;
+/// The newest on-disk format this code reads and writes, and the one new stores get. Format 1
+/// stores (no end-time index) are still read and written as format 1 until an update that
+/// needs format 2 migrates them ([`Store::migrate_to`]); see `docs/storage.md`.
+pub const FORMAT_VERSION: u64 = 2;
+/// The oldest format this code still opens.
+pub const FORMAT_VERSION_MIN: u64 = 1;
 
 /// Name of the metadata database in the data folder.
 pub const META_FILE_NAME: &str = "meta.redb";
@@ -63,6 +66,9 @@ pub(crate) const SESSION_CVS: TableDefinition<&[u8], &[u8]> = TableDefinition::n
 pub(crate) const PARTIALS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("partials");
 pub(crate) const PARTIAL_CHUNKS: TableDefinition<&[u8], &[u8]> =
     TableDefinition::new("partial_chunks");
+/// Format 2: completed sessions by end time (`catalog::end_index_key`).
+pub(crate) const SESSIONS_BY_END: TableDefinition<&[u8], ()> =
+    TableDefinition::new("sessions_by_end");
 
 /// What went wrong, split by who can fix it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +88,8 @@ pub enum StoreError {
     // --- Local data: found on disk, not caused by the caller. ---
     /// The data folder was written by a newer version of Dyad; run that version (or newer).
     NewerFormat { found: u64, supported: u64 },
+    /// The data folder's format is older than any this version can open or migrate.
+    OlderFormat { found: u64, oldest: u64 },
     /// A stored record does not follow its layout (disk corruption or tampering).
     CorruptRecord { problem: String },
     /// A chunk of a stored recording failed verification; the recording was withdrawn from
@@ -159,6 +167,11 @@ impl fmt::Display for StoreError {
                 "the data folder has format {found}, this version reads up to {supported}; \
                  install the newer Dyad version that wrote it"
             ),
+            StoreError::OlderFormat { found, oldest } => write!(
+                f,
+                "the data folder has format {found}, older than the oldest this version opens \
+                 ({oldest}); install an intermediate Dyad version first"
+            ),
             StoreError::CorruptRecord { problem } => {
                 write!(f, "the metadata database holds a damaged record: {problem}")
             }
@@ -234,6 +247,8 @@ pub(crate) struct Inner {
     pub(crate) summary: SummaryIndex,
     pub(crate) partials: HashMap<SessionId, recordings::OpenPartial>,
     pub(crate) import_counter: u64,
+    /// The store's on-disk format (`FORMAT_VERSION_MIN..=FORMAT_VERSION`).
+    pub(crate) format: u64,
 }
 
 /// Everything an appliance persists. Methods take `&self`; calls are serialized inside.
@@ -249,6 +264,15 @@ impl fmt::Debug for Store {
     }
 }
 
+/// What [`Store::migrate_to`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub from_format: u64,
+    pub to_format: u64,
+    /// Sessions entered into the end-time index (format 1 to 2).
+    pub sessions_indexed: u64,
+}
+
 /// What [`Store::open`] found and repaired.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpenReport {
@@ -262,8 +286,27 @@ pub struct OpenReport {
 }
 
 impl Store {
-    /// Opens the store in `disk`'s folder, creating it when empty, and recovers from any crash.
+    /// Opens the store in `disk`'s folder, creating it (in [`FORMAT_VERSION`]) when empty, and
+    /// recovers from any crash.
     pub fn open(disk: Arc<dyn Disk>) -> Result<Store, StoreError> {
+        Store::open_or_create_with_format(disk, FORMAT_VERSION)
+    }
+
+    /// Like [`Store::open`], but a store created now gets `new_format` (an existing store
+    /// keeps its own). Lets `dyad init --store-format 1` and tests make the stores an older
+    /// release made, which this code still reads and migrates.
+    pub fn open_or_create_with_format(
+        disk: Arc<dyn Disk>,
+        new_format: u64,
+    ) -> Result<Store, StoreError> {
+        if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&new_format) {
+            return Err(StoreError::InvalidInput {
+                problem: format!(
+                    "store format {new_format} is not one this version writes \
+                     ({FORMAT_VERSION_MIN} to {FORMAT_VERSION})"
+                ),
+            });
+        }
         let file = disk
             .open(META_FILE_NAME, OpenMode::CreateIfMissing)
             .map_err(|error| StoreError::io("opening the metadata database", error))?;
@@ -275,13 +318,14 @@ impl Store {
             .set_check_integrity_on_open(true)
             .create_with_backend(backend::DiskBackend::new(file))
             .map_err(db_error)?;
-        init_tables(&db)?;
+        let format = init_tables(&db, new_format)?;
         let mut inner = Inner {
             disk,
             db,
             summary: SummaryIndex::default(),
             partials: HashMap::new(),
             import_counter: 0,
+            format,
         };
         let open_report = recordings::recover(&mut inner)?;
         Ok(Store {
@@ -294,6 +338,42 @@ impl Store {
     /// What opening found and repaired.
     pub fn open_report(&self) -> &OpenReport {
         &self.open_report
+    }
+
+    /// The store's on-disk format.
+    pub fn format_version(&self) -> Result<u64, StoreError> {
+        self.run(|inner| Ok(inner.format))
+    }
+
+    /// Migrates the store up to `target` format, one step per transaction (each step is all
+    /// or nothing across a crash). Already at or above `target`: nothing to do.
+    pub fn migrate_to(&self, target: u64) -> Result<MigrationReport, StoreError> {
+        if target > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat {
+                found: target,
+                supported: FORMAT_VERSION,
+            });
+        }
+        self.run(|inner| {
+            let from_format = inner.format;
+            let mut sessions_indexed = 0;
+            while inner.format < target {
+                match inner.format {
+                    1 => sessions_indexed += catalog::migrate_1_to_2(inner)?,
+                    other => {
+                        return Err(StoreError::OlderFormat {
+                            found: other,
+                            oldest: FORMAT_VERSION_MIN,
+                        })
+                    }
+                }
+            }
+            Ok(MigrationReport {
+                from_format,
+                to_format: inner.format,
+                sessions_indexed,
+            })
+        })
     }
 
     /// Runs `operation` unless the store has failed; a terminal error stops the store.
@@ -415,8 +495,9 @@ pub(crate) fn check_value(value: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates every table and checks (or writes) the format version, in one transaction.
-fn init_tables(db: &Database) -> Result<(), StoreError> {
+/// Creates every table and checks (or writes) the format version, in one transaction; returns
+/// the store's format.
+fn init_tables(db: &Database, new_format: u64) -> Result<u64, StoreError> {
     let found = {
         let read = db.begin_read().map_err(db_error)?;
         match read.open_table(FORMAT) {
@@ -435,8 +516,14 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
                 supported: FORMAT_VERSION,
             });
         }
-        // Format 1 is the first; older formats would be migrated here.
-        return Ok(());
+        if found < FORMAT_VERSION_MIN {
+            return Err(StoreError::OlderFormat {
+                found,
+                oldest: FORMAT_VERSION_MIN,
+            });
+        }
+        // Older formats stay as they are until an update migrates them (`migrate_to`).
+        return Ok(found);
     }
     let write = db.begin_write().map_err(db_error)?;
     {
@@ -450,12 +537,16 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
         write.open_table(SESSION_CVS).map_err(db_error)?;
         write.open_table(PARTIALS).map_err(db_error)?;
         write.open_table(PARTIAL_CHUNKS).map_err(db_error)?;
+        if new_format >= 2 {
+            write.open_table(SESSIONS_BY_END).map_err(db_error)?;
+        }
         let mut format = write.open_table(FORMAT).map_err(db_error)?;
         format
-            .insert("format_version", FORMAT_VERSION)
+            .insert("format_version", new_format)
             .map_err(db_error)?;
     }
-    write.commit().map_err(db_error)
+    write.commit().map_err(db_error)?;
+    Ok(new_format)
 }
 
 /// Overwrites the stored format version; lets tests check that a newer format is refused.

@@ -230,6 +230,7 @@ fn publish_partial(inner: &mut Inner, id: &SessionId, renamed: bool) -> Result<(
         sessions
             .insert(key.as_slice(), encode_session_meta(&record.meta).as_slice())
             .map_err(db_error)?;
+        super::catalog::index_insert(inner.format, &write, &record.meta)?;
         let mut cvs = write.open_table(SESSION_CVS).map_err(db_error)?;
         cvs.insert(
             key.as_slice(),
@@ -302,6 +303,7 @@ fn withdraw(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<()
     {
         let mut sessions = write.open_table(SESSIONS).map_err(db_error)?;
         sessions.remove(key.as_slice()).map_err(db_error)?;
+        super::catalog::index_remove(inner.format, &write, &record.meta)?;
         let mut cvs = write.open_table(SESSION_CVS).map_err(db_error)?;
         cvs.remove(key.as_slice()).map_err(db_error)?;
         let mut partials = write.open_table(PARTIALS).map_err(db_error)?;
@@ -1084,6 +1086,7 @@ fn import_publish(
         sessions
             .insert(key.as_slice(), encode_session_meta(&meta).as_slice())
             .map_err(db_error)?;
+        super::catalog::index_insert(inner.format, &write, &meta)?;
         let mut table = write.open_table(SESSION_CVS).map_err(db_error)?;
         table
             .insert(key.as_slice(), encode_chaining_values(&cvs).as_slice())
