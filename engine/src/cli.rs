@@ -228,6 +228,42 @@ pub fn demote(data_dir: &Path) -> CliResult {
     Ok(())
 }
 
+/// `dyad client check-in`: what the client-update gate tells this client.
+pub fn client_check_in(
+    data_dir: &Path,
+    client_id: String,
+    kind: String,
+    installed_app: String,
+) -> CliResult {
+    let value = request(
+        data_dir,
+        AdminRequest::ClientCheckIn {
+            client_id,
+            kind,
+            installed_app,
+        },
+        |_| {},
+    )?;
+    println!("{}", serde_json::to_string(&value).unwrap_or_default());
+    Ok(())
+}
+
+/// `dyad client progress`: updated, in progress, waiting, needing a manual reinstall.
+pub fn client_progress(data_dir: &Path) -> CliResult {
+    let value = request(data_dir, AdminRequest::ClientProgress, |_| {})?;
+    let number = |key: &str| value.get(key).and_then(Value::as_u64).unwrap_or(0);
+    println!(
+        "application {}: {} updated, {} updating (at most {} at once), {} waiting, {} need a manual reinstall",
+        value.get("application_version").and_then(Value::as_str).unwrap_or("?"),
+        number("updated"),
+        number("in_progress"),
+        number("max_concurrent_upgrades"),
+        number("waiting"),
+        number("needs_manual_reinstall")
+    );
+    Ok(())
+}
+
 pub fn break_relationship(data_dir: &Path) -> CliResult {
     let value = request(data_dir, AdminRequest::Break, |_| {})?;
     print_text(&value);

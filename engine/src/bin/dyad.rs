@@ -161,6 +161,11 @@ enum Commands {
         #[arg(long)]
         replaced: bool,
     },
+    /// Deployed clients after an application upgrade: check-in and progress.
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+    },
     /// Software updates: check, install, download key, and the vendor's package tools.
     Update {
         #[command(subcommand)]
@@ -363,6 +368,29 @@ enum ConflictsAction {
         /// Write to FILE instead of standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientAction {
+    /// A client checks in; prints whether it should update now, retry later, or be reinstalled.
+    CheckIn {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The client's id.
+        #[arg(long)]
+        id: String,
+        /// `deployed` (updates itself) or `integration` (reinstalled by an operator).
+        #[arg(long, default_value = "deployed")]
+        kind: String,
+        /// The application version the client runs.
+        #[arg(long, value_name = "X.Y.Z")]
+        version: String,
+    },
+    /// Updated, updating, waiting, and clients needing a manual reinstall.
+    Progress {
+        #[command(flatten)]
+        dir: DataDirArg,
     },
 }
 
@@ -607,6 +635,15 @@ fn main() -> ExitCode {
         Commands::FactoryReset { dir, yes, replaced } => {
             cli::factory_reset(&dir.data_dir, yes, replaced)
         }
+        Commands::Client { action } => match action {
+            ClientAction::CheckIn {
+                dir,
+                id,
+                kind,
+                version,
+            } => cli::client_check_in(&dir.data_dir, id, kind, version),
+            ClientAction::Progress { dir } => cli::client_progress(&dir.data_dir),
+        },
         Commands::Update { action } => run_update(action),
         Commands::Demo { size_mb, sessions } => dyad_engine::demo::run(size_mb, sessions),
     };

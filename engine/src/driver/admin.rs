@@ -24,6 +24,15 @@ pub enum AdminRequest {
         force: bool,
     },
     Demote,
+    /// A deployed or integration client checks in (kind `deployed` or `integration`,
+    /// `installed_app` like `7.2.0`); answered by the client-update gate.
+    ClientCheckIn {
+        client_id: String,
+        kind: String,
+        installed_app: String,
+    },
+    /// Where the clients stand after an application upgrade.
+    ClientProgress,
     ConfigSet {
         key: String,
         value: String,

@@ -235,6 +235,7 @@ pub fn serve(
             let _ = sender.send(Input::Shutdown).await;
         });
     }
+    let client_app_version = appliance.settings.software.app;
     let mut driver = ReplicaThread {
         replica,
         appliance,
@@ -248,6 +249,10 @@ pub fn serve(
         waiting: BTreeMap::new(),
         local_events: Vec::new(),
         wire_bytes_sent: Arc::new(AtomicU64::new(0)),
+        clients: crate::update::clients::ClientGate::new(
+            client_app_version,
+            crate::update::clients::MAX_CONCURRENT_UPGRADES_DEFAULT,
+        ),
         clock_seen_unix_ms: wall_clock_ms(),
     };
     let thread = std::thread::Builder::new()
@@ -396,6 +401,9 @@ struct ReplicaThread {
     wire_bytes_sent: Arc<AtomicU64>,
     /// The last wall-clock reading, to notice the clock stepping backwards.
     clock_seen_unix_ms: u64,
+    /// Which clients may update now after an application upgrade (kept in memory: a restart
+    /// forgets grants, and clients simply check in again).
+    clients: crate::update::clients::ClientGate,
 }
 
 impl ReplicaThread {
@@ -677,6 +685,27 @@ impl ReplicaThread {
             AdminRequest::Break => Some(Command::Break),
             AdminRequest::Promote { force } => Some(Command::Promote { force }),
             AdminRequest::Demote => Some(Command::Demote),
+            AdminRequest::ClientCheckIn {
+                client_id,
+                kind,
+                installed_app,
+            } => {
+                let _ = reply.send(self.client_check_in(now, client_id, &kind, &installed_app));
+                None
+            }
+            AdminRequest::ClientProgress => {
+                self.refresh_client_limit();
+                let progress = self.clients.progress(now);
+                let _ = reply.send(AdminReply::Ok(serde_json::json!({
+                    "application_version": self.appliance.settings.software.app.to_string(),
+                    "max_concurrent_upgrades": self.clients.max_concurrent(),
+                    "updated": progress.updated,
+                    "in_progress": progress.in_progress,
+                    "waiting": progress.waiting,
+                    "needs_manual_reinstall": progress.needs_manual_reinstall,
+                })));
+                None
+            }
             other => {
                 let wire = self.wire_bytes_sent.load(Ordering::Relaxed);
                 let answer =
@@ -693,6 +722,76 @@ impl ReplicaThread {
         }
     }
 }
+
+impl ReplicaThread {
+    /// The limit is a replicated site setting: read it afresh, so a change on the primary
+    /// applies at the next check-in.
+    fn refresh_client_limit(&mut self) {
+        let configured = self
+            .replica
+            .store()
+            .config_get(CLIENT_LIMIT_KEY)
+            .ok()
+            .flatten();
+        match crate::update::clients::max_concurrent_from_config(configured.as_deref()) {
+            Ok(limit) => self.clients.set_max_concurrent(limit),
+            Err(why) => tracing::warn!(
+                "{CLIENT_LIMIT_KEY}: {why}; keeping {}",
+                self.clients.max_concurrent()
+            ),
+        }
+    }
+
+    fn client_check_in(
+        &mut self,
+        now: u64,
+        client_id: String,
+        kind: &str,
+        installed_app: &str,
+    ) -> AdminReply {
+        use crate::update::clients::{CheckIn, CheckInAnswer, ClientKind};
+        let kind = match kind {
+            "deployed" => ClientKind::Deployed,
+            "integration" => ClientKind::Integration,
+            other => {
+                return AdminReply::Error(format!(
+                    "client kind {other:?} is neither `deployed` nor `integration`"
+                ))
+            }
+        };
+        let installed_app = match crate::appliance::parse_version(installed_app) {
+            Ok(version) => version,
+            Err(why) => return AdminReply::Error(format!("installed version: {why}")),
+        };
+        self.refresh_client_limit();
+        match self.clients.check_in(
+            now,
+            &CheckIn {
+                client_id,
+                kind,
+                installed_app,
+            },
+        ) {
+            Ok(CheckInAnswer::UpToDate) => {
+                AdminReply::Ok(serde_json::json!({ "answer": "up-to-date" }))
+            }
+            Ok(CheckInAnswer::UpdateNow { target }) => AdminReply::Ok(
+                serde_json::json!({ "answer": "update-now", "target": target.to_string() }),
+            ),
+            Ok(CheckInAnswer::RetryLater { after_ms }) => {
+                AdminReply::Ok(serde_json::json!({ "answer": "retry-later", "after_ms": after_ms }))
+            }
+            Ok(CheckInAnswer::ManualReinstall { target }) => AdminReply::Ok(serde_json::json!({
+                "answer": "manual-reinstall",
+                "target": target.to_string(),
+                "text": "integration clients never update themselves: reinstall this client with the current installer",
+            })),
+            Err(error) => AdminReply::Error(error.to_string()),
+        }
+    }
+}
+
+use crate::update::clients::MAX_CONCURRENT_UPGRADES_KEY as CLIENT_LIMIT_KEY;
 
 fn message_size(message: &Message) -> u64 {
     match message {
@@ -762,7 +861,13 @@ pub fn admin_call(
 pub fn answer_offline(dir: &DataDir, request: AdminRequest) -> Result<AdminReply, ServeError> {
     if matches!(
         request,
-        AdminRequest::Establish { .. } | AdminRequest::SyncNow | AdminRequest::Break
+        AdminRequest::Establish { .. }
+            | AdminRequest::SyncNow
+            | AdminRequest::Break
+            | AdminRequest::Promote { .. }
+            | AdminRequest::Demote
+            | AdminRequest::ClientCheckIn { .. }
+            | AdminRequest::ClientProgress
     ) {
         return Err(ServeError(format!(
             "this needs the running appliance; start it with `dyad serve --data-dir {}`",

@@ -231,6 +231,9 @@ pub fn answer_locally(
         | AdminRequest::Demote => {
             Err("internal: a command reached the quick-answer path".into())
         }
+        AdminRequest::ClientCheckIn { .. } | AdminRequest::ClientProgress => {
+            Err("clients check in with the running appliance; start `dyad serve`".into())
+        }
     };
     match result {
         Ok(value) => AdminReply::Ok(value),
