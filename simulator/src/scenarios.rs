@@ -233,12 +233,30 @@ pub(crate) fn settle(world: &mut World, primary: usize, backup: usize) -> Result
             .map_or("recordings still waiting to be imported".to_string(), |v| {
                 format!("{}: {}", v.property, v.details)
             });
+        let describe = |index: usize| {
+            world.status(index).map_or("down".to_string(), |status| {
+                format!(
+                    "{} {:?} in {}, link {}, problem {:?}, next sync {:?}, last sync {:?}",
+                    status.node_name,
+                    status.role,
+                    status.epoch,
+                    if status.link.is_some() { "up" } else { "down" },
+                    status.link_problem,
+                    status
+                        .next_sync_unix_ms
+                        .map(|at| at.saturating_sub(world.now_ms)),
+                    status.last_sync.map(|sync| sync.text)
+                )
+            })
+        };
         return Err(violation(
             "liveness",
             format!(
-                "not converged {} s after faults stopped (bound {} s: 10 min + {missing_bytes} missing bytes at the link rate): {why}",
+                "not converged {} s after faults stopped (bound {} s: 10 min + {missing_bytes} missing bytes at the link rate): {why} [{} / {}]",
                 (world.now_ms - started_ms) / 1000,
-                bound_ms / 1000
+                bound_ms / 1000,
+                describe(primary),
+                describe(backup)
             ),
         ));
     }

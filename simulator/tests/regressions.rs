@@ -53,3 +53,14 @@ fn a_clock_set_back_does_not_delay_periodic_sync() {
 fn a_withdrawn_recording_is_repaired_whole() {
     passes("backup_bit_flips_detected_by_reads_and_refetched", 76);
 }
+
+/// A planned swap whose answer was lost: the old primary had stepped down (backup in the new
+/// epoch) while the promoting backup had not heard so. On the next link each side classified
+/// it with the other's stale Hello: the promoting side completed the swap and bound the link,
+/// the old primary took it for a disagreement (both backups) and refused the new primary's
+/// requests forever. Fix: completing a lost swap reconnects, and the side that stepped down
+/// closes such a link instead of reporting a disagreement.
+#[test]
+fn a_lost_swap_answer_completes_and_both_sides_reconnect() {
+    passes("planned_role_swap_under_faults", 320);
+}

@@ -804,7 +804,18 @@ impl<S: ReplicaStore> Replica<S> {
                     && hello.epoch > epoch
                     && self.complete_lost_swap(now_unix_ms, hello.epoch)
                 {
-                    self.bind_peer_link(now_unix_ms, conn);
+                    // The peer classified this link with our old Hello: reconnect so that
+                    // both sides see each other's current roles.
+                    self.close(conn, None);
+                    self.next_dial_unix_ms = now_unix_ms;
+                } else if ours == Role::Backup
+                    && hello.role == Role::Backup
+                    && hello.epoch < epoch
+                    && epoch.node == hello.node_id
+                {
+                    // We stepped down for the peer's swap and its answer was lost: the peer
+                    // completes the swap when it sees our Hello and then reconnects.
+                    self.close(conn, None);
                 } else if hello.role == Role::Standalone && hello.epoch > epoch {
                     let epoch = self.state.next_epoch(self.node.node_id);
                     let why = format!(
