@@ -15,7 +15,7 @@ use dyad_wire::{Epoch, NodeId};
 use crate::appliance::ApplianceSettings;
 use crate::replica::state::{hex, parse_node_id, ReplicaState};
 use crate::store::records::{MAX_CONFIG_KEY_BYTES, MAX_CONFIG_VALUE_BYTES};
-use crate::store::{ConfigSnapshot, ConfigVersion, SettingsRead};
+use crate::store::{ConfigSnapshot, ConfigVersion, SettingsRead, Store, StoreError};
 use crate::transport::{Identity, InterApplianceKey};
 
 /// Bumped when the payload's meaning changes; older payloads are migrated on decode.
@@ -223,6 +223,29 @@ impl StoreSettings {
             local_sequence_floor: document.local_sequence_floor,
             high_water_marks,
         })
+    }
+
+    /// Reads the store's part of a settings backup from `store`, in one transaction (what the
+    /// running server answers to `backup-snapshot`).
+    pub fn read_from(store: &Store) -> Result<StoreSettings, String> {
+        let read = store
+            .settings_read(&[REPLICA_STATE_KEY])
+            .map_err(|error| error.to_string())?;
+        StoreSettings::from_read(&read)
+    }
+
+    /// Writes this backup's store part into the fresh store of the restored appliance `node`:
+    /// the configuration snapshot, the failover settings, and a session floor above every
+    /// sequence the old appliance used, as far as the backup knows. Returns that floor. The
+    /// restore of a data folder and the simulator's hardware migration both use it.
+    pub fn restore_into(&self, store: &Store, node: NodeId) -> Result<u64, StoreError> {
+        let floor = self.restored_sequence_floor(node);
+        store.config_apply_snapshot(&self.config)?;
+        if let Some(state) = &self.replica_state {
+            store.local_set(REPLICA_STATE_KEY, &state.to_json())?;
+        }
+        store.set_local_sequence_floor(floor)?;
+        Ok(floor)
     }
 
     /// The lowest sequence the appliance `node` may give its next own session after a restore:

@@ -361,23 +361,16 @@ fn build_folder(
         .save(&dir.psk())
         .map_err(|error| BackupError::Io(error.to_string()))?;
     let node = contents.settings.node_id;
-    let floor = contents.store.restored_sequence_floor(node);
-    {
+    let floor = {
         let disk = RealDisk::new(dir.store())
             .map_err(io(format!("creating {}", dir.store().display())))?;
         let store =
             Store::open(Arc::new(disk)).map_err(|error| BackupError::Io(error.to_string()))?;
-        let store_error = |error: crate::store::StoreError| BackupError::Io(error.to_string());
-        store
-            .config_apply_snapshot(&contents.store.config)
-            .map_err(store_error)?;
-        if let Some(state) = &contents.store.replica_state {
-            store
-                .local_set(REPLICA_STATE_KEY, &state.to_json())
-                .map_err(store_error)?;
-        }
-        store.set_local_sequence_floor(floor).map_err(store_error)?;
-    }
+        contents
+            .store
+            .restore_into(&store, node)
+            .map_err(|error| BackupError::Io(error.to_string()))?
+    };
     let mut settings = contents.settings.clone();
     settings.software = software;
     // Written last, as `init` does: its presence is what makes the folder an appliance.
