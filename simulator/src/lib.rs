@@ -11,6 +11,8 @@ pub mod rng;
 pub mod runner;
 pub mod scenarios;
 mod scenarios_roles;
+mod scenarios_upgrade;
+pub mod upgrade;
 pub mod world;
 
 pub use scenarios::{Scenario, SCENARIOS};

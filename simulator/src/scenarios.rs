@@ -112,6 +112,36 @@ pub const SCENARIOS: &[Scenario] = &[
         run: crate::scenarios_roles::stale_dns_sessions_on_old_primary_after_swing,
     },
     Scenario {
+        name: "sync_upgrade_primary_first_site_down_during_its_install",
+        about: "synchronous upgrade (format 1 to 2): the site is down exactly while the primary installs; every session kept",
+        run: crate::scenarios_upgrade::sync_upgrade_primary_first_site_down_during_its_install,
+    },
+    Scenario {
+        name: "async_upgrade_shared_ip_less_downtime_than_sync",
+        about: "asynchronous upgrade, shared IP switch: less site downtime than the synchronous flow on the same workload",
+        run: crate::scenarios_upgrade::async_upgrade_shared_ip_less_downtime_than_sync,
+    },
+    Scenario {
+        name: "async_upgrade_dns_swing_stale_clients_less_downtime_than_sync",
+        about: "asynchronous upgrade, DNS swing (stale answers until the TTL): stale-client sessions kept, less downtime than synchronous",
+        run: crate::scenarios_upgrade::async_upgrade_dns_swing_stale_clients_less_downtime_than_sync,
+    },
+    Scenario {
+        name: "async_upgrade_nat_swing_less_downtime_than_sync",
+        about: "asynchronous upgrade, NAT swing as a separate step after the install: less downtime than synchronous",
+        run: crate::scenarios_upgrade::async_upgrade_nat_swing_less_downtime_than_sync,
+    },
+    Scenario {
+        name: "crash_during_install_or_migration_recovers_old_or_new",
+        about: "power loss at any point of an install or its store migration: the next start completes or rolls back, never a mix",
+        run: crate::scenarios_upgrade::crash_during_install_or_migration_recovers_old_or_new,
+    },
+    Scenario {
+        name: "upgrade_time_proportional_to_data_stored",
+        about: "the same workload with twice the data stored: the synchronous downtime grows by the extra data at the install rate",
+        run: crate::scenarios_upgrade::upgrade_time_proportional_to_data_stored,
+    },
+    Scenario {
         name: "break_reestablish_few_hundred_sessions_64mib",
         about: "an hour: a few hundred client sessions (64 MiB) on both sides across a break; re-establish reconciles the union",
         run: break_reestablish_few_hundred_sessions_64mib,
