@@ -142,6 +142,16 @@ pub const SCENARIOS: &[Scenario] = &[
         run: crate::scenarios_upgrade::upgrade_time_proportional_to_data_stored,
     },
     Scenario {
+        name: "hardware_migration_of_backup_sessions_continue_no_id_reused",
+        about: "the backup moves to new hardware from a settings backup while sessions continue, with resets and crashes: nothing lost, no id reused",
+        run: crate::scenarios_migration::hardware_migration_of_backup_sessions_continue_no_id_reused,
+    },
+    Scenario {
+        name: "hardware_migration_of_primary_sessions_continue_no_id_reused",
+        about: "the primary moves to new hardware (swap first, restored as primary, or break first) with faults: nothing lost, no id reused",
+        run: crate::scenarios_migration::hardware_migration_of_primary_sessions_continue_no_id_reused,
+    },
+    Scenario {
         name: "break_reestablish_few_hundred_sessions_64mib",
         about: "an hour: a few hundred client sessions (64 MiB) on both sides across a break; re-establish reconciles the union",
         run: break_reestablish_few_hundred_sessions_64mib,
@@ -256,6 +266,8 @@ pub(crate) fn settle(world: &mut World, primary: usize, backup: usize) -> Result
         })
         .map_err(|error| violation("liveness", format!("{error:?}")))?;
     if !converged {
+        // A property already broken on the way is the cause to report, not its consequence.
+        checks::found_on_the_way(world)?;
         let why = checks::paired(world, primary, backup)
             .and_then(|()| checks::no_session_lost(world, &[primary, backup]))
             .and_then(|()| checks::config_follows_primary(world, primary, backup))
