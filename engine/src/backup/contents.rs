@@ -26,6 +26,13 @@ pub const CONFIG_ENTRIES_MAX: usize = 100_000;
 pub const HIGH_WATER_MARKS_MAX: usize = 10_000;
 /// The longest text field (PEM, settings, replica state).
 pub const TEXT_FIELD_BYTES_MAX: usize = 256 * 1024;
+/// Sequences a restore skips above everything the backup knew of the appliance's own sessions.
+/// The backup cannot know the sessions the old hardware completed after it was taken, and some
+/// of those may have reached the peer by sync: numbering on from the backup's marks would give
+/// their ids again to other recordings (found by the simulator's hardware migration scenarios).
+/// 2^20 is more sessions than a busy appliance records in years; `u64` sequences can afford it
+/// at every restore, and nothing assumes an origin's sequences are contiguous.
+pub const RESTORE_SEQUENCE_GAP: u64 = 1 << 20;
 /// The appliance-local key holding the replica's state (failover settings).
 pub const REPLICA_STATE_KEY: &str = crate::store::replica_port::REPLICA_STATE_KEY;
 
@@ -249,13 +256,16 @@ impl StoreSettings {
     }
 
     /// The lowest sequence the appliance `node` may give its next own session after a restore:
-    /// above the floor it had and above every session of its own that anyone held.
+    /// above the floor it had and above every session of its own that it held, plus
+    /// [`RESTORE_SEQUENCE_GAP`] for the sessions it may have completed after the backup.
     pub fn restored_sequence_floor(&self, node: NodeId) -> u64 {
         let above_marks = self
             .high_water_marks
             .get(&node)
             .map_or(1, |high| high.saturating_add(1));
-        self.local_sequence_floor.max(above_marks)
+        self.local_sequence_floor
+            .max(above_marks)
+            .saturating_add(RESTORE_SEQUENCE_GAP)
     }
 }
 
@@ -388,8 +398,14 @@ pub(crate) mod tests {
             contents.identity.fingerprint()
         );
         assert_eq!(decoded.psk.fingerprint(), contents.psk.fingerprint());
-        assert_eq!(decoded.store.restored_sequence_floor(node), 8);
-        assert_eq!(decoded.store.restored_sequence_floor(NodeId([2; 16])), 4);
+        assert_eq!(
+            decoded.store.restored_sequence_floor(node),
+            8 + RESTORE_SEQUENCE_GAP
+        );
+        assert_eq!(
+            decoded.store.restored_sequence_floor(NodeId([2; 16])),
+            4 + RESTORE_SEQUENCE_GAP
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub mod envelope;
 pub mod inspect;
 pub mod reset;
 
-pub use contents::{BackupContents, StoreDocument, StoreSettings, REPLICA_STATE_KEY};
+pub use contents::{
+    BackupContents, StoreDocument, StoreSettings, REPLICA_STATE_KEY, RESTORE_SEQUENCE_GAP,
+};
 pub use envelope::{Envelope, EnvelopeError, FileKind, KdfParams, OpenError};
 
 /// The appliance-local key where the time of the last settings backup is kept (decimal
@@ -430,7 +432,7 @@ mod tests {
         let target = dir.join("new");
         let report =
             restore(&bytes, b"passphrase", &target, TargetVersion::default()).expect("restore");
-        assert_eq!(report.local_sequence_floor, 8);
+        assert_eq!(report.local_sequence_floor, 8 + RESTORE_SEQUENCE_GAP);
         let appliance = Appliance::open(DataDir::new(&target)).expect("opens");
         assert_eq!(appliance.settings, contents.settings);
         assert_eq!(
@@ -442,8 +444,14 @@ mod tests {
             store.config_snapshot().expect("snapshot"),
             contents.store.config
         );
-        assert_eq!(store.local_sequence_floor().expect("floor"), 8);
-        assert_eq!(store.next_local_session_id(node).expect("id").sequence, 8);
+        assert_eq!(
+            store.local_sequence_floor().expect("floor"),
+            8 + RESTORE_SEQUENCE_GAP
+        );
+        assert_eq!(
+            store.next_local_session_id(node).expect("id").sequence,
+            8 + RESTORE_SEQUENCE_GAP
+        );
         drop(store);
         // A second restore onto the same folder is refused; so is a wrong passphrase, and
         // neither leaves anything behind.
