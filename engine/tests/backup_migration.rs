@@ -306,13 +306,18 @@ fn backup_appliance_moves_to_new_hardware_and_rejoins_its_pair() {
     let status = ok(&["status", "--data-dir", &new_b]);
     assert!(status.contains("b (backup)"), "{status}");
 
-    // A session completed on the new hardware gets an id above the old one's.
+    // A session completed on the new hardware gets an id above the old one's, past the gap a
+    // restore leaves for sessions the old hardware may have completed after the backup.
     let file = recording(&root.join("b1.rec"), 100_000, 41);
     let imported = ok(&["session", "import", "--data-dir", &new_b, "--file", &file]);
     let node_b = fs::read_to_string(Path::new(&b).join("appliance.json")).expect("settings");
     let node_b: serde_json::Value = serde_json::from_str(&node_b).expect("json");
     let node_b = node_b["node_id"].as_str().expect("node id").to_string();
-    assert!(imported.contains(&format!("{node_b}#2 ")), "{imported}");
+    let expected = 2 + dyad_engine::backup::RESTORE_SEQUENCE_GAP;
+    assert!(
+        imported.contains(&format!("{node_b}#{expected} ")),
+        "{imported}"
+    );
     ok(&["sync-now", "--data-dir", &a]);
     let sessions_a = ok(&["session", "list", "--data-dir", &a]);
     assert_eq!(sessions_a.lines().count(), 6, "{sessions_a}");

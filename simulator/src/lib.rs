@@ -10,7 +10,10 @@ pub mod checks;
 pub mod rng;
 pub mod runner;
 pub mod scenarios;
+mod scenarios_migration;
 mod scenarios_roles;
+mod scenarios_upgrade;
+pub mod upgrade;
 pub mod world;
 
 pub use scenarios::{Scenario, SCENARIOS};

@@ -43,7 +43,7 @@ pub fn run(scenario: &'static Scenario, seed: u64) -> RunReport {
         (
             result,
             world.final_hash(),
-            world.now_ms - start_ms,
+            world.now_ms - start_ms + world.simulated_elsewhere_ms,
             world.steps,
         )
     });

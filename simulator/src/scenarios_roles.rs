@@ -14,7 +14,7 @@ use crate::scenarios::{
 };
 use crate::world::World;
 
-fn command(
+pub(crate) fn command(
     world: &mut World,
     index: usize,
     command: Command,

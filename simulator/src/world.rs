@@ -22,7 +22,7 @@ use dyad_engine::replica::{
     Action, Command, CommandError, CommandId, ConnId, Event, LocalNode, PeerHandshake, Purpose,
     Replica, ReplicaConfig, ReplicaStore, SyncRecord,
 };
-use dyad_engine::store::{recording_file_name, ImportInfo, Store};
+use dyad_engine::store::{recording_file_name, ImportInfo, Store, FORMAT_VERSION};
 use dyad_engine::transport::{check_peer_hello, LocalHello};
 use dyad_wire::{
     decode_frame, encode_frame, Chunk, ConfigVersion, Epoch, Hello, Message, NodeId, Role,
@@ -32,6 +32,8 @@ use dyad_wire::{
 use crate::checks::Violation;
 use crate::rng::SimRng;
 
+/// True time when every world begins.
+pub const WORLD_START_MS: u64 = 1_800_000_000_000;
 /// How long a connection attempt to an unreachable address takes to fail.
 pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// The driver's idle timeout: a connection that heard nothing (not even a keep-alive) from its
@@ -102,6 +104,9 @@ pub struct Appliance {
     pub config: ReplicaConfig,
     /// Counts process lifetimes; a client session belongs to one.
     pub incarnation: u64,
+    /// The format a store created on this appliance's (empty) disk gets: an older release's
+    /// format for appliances that an upgrade scenario starts on the old software.
+    pub store_format_new: u64,
 }
 
 impl Appliance {
@@ -230,6 +235,33 @@ enum WorldEvent {
         id: CommandId,
         command: Command,
     },
+    /// A client arrives at the site address (routed when it arrives).
+    ClientArrival {
+        size_bytes: u64,
+        duration_ms: u64,
+    },
+}
+
+/// How the site address moves from one appliance to another (`World::swing_site`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Swing {
+    /// The shared IP moves to the other appliance at once; connections to the old one break
+    /// (sessions in progress there are cut off, kept with what was recorded).
+    SharedIp,
+    /// The DNS name now answers with the other appliance; clients that resolved it earlier
+    /// keep the old answer until its TTL expires. Sessions in progress are unaffected.
+    Dns { ttl_ms: u64 },
+    /// The firewall's NAT rule now forwards to the other appliance: new connections go there at
+    /// once, established ones stay with the old one (connection tracking).
+    Nat,
+}
+
+/// Old DNS answers still cached by clients after a DNS swing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleAnswer {
+    pub target: usize,
+    pub since_ms: u64,
+    pub ttl_ms: u64,
 }
 
 /// What happened to an operator command.
@@ -289,6 +321,22 @@ pub struct World {
     pub network: Network,
     /// The appliance the site's address points at: where new client sessions land.
     pub site_target: usize,
+    /// After a DNS swing, the old answer clients may still hold.
+    pub dns_stale: Option<StaleAnswer>,
+    /// Simulated time during which some client of the site would have been refused: the site
+    /// address (or a stale DNS answer still cached) led to an appliance that was down or frozen.
+    pub site_downtime_ms: u64,
+    /// The seed the world was made from (a scenario may build a second world from it).
+    pub seed: u64,
+    /// Sessions that only an appliance whose hardware was discarded held: gone with its disk,
+    /// by the operator's doing, so no longer expected anywhere (property 1).
+    pub lost_with_hardware: BTreeMap<SessionId, [u8; 32]>,
+    /// Install journals left on stopped appliances (`D/install-journal.json`).
+    pub install_journals: BTreeMap<usize, crate::upgrade::InstallJournal>,
+    /// What each recovery of an interrupted install decided.
+    pub install_recoveries: Vec<dyad_engine::update::RecoveryDecision>,
+    /// Simulated time spent in other worlds a scenario ran beside this one ([`World::absorb`]).
+    pub simulated_elsewhere_ms: u64,
     links: BTreeMap<ConnId, SimLink>,
     events: BTreeMap<(u64, u64), WorldEvent>,
     /// Events for each paused appliance, in the order they became due.
@@ -331,11 +379,18 @@ pub struct World {
 impl World {
     pub fn new(seed: u64) -> World {
         World {
-            now_ms: 1_800_000_000_000,
+            now_ms: WORLD_START_MS,
             rng: SimRng::new(seed),
             appliances: Vec::new(),
             network: Network::default(),
             site_target: 0,
+            dns_stale: None,
+            site_downtime_ms: 0,
+            seed,
+            lost_with_hardware: BTreeMap::new(),
+            install_journals: BTreeMap::new(),
+            install_recoveries: Vec::new(),
+            simulated_elsewhere_ms: 0,
             links: BTreeMap::new(),
             events: BTreeMap::new(),
             deferred: Vec::new(),
@@ -367,6 +422,17 @@ impl World {
 
     /// Adds an appliance (initialised, standalone, up) and returns its index.
     pub fn add_appliance(&mut self, name: &str, psk: [u8; 32], software: SoftwareVersion) -> usize {
+        self.add_appliance_with_format(name, psk, software, FORMAT_VERSION)
+    }
+
+    /// [`World::add_appliance`] with a store created in `store_format` (an older release's).
+    pub fn add_appliance_with_format(
+        &mut self,
+        name: &str,
+        psk: [u8; 32],
+        software: SoftwareVersion,
+        store_format: u64,
+    ) -> usize {
         let index = self.appliances.len();
         let mut node_bytes = [0u8; 16];
         self.rng.fill(&mut node_bytes);
@@ -390,6 +456,7 @@ impl World {
             site_hostname: Some("site.example".into()),
             config: ReplicaConfig::default(),
             incarnation: 0,
+            store_format_new: store_format,
         });
         self.chunk_bytes_sent.push(0);
         self.frame_bytes_sent.push(0);
@@ -399,9 +466,22 @@ impl World {
         index
     }
 
+    /// Folds a second world a scenario ran (the same seed's workload under another flow) into
+    /// this one: its whole trace and final stores enter this trace hash (property 6 covers
+    /// both), its steps and simulated time count here.
+    pub fn absorb(&mut self, other: &World) {
+        self.trace.update(&other.final_hash());
+        self.steps += other.steps;
+        self.simulated_elsewhere_ms += other.now_ms - WORLD_START_MS + other.simulated_elsewhere_ms;
+    }
+
     /// What appliance `index`'s wall clock reads now.
     pub fn local_now(&self, index: usize) -> u64 {
         self.appliances[index].clock.local(self.now_ms)
+    }
+
+    pub(crate) fn trace_event(&mut self, what: &str, details: &[u64]) {
+        self.trace(what, details);
     }
 
     fn trace(&mut self, what: &str, details: &[u64]) {
@@ -457,12 +537,17 @@ impl World {
     /// Starts (or restarts) appliance `index` on its disk as it is, then hands the store the
     /// recordings its recorder kept while it was down (sessions cut off by the crash).
     pub fn start(&mut self, index: usize) {
-        let now = self.local_now(index);
-        let appliance = &mut self.appliances[index];
-        if appliance.replica.is_some() {
+        if self.appliances[index].replica.is_some() {
             return;
         }
-        let store = match Store::open(appliance.disk.clone()) {
+        // `dyad serve` first finishes or rolls back an install a crash interrupted.
+        self.recover_install(index);
+        let now = self.local_now(index);
+        let appliance = &mut self.appliances[index];
+        let store = match Store::open_or_create_with_format(
+            appliance.disk.clone(),
+            appliance.store_format_new,
+        ) {
             Ok(store) => store,
             Err(error) => panic!(
                 "appliance {} could not reopen its store: {error}",
@@ -513,6 +598,13 @@ impl World {
         for id in links {
             self.reset_link(id, why);
         }
+        self.cut_off_sessions(index);
+        true
+    }
+
+    /// Cuts off the client sessions in progress on appliance `index` (their connections
+    /// broke): each is kept with what was recorded, imported now if the appliance is up.
+    fn cut_off_sessions(&mut self, index: usize) {
         let cut: Vec<u64> = self
             .client_sessions
             .iter()
@@ -538,7 +630,9 @@ impl World {
                 ended_normally: false,
             });
         }
-        true
+        if self.appliances[index].is_up() {
+            self.import_pending(index);
+        }
     }
 
     /// Power loss: the process dies and unsynced writes are lost (optionally torn).
@@ -548,6 +642,13 @@ impl World {
         }
         self.appliances[index].disk.crash(tear);
         self.trace("crash", &[index as u64, u64::from(tear)]);
+    }
+
+    /// The operator stops the service (no power loss): sessions in progress are cut off.
+    pub fn stop(&mut self, index: usize) {
+        if self.stop_process(index, "the peer's service stopped") {
+            self.trace("stop", &[index as u64]);
+        }
     }
 
     /// The operator restarts the service (no power loss: the disk keeps what was written).
@@ -657,7 +758,83 @@ impl World {
     /// A client starts a session on whichever appliance the site address points at; it ends
     /// after `duration_ms` with `size_bytes` recorded. Returns false if nobody answered.
     pub fn start_client_session(&mut self, size_bytes: u64, duration_ms: u64) -> bool {
-        self.start_client_session_on(self.site_target, size_bytes, duration_ms)
+        let target = self.route_client();
+        self.start_client_session_on(target, size_bytes, duration_ms)
+    }
+
+    /// Where a client arriving now reaches the site: the current target, or, within a DNS
+    /// swing's TTL, the old one for the clients still holding the old answer (those that
+    /// resolved late in the last TTL: the share falls linearly to zero as the TTL runs out).
+    pub fn route_client(&mut self) -> usize {
+        if let Some(stale) = self.dns_stale {
+            let end = stale.since_ms + stale.ttl_ms;
+            if self.now_ms >= end {
+                self.dns_stale = None;
+            } else if self.rng.chance(end - self.now_ms, stale.ttl_ms.max(1)) {
+                return stale.target;
+            }
+        }
+        self.site_target
+    }
+
+    /// A client arrives at the site address at true time `at_ms` and runs a session there.
+    pub fn schedule_client(&mut self, at_ms: u64, size_bytes: u64, duration_ms: u64) {
+        self.schedule(
+            at_ms,
+            WorldEvent::ClientArrival {
+                size_bytes,
+                duration_ms,
+            },
+        );
+    }
+
+    /// Moves the site address to appliance `to` by `swing`.
+    pub fn swing_site(&mut self, to: usize, swing: Swing) {
+        let from = self.site_target;
+        self.trace("swing", &[from as u64, to as u64]);
+        if from == to {
+            return;
+        }
+        self.site_target = to;
+        match swing {
+            Swing::SharedIp => {
+                self.dns_stale = None;
+                self.cut_off_sessions(from);
+            }
+            Swing::Dns { ttl_ms } => {
+                self.dns_stale = Some(StaleAnswer {
+                    target: from,
+                    since_ms: self.now_ms,
+                    ttl_ms,
+                });
+            }
+            Swing::Nat => self.dns_stale = None,
+        }
+    }
+
+    /// Whether appliance `index` takes new client sessions now.
+    pub fn accepts_sessions(&self, index: usize) -> bool {
+        self.appliances
+            .get(index)
+            .is_some_and(|appliance| appliance.is_up() && !appliance.is_paused())
+    }
+
+    /// Moves true time to `at_ms`, counting the site's downtime on the way (nothing changes
+    /// between two instants the world handles, except a DNS TTL running out).
+    fn advance_to(&mut self, at_ms: u64) {
+        if at_ms <= self.now_ms {
+            return;
+        }
+        let from = self.now_ms;
+        if !self.accepts_sessions(self.site_target) {
+            self.site_downtime_ms += at_ms - from;
+        } else if let Some(stale) = self.dns_stale {
+            let end = (stale.since_ms + stale.ttl_ms).min(at_ms);
+            if end > from && !self.accepts_sessions(stale.target) {
+                self.site_downtime_ms += end - from;
+            }
+        }
+        self.now_ms = at_ms;
     }
 
     /// A client that addresses appliance `index` directly (not through the site address).
@@ -723,6 +900,20 @@ impl World {
         };
         match replica.store_mut().import_recording(source, info) {
             Ok(meta) => {
+                // A session id is never reused: the same id with other content as any session
+                // that exists somewhere is a violation. (A session that went with discarded
+                // hardware before reaching anyone exists nowhere, so nobody could know its id.)
+                let earlier = self.completed_sessions.get(&meta.id).copied();
+                if earlier.is_some_and(|root| root != meta.root) {
+                    let name = self.appliances[index].name.clone();
+                    self.record_violation(
+                        "no_session_id_reused",
+                        format!(
+                            "{name} completed session {}#{} but an earlier session with that id has other content",
+                            meta.id.origin, meta.id.sequence
+                        ),
+                    );
+                }
                 self.completed_sessions.insert(meta.id, meta.root);
                 self.completed_sizes.insert(meta.id, meta.size_bytes);
                 self.trace(
@@ -743,6 +934,12 @@ impl World {
                 None
             }
         }
+    }
+
+    /// Drops the recordings waiting on appliance `index` (its hardware was thrown away).
+    pub(crate) fn discard_pending_imports(&mut self, index: usize) {
+        self.pending_imports
+            .retain(|pending| pending.appliance != index);
     }
 
     /// Retries the imports waiting on appliance `index`.
@@ -935,7 +1132,7 @@ impl World {
             match self.next_event_time() {
                 Some(at) if at <= until_ms => self.step(at)?,
                 _ => {
-                    self.now_ms = self.now_ms.max(until_ms);
+                    self.advance_to(until_ms);
                     return Ok(());
                 }
             }
@@ -961,7 +1158,7 @@ impl World {
             match self.next_event_time() {
                 Some(at) if at <= deadline => self.step(at)?,
                 _ => {
-                    self.now_ms = self.now_ms.max(deadline);
+                    self.advance_to(deadline);
                     return Ok(done(self));
                 }
             }
@@ -976,7 +1173,7 @@ impl World {
                 now_ms: self.now_ms,
             });
         }
-        self.now_ms = self.now_ms.max(at_ms);
+        self.advance_to(at_ms);
         // Timeouts first, in appliance order, then at most one scheduled event.
         for index in 0..self.appliances.len() {
             if self.timeout_due(index).is_some_and(|at| at <= self.now_ms) {
@@ -1021,6 +1218,7 @@ impl World {
                 .get(session)
                 .map(|session| session.appliance),
             WorldEvent::Command { appliance, .. } => Some(*appliance),
+            WorldEvent::ClientArrival { .. } => None,
         }
     }
 
@@ -1144,6 +1342,12 @@ impl World {
                     ended_local_ms,
                     ended_normally: true,
                 });
+            }
+            WorldEvent::ClientArrival {
+                size_bytes,
+                duration_ms,
+            } => {
+                self.start_client_session(size_bytes, duration_ms);
             }
             WorldEvent::Command {
                 appliance: index,

@@ -64,3 +64,26 @@ fn a_withdrawn_recording_is_repaired_whole() {
 fn a_lost_swap_answer_completes_and_both_sides_reconnect() {
     passes("planned_role_swap_under_faults", 320);
 }
+
+/// New hardware restored from a settings backup gave its first sessions the ids the old
+/// hardware had already used after the backup was taken (sessions that had reached the peer):
+/// the same id with two contents, refused by the peer, so neither side ever held the union.
+/// Fix: a restore continues `RESTORE_SEQUENCE_GAP` above everything the backup knew, since the
+/// backup cannot know what the old hardware did after it was taken.
+#[test]
+fn restored_backup_hardware_never_reuses_a_session_id() {
+    passes(
+        "hardware_migration_of_backup_sessions_continue_no_id_reused",
+        53,
+    );
+}
+
+/// The same reuse on a restored primary: its site sessions after the backup reached the backup
+/// by sync, and the new hardware numbered its next sessions from the backup's floor.
+#[test]
+fn restored_primary_hardware_never_reuses_a_session_id() {
+    passes(
+        "hardware_migration_of_primary_sessions_continue_no_id_reused",
+        46,
+    );
+}

@@ -15,7 +15,7 @@ use dyad_wire::{Epoch, NodeId};
 use crate::appliance::ApplianceSettings;
 use crate::replica::state::{hex, parse_node_id, ReplicaState};
 use crate::store::records::{MAX_CONFIG_KEY_BYTES, MAX_CONFIG_VALUE_BYTES};
-use crate::store::{ConfigSnapshot, ConfigVersion, SettingsRead};
+use crate::store::{ConfigSnapshot, ConfigVersion, SettingsRead, Store, StoreError};
 use crate::transport::{Identity, InterApplianceKey};
 
 /// Bumped when the payload's meaning changes; older payloads are migrated on decode.
@@ -26,6 +26,13 @@ pub const CONFIG_ENTRIES_MAX: usize = 100_000;
 pub const HIGH_WATER_MARKS_MAX: usize = 10_000;
 /// The longest text field (PEM, settings, replica state).
 pub const TEXT_FIELD_BYTES_MAX: usize = 256 * 1024;
+/// Sequences a restore skips above everything the backup knew of the appliance's own sessions.
+/// The backup cannot know the sessions the old hardware completed after it was taken, and some
+/// of those may have reached the peer by sync: numbering on from the backup's marks would give
+/// their ids again to other recordings (found by the simulator's hardware migration scenarios).
+/// 2^20 is more sessions than a busy appliance records in years; `u64` sequences can afford it
+/// at every restore, and nothing assumes an origin's sequences are contiguous.
+pub const RESTORE_SEQUENCE_GAP: u64 = 1 << 20;
 /// The appliance-local key holding the replica's state (failover settings).
 pub const REPLICA_STATE_KEY: &str = crate::store::replica_port::REPLICA_STATE_KEY;
 
@@ -225,14 +232,40 @@ impl StoreSettings {
         })
     }
 
+    /// Reads the store's part of a settings backup from `store`, in one transaction (what the
+    /// running server answers to `backup-snapshot`).
+    pub fn read_from(store: &Store) -> Result<StoreSettings, String> {
+        let read = store
+            .settings_read(&[REPLICA_STATE_KEY])
+            .map_err(|error| error.to_string())?;
+        StoreSettings::from_read(&read)
+    }
+
+    /// Writes this backup's store part into the fresh store of the restored appliance `node`:
+    /// the configuration snapshot, the failover settings, and a session floor above every
+    /// sequence the old appliance used, as far as the backup knows. Returns that floor. The
+    /// restore of a data folder and the simulator's hardware migration both use it.
+    pub fn restore_into(&self, store: &Store, node: NodeId) -> Result<u64, StoreError> {
+        let floor = self.restored_sequence_floor(node);
+        store.config_apply_snapshot(&self.config)?;
+        if let Some(state) = &self.replica_state {
+            store.local_set(REPLICA_STATE_KEY, &state.to_json())?;
+        }
+        store.set_local_sequence_floor(floor)?;
+        Ok(floor)
+    }
+
     /// The lowest sequence the appliance `node` may give its next own session after a restore:
-    /// above the floor it had and above every session of its own that anyone held.
+    /// above the floor it had and above every session of its own that it held, plus
+    /// [`RESTORE_SEQUENCE_GAP`] for the sessions it may have completed after the backup.
     pub fn restored_sequence_floor(&self, node: NodeId) -> u64 {
         let above_marks = self
             .high_water_marks
             .get(&node)
             .map_or(1, |high| high.saturating_add(1));
-        self.local_sequence_floor.max(above_marks)
+        self.local_sequence_floor
+            .max(above_marks)
+            .saturating_add(RESTORE_SEQUENCE_GAP)
     }
 }
 
@@ -365,8 +398,14 @@ pub(crate) mod tests {
             contents.identity.fingerprint()
         );
         assert_eq!(decoded.psk.fingerprint(), contents.psk.fingerprint());
-        assert_eq!(decoded.store.restored_sequence_floor(node), 8);
-        assert_eq!(decoded.store.restored_sequence_floor(NodeId([2; 16])), 4);
+        assert_eq!(
+            decoded.store.restored_sequence_floor(node),
+            8 + RESTORE_SEQUENCE_GAP
+        );
+        assert_eq!(
+            decoded.store.restored_sequence_floor(NodeId([2; 16])),
+            4 + RESTORE_SEQUENCE_GAP
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub mod envelope;
 pub mod inspect;
 pub mod reset;
 
-pub use contents::{BackupContents, StoreDocument, StoreSettings, REPLICA_STATE_KEY};
+pub use contents::{
+    BackupContents, StoreDocument, StoreSettings, REPLICA_STATE_KEY, RESTORE_SEQUENCE_GAP,
+};
 pub use envelope::{Envelope, EnvelopeError, FileKind, KdfParams, OpenError};
 
 /// The appliance-local key where the time of the last settings backup is kept (decimal
@@ -361,23 +363,16 @@ fn build_folder(
         .save(&dir.psk())
         .map_err(|error| BackupError::Io(error.to_string()))?;
     let node = contents.settings.node_id;
-    let floor = contents.store.restored_sequence_floor(node);
-    {
+    let floor = {
         let disk = RealDisk::new(dir.store())
             .map_err(io(format!("creating {}", dir.store().display())))?;
         let store =
             Store::open(Arc::new(disk)).map_err(|error| BackupError::Io(error.to_string()))?;
-        let store_error = |error: crate::store::StoreError| BackupError::Io(error.to_string());
-        store
-            .config_apply_snapshot(&contents.store.config)
-            .map_err(store_error)?;
-        if let Some(state) = &contents.store.replica_state {
-            store
-                .local_set(REPLICA_STATE_KEY, &state.to_json())
-                .map_err(store_error)?;
-        }
-        store.set_local_sequence_floor(floor).map_err(store_error)?;
-    }
+        contents
+            .store
+            .restore_into(&store, node)
+            .map_err(|error| BackupError::Io(error.to_string()))?
+    };
     let mut settings = contents.settings.clone();
     settings.software = software;
     // Written last, as `init` does: its presence is what makes the folder an appliance.
@@ -437,7 +432,7 @@ mod tests {
         let target = dir.join("new");
         let report =
             restore(&bytes, b"passphrase", &target, TargetVersion::default()).expect("restore");
-        assert_eq!(report.local_sequence_floor, 8);
+        assert_eq!(report.local_sequence_floor, 8 + RESTORE_SEQUENCE_GAP);
         let appliance = Appliance::open(DataDir::new(&target)).expect("opens");
         assert_eq!(appliance.settings, contents.settings);
         assert_eq!(
@@ -449,8 +444,14 @@ mod tests {
             store.config_snapshot().expect("snapshot"),
             contents.store.config
         );
-        assert_eq!(store.local_sequence_floor().expect("floor"), 8);
-        assert_eq!(store.next_local_session_id(node).expect("id").sequence, 8);
+        assert_eq!(
+            store.local_sequence_floor().expect("floor"),
+            8 + RESTORE_SEQUENCE_GAP
+        );
+        assert_eq!(
+            store.next_local_session_id(node).expect("id").sequence,
+            8 + RESTORE_SEQUENCE_GAP
+        );
         drop(store);
         // A second restore onto the same folder is refused; so is a wrong passphrase, and
         // neither leaves anything behind.

@@ -156,10 +156,7 @@ pub fn conflicts(store: &Store, appliance: &Appliance) -> Result<Value, String> 
 /// The store's part of a settings backup as JSON; secrets (identity, keys) are not in the
 /// store and never cross the admin socket.
 fn backup_snapshot(store: &Store) -> Result<Value, String> {
-    let read = store
-        .settings_read(&[crate::backup::REPLICA_STATE_KEY])
-        .map_err(|error| error.to_string())?;
-    let settings = crate::backup::StoreSettings::from_read(&read)?;
+    let settings = crate::backup::StoreSettings::read_from(store)?;
     serde_json::to_value(settings.to_document()).map_err(|error| error.to_string())
 }
 

@@ -420,6 +420,46 @@ fn remove_journal(dir: &DataDir) -> Result<(), UpdateError> {
         .map_err(|error| UpdateError::Local(format!("syncing {}: {error}", dir.root.display())))
 }
 
+/// What the recovery of an interrupted install does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryDecision {
+    /// Something had changed (the store was migrated, or the new versions were recorded): the
+    /// package was verified before the journal was written, so the install is finished.
+    Complete,
+    /// Nothing had changed yet: the old version stays.
+    RollBack,
+}
+
+/// Decides an interrupted install's fate from its journal (store formats before and after,
+/// the target software) and what the data folder shows now (the store's format, the software
+/// recorded as installed). Each install step is atomic, so these facts are enough.
+pub fn recovery_decision(
+    from_store_format: u64,
+    to_store_format: u64,
+    store_format_now: u64,
+    installed: SoftwareVersion,
+    to: SoftwareVersion,
+) -> RecoveryDecision {
+    let migrated = to_store_format > from_store_format && store_format_now >= to_store_format;
+    if installed == to || migrated {
+        RecoveryDecision::Complete
+    } else {
+        RecoveryDecision::RollBack
+    }
+}
+
+/// The store's step of an install: migrates it to `to_store_format` when it is older (one
+/// transaction per format step). Used by an install, and by recovery to complete one.
+pub fn complete_store_step(
+    store: &Store,
+    to_store_format: u64,
+) -> Result<Option<crate::store::MigrationReport>, StoreError> {
+    if store.format_version()? < to_store_format {
+        return store.migrate_to(to_store_format).map(Some);
+    }
+    Ok(None)
+}
+
 /// Finishes or rolls back an install a crash interrupted. Call with the serve lock held.
 /// Returns the report when there was something to recover.
 pub fn recover_locked(
@@ -464,15 +504,16 @@ pub fn recover_locked(
         app: parse(&journal.to_app)?,
         base: parse(&journal.to_base)?,
     };
-    let migrated = journal.to_store_format > journal.from_store_format
-        && format_now >= journal.to_store_format;
     let settings_written = appliance.settings.software == to;
-    let (outcome, message) = if settings_written || migrated {
-        if format_now < journal.to_store_format {
-            store
-                .migrate_to(journal.to_store_format)
-                .map_err(store_error)?;
-        }
+    let decision = recovery_decision(
+        journal.from_store_format,
+        journal.to_store_format,
+        format_now,
+        appliance.settings.software,
+        to,
+    );
+    let (outcome, message) = if decision == RecoveryDecision::Complete {
+        complete_store_step(&store, journal.to_store_format).map_err(store_error)?;
         if !settings_written {
             appliance.settings.software = to;
             crate::transport::write_atomically(
@@ -717,11 +758,7 @@ fn install_verified(
     let bytes = serde_json::to_vec_pretty(&journal).expect("a plain struct serializes");
     crate::transport::write_atomically(&dir.install_journal(), &bytes, 0o644)
         .map_err(|error| UpdateError::Local(error.to_string()))?;
-    let migration = if to_format > from_format {
-        Some(store.migrate_to(to_format).map_err(store_error)?)
-    } else {
-        None
-    };
+    let migration = complete_store_step(store, to_format).map_err(store_error)?;
     let mut settings = appliance.settings.clone();
     settings.software = to;
     crate::transport::write_atomically(&dir.settings(), &settings.to_json(), 0o644)
@@ -887,4 +924,45 @@ pub fn fetch(
         copied.push(target);
     }
     Ok(FetchReport { key, copied })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dyad_wire::Version;
+
+    fn software(app_minor: u16) -> SoftwareVersion {
+        SoftwareVersion {
+            app: Version {
+                major: 7,
+                minor: app_minor,
+                patch: 0,
+            },
+            base: Version {
+                major: 3,
+                minor: 2,
+                patch: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn recovery_completes_once_anything_changed_and_rolls_back_otherwise() {
+        let (old, new) = (software(3), software(4));
+        use RecoveryDecision::{Complete, RollBack};
+        // (from format, to format, format now, installed) -> decision
+        for (from, to, now, installed, expected) in [
+            (1, 2, 1, old, RollBack),
+            (1, 2, 2, old, Complete),
+            (1, 2, 2, new, Complete),
+            (2, 2, 2, old, RollBack),
+            (2, 2, 2, new, Complete),
+        ] {
+            assert_eq!(
+                recovery_decision(from, to, now, installed, new),
+                expected,
+                "{from} {to} {now} {installed}"
+            );
+        }
+    }
 }

@@ -1,0 +1,330 @@
+//! Software upgrades and hardware migrations in the world.
+//!
+//! An upgrade installs new software on a stopped appliance, as `dyad update install` does: the
+//! install journal is written first, the store is migrated with the engine's own step
+//! ([`update::complete_store_step`], which runs [`Store::migrate_to`] on the appliance's
+//! `SimDisk`), then the new versions are recorded, then the journal is removed. A crash at any
+//! point leaves the journal; the next start decides with the engine's own rule
+//! ([`update::recovery_decision`]) whether to complete or roll back. What is modelled rather
+//! than run: the package itself (its signature and payload are tested in the engine) and the
+//! data folder's files: the journal and `appliance.json` are world fields (each written
+//! atomically by the real install, so a crash leaves either the old or the new one). The
+//! install takes [`INSTALL_BASE_MS`] plus the data stored at [`INSTALL_RATE_BYTES_PER_MS`].
+//!
+//! A hardware migration takes the store part of a settings backup with the engine's own read
+//! ([`StoreSettings::read_from`]), passes it through the backup file's document encoding, then
+//! discards the old appliance's disk and restores onto a fresh `SimDisk` with the engine's
+//! restore step ([`StoreSettings::restore_into`]); the new hardware keeps the node id, name,
+//! address, certificate and key, as the restored identity does.
+
+use std::sync::Arc;
+
+use dyad_engine::backup::{StoreDocument, StoreSettings};
+use dyad_engine::disk::sim::{Ratio, SimDisk, SimFaults};
+use dyad_engine::replica::ReplicaState;
+use dyad_engine::store::Store;
+use dyad_engine::update::{self, RecoveryDecision};
+use dyad_wire::{Role, SessionId, SoftwareVersion};
+
+use crate::checks::Violation;
+use crate::world::World;
+
+/// The fixed part of an install: unpacking, the appliance's own services restarting.
+pub const INSTALL_BASE_MS: u64 = 5 * 60_000;
+/// How fast the install works through the data stored (the appliance's own migration of its
+/// databases and recordings): 256 KiB/s, slow enough that the simulator's few MiB to tens of
+/// MiB show as minutes, as an appliance's gigabytes do in the field.
+pub const INSTALL_RATE_BYTES_PER_MS: u64 = 256;
+
+/// The install journal (`D/install-journal.json`): what recovery needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstallJournal {
+    pub from: SoftwareVersion,
+    pub to: SoftwareVersion,
+    pub from_store_format: u64,
+    pub to_store_format: u64,
+}
+
+/// Where a crash cuts an install short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallCrash {
+    /// No crash.
+    Never,
+    /// After the journal, before the migration.
+    AfterJournal,
+    /// During the migration: writes and syncs fail at random, then the power goes.
+    DuringMigration,
+    /// After the migration, before the new versions are recorded.
+    AfterMigration,
+    /// After the new versions are recorded, before the journal is removed.
+    AfterSettings,
+}
+
+impl InstallCrash {
+    pub const ALL: [InstallCrash; 5] = [
+        InstallCrash::Never,
+        InstallCrash::AfterJournal,
+        InstallCrash::DuringMigration,
+        InstallCrash::AfterMigration,
+        InstallCrash::AfterSettings,
+    ];
+}
+
+/// What one install did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstallRun {
+    /// The modelled duration, from the data stored.
+    pub duration_ms: u64,
+    pub stored_bytes: u64,
+    /// Whether it ran to the end (false: a crash cut it short; recovery runs at the next start).
+    pub finished: bool,
+}
+
+fn violation(property: &'static str, details: String) -> Violation {
+    Violation { property, details }
+}
+
+/// The modelled duration of an install on an appliance holding `stored_bytes`.
+pub fn install_duration_ms(stored_bytes: u64) -> u64 {
+    INSTALL_BASE_MS + stored_bytes / INSTALL_RATE_BYTES_PER_MS
+}
+
+impl World {
+    fn open_stopped_store(&self, index: usize) -> Result<Store, Violation> {
+        let appliance = &self.appliances[index];
+        Store::open_or_create_with_format(appliance.disk.clone(), appliance.store_format_new)
+            .map_err(|error| {
+                violation(
+                    "install_atomic",
+                    format!("{}'s store does not open: {error}", appliance.name),
+                )
+            })
+    }
+
+    /// Installs `to` (needing store format `to_store_format`) on stopped appliance `index`,
+    /// taking the modelled time; `crash` may cut it short. Refused, like the real install,
+    /// while the appliance is in a relationship or running.
+    pub fn install(
+        &mut self,
+        index: usize,
+        to: SoftwareVersion,
+        to_store_format: u64,
+        crash: InstallCrash,
+    ) -> Result<InstallRun, Violation> {
+        if self.appliances[index].is_up() {
+            return Err(violation(
+                "install_refused",
+                "installs run with the appliance stopped".into(),
+            ));
+        }
+        let store = self.open_stopped_store(index)?;
+        let state = store
+            .local_get(dyad_engine::backup::REPLICA_STATE_KEY)
+            .ok()
+            .flatten()
+            .and_then(|bytes| ReplicaState::from_json(&bytes).ok());
+        if state.is_some_and(|state| state.role != Role::Standalone) {
+            return Err(violation(
+                "install_refused",
+                format!(
+                    "{} is in a relationship: break it first",
+                    self.appliances[index].name
+                ),
+            ));
+        }
+        let from_store_format = store
+            .format_version()
+            .map_err(|error| violation("install_atomic", format!("reading the format: {error}")))?;
+        let stored_bytes = self.appliances[index].disk.used_bytes();
+        let duration_ms = install_duration_ms(stored_bytes);
+        let journal = InstallJournal {
+            from: self.appliances[index].software,
+            to,
+            from_store_format,
+            to_store_format: from_store_format.max(to_store_format),
+        };
+        self.install_journals.insert(index, journal);
+        self.trace_event("install-start", &[index as u64, duration_ms]);
+        let crash_now = |world: &mut World, store: Store, point: u64| {
+            drop(store);
+            let tear = world.rng.chance(1, 2);
+            let disk = Arc::clone(&world.appliances[index].disk);
+            disk.set_faults(SimFaults::default());
+            disk.crash(tear);
+            world.trace_event("install-crash", &[index as u64, point]);
+        };
+        // The payload's own work takes the first half; the store's migration and the
+        // appliance's services the second.
+        crate::scenarios::run(self, duration_ms / 2)?;
+        if crash == InstallCrash::AfterJournal {
+            crash_now(self, store, 1);
+            return Ok(InstallRun {
+                duration_ms,
+                stored_bytes,
+                finished: false,
+            });
+        }
+        if crash == InstallCrash::DuringMigration {
+            let one_in = self.rng.between(1, 4) as u32;
+            self.appliances[index].disk.set_faults(SimFaults {
+                write_error: Ratio::new(1, one_in),
+                sync_error: Ratio::new(1, one_in + 1),
+                ..SimFaults::default()
+            });
+            let _ = update::complete_store_step(&store, journal.to_store_format);
+            crash_now(self, store, 2);
+            return Ok(InstallRun {
+                duration_ms,
+                stored_bytes,
+                finished: false,
+            });
+        }
+        update::complete_store_step(&store, journal.to_store_format)
+            .map_err(|error| violation("install_atomic", format!("migration: {error}")))?;
+        crate::scenarios::run(self, duration_ms - duration_ms / 2)?;
+        if crash == InstallCrash::AfterMigration {
+            crash_now(self, store, 3);
+            return Ok(InstallRun {
+                duration_ms,
+                stored_bytes,
+                finished: false,
+            });
+        }
+        self.appliances[index].software = to;
+        if crash == InstallCrash::AfterSettings {
+            crash_now(self, store, 4);
+            return Ok(InstallRun {
+                duration_ms,
+                stored_bytes,
+                finished: false,
+            });
+        }
+        drop(store);
+        self.install_journals.remove(&index);
+        self.trace_event("install-done", &[index as u64]);
+        Ok(InstallRun {
+            duration_ms,
+            stored_bytes,
+            finished: true,
+        })
+    }
+
+    /// What the next start of appliance `index` does first when an install journal is left:
+    /// complete or roll back the interrupted install, by the engine's rule. Afterwards the
+    /// appliance runs the old software on the old format or the new on the new, never a mix.
+    pub(crate) fn recover_install(&mut self, index: usize) {
+        let Some(journal) = self.install_journals.remove(&index) else {
+            return;
+        };
+        let store = match self.open_stopped_store(index) {
+            Ok(store) => store,
+            Err(found) => return self.violations.push(found),
+        };
+        let Ok(format_now) = store.format_version() else {
+            return self.violations.push(violation(
+                "install_atomic",
+                "the store's format cannot be read after a crashed install".into(),
+            ));
+        };
+        let installed = self.appliances[index].software;
+        let decision = update::recovery_decision(
+            journal.from_store_format,
+            journal.to_store_format,
+            format_now,
+            installed,
+            journal.to,
+        );
+        if decision == RecoveryDecision::Complete {
+            if let Err(error) = update::complete_store_step(&store, journal.to_store_format) {
+                return self.violations.push(violation(
+                    "install_atomic",
+                    format!("completing an interrupted migration failed: {error}"),
+                ));
+            }
+            self.appliances[index].software = journal.to;
+        }
+        let format = store.format_version().unwrap_or(0);
+        let software = self.appliances[index].software;
+        let consistent = (software == journal.to && format == journal.to_store_format)
+            || (software == journal.from && format == journal.from_store_format);
+        if !consistent {
+            let name = self.appliances[index].name.clone();
+            self.violations.push(violation(
+                "install_atomic",
+                format!(
+                    "after recovering an interrupted install {name} runs {software} on store format {format} (journal: {:?})",
+                    journal
+                ),
+            ));
+        }
+        self.install_recoveries.push(decision);
+        self.trace_event(
+            "install-recovered",
+            &[
+                index as u64,
+                u64::from(decision == RecoveryDecision::Complete),
+            ],
+        );
+    }
+
+    /// The store part of a settings backup of appliance `index`, as the file would carry it.
+    pub fn take_settings_backup(&mut self, index: usize) -> Result<StoreSettings, Violation> {
+        let Some(replica) = self.replica(index) else {
+            return Err(violation("settings_backup", "the appliance is down".into()));
+        };
+        let settings = StoreSettings::read_from(replica.store())
+            .map_err(|why| violation("settings_backup", why))?;
+        // Through the file's encoding, as `dyad backup create` and `restore` do.
+        let document: StoreDocument = settings.to_document();
+        let text = serde_json::to_vec(&document)
+            .map_err(|error| violation("settings_backup", format!("encoding: {error}")))?;
+        let document: StoreDocument = serde_json::from_slice(&text)
+            .map_err(|error| violation("settings_backup", format!("decoding: {error}")))?;
+        let settings = StoreSettings::from_document(document)
+            .map_err(|why| violation("settings_backup", why))?;
+        self.trace_event("settings-backup", &[index as u64]);
+        Ok(settings)
+    }
+
+    /// Appliance `index`'s hardware dies and is thrown away with its disk; new hardware with
+    /// its identity (node id, name, address, certificate, key, software) is restored from
+    /// `backup` onto a fresh disk and started. Sessions that only the old disk (or its
+    /// recorder) held are gone with it: they move to [`World::lost_with_hardware`].
+    pub fn replace_hardware(
+        &mut self,
+        index: usize,
+        backup: &StoreSettings,
+    ) -> Result<u64, Violation> {
+        self.crash(index, false);
+        // What exists elsewhere survives; what only the old disk held does not.
+        let elsewhere: std::collections::BTreeSet<SessionId> = (0..self.appliances.len())
+            .filter(|other| *other != index)
+            .filter_map(|other| self.replica(other))
+            .filter_map(|replica| replica.store().catalog_list().ok())
+            .flatten()
+            .map(|meta| meta.id)
+            .collect();
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.completed_sessions)
+            .into_iter()
+            .partition(|(id, _)| elsewhere.contains(id));
+        self.completed_sessions = kept.into_iter().collect();
+        for (id, root) in gone {
+            self.completed_sizes.remove(&id);
+            self.lost_with_hardware.insert(id, root);
+        }
+        self.discard_pending_imports(index);
+        self.damaged_files.retain(|(owner, _)| *owner != index);
+        let disk = SimDisk::new(self.rng.next_u64());
+        let store = Store::open(disk.clone())
+            .map_err(|error| violation("restore", format!("a fresh store: {error}")))?;
+        let floor = backup
+            .restore_into(&store, self.appliances[index].node_id)
+            .map_err(|error| violation("restore", error.to_string()))?;
+        drop(store);
+        self.appliances[index].disk = disk;
+        self.appliances[index].store_format_new = dyad_engine::store::FORMAT_VERSION;
+        self.trace_event("hardware-replaced", &[index as u64, floor]);
+        self.start(index);
+        Ok(floor)
+    }
+}
