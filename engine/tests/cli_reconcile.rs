@@ -18,7 +18,7 @@
 //! Now, A is B's backup with the union of the sessions and its own differing configuration in
 //! its conflict record.
 //!
-//! `DYAD_ITEST_RECONCILE_BYTES` accepts `1073741824`, `512M`, `4G`; at least `128M`, so that
+//! `DYAD_ITEST_RECONCILE_BYTES` accepts `1073741824`, `512M`, `4G`; at least `256M`, so that
 //! the kill falls in the middle of both transfers.
 
 mod common;
@@ -230,8 +230,8 @@ fn asynchronous_upgrade_reconciles_both_ways_then_roles_swap_and_split_brain_res
     let test_started = Instant::now();
     let side_bytes = env_bytes("DYAD_ITEST_RECONCILE_BYTES", DEFAULT_SIDE_BYTES);
     assert!(
-        side_bytes >= 128 << 20,
-        "DYAD_ITEST_RECONCILE_BYTES must be at least 128M"
+        side_bytes >= 256 << 20,
+        "DYAD_ITEST_RECONCILE_BYTES must be at least 256M"
     );
     let temp = tempfile::Builder::new()
         .prefix("dyad-itest-reconcile-")
