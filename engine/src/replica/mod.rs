@@ -1014,11 +1014,18 @@ impl<S: ReplicaStore> Replica<S> {
                 );
                 self.on_disconnected(now_unix_ms, conn, "peer repeated the handshake".into());
             }
-            Message::StateReport(report) => {
-                if kind == LinkKind::Disagreement {
-                    self.on_state_report(report);
+            Message::StateReport(report) => match kind {
+                LinkKind::Disagreement => self.on_state_report(report),
+                LinkKind::Peer => {
+                    // The peer reports a disagreement on a link this side thinks agreed: one
+                    // of the two classified it from a Hello sent just before a role change
+                    // (a connection accepted as `dyad demote` ran). Neither would ever redial
+                    // over an open link, so close it: both dial again with current Hellos.
+                    tracing::info!(conn, "the peer disagrees about this link; reconnecting");
+                    self.close(conn, None);
                 }
-            }
+                _ => {}
+            },
             other => {
                 if kind != LinkKind::Peer {
                     self.refuse_outside_relationship(conn);

@@ -91,8 +91,19 @@ impl<S: ReplicaStore> Replica<S> {
             .and_then(|conn| self.links.get(&conn))
             .map(|link| LinkStatus {
                 peer_name: link.handshake.hello.node_name.clone(),
-                peer_role: link.handshake.hello.role,
-                peer_epoch: link.handshake.hello.epoch,
+                // The hello is as old as the connection: an establish or a role swap made on
+                // it since leaves its role and epoch stale. A relationship link exists only
+                // while both sides agree (a disagreement unbinds it), so the peer holds the
+                // other role in this appliance's epoch.
+                peer_role: match self.state.role {
+                    Role::Primary => Role::Backup,
+                    Role::Backup => Role::Primary,
+                    Role::Standalone => link.handshake.hello.role,
+                },
+                peer_epoch: match self.state.role {
+                    Role::Standalone => link.handshake.hello.epoch,
+                    _ => self.state.epoch,
+                },
                 clock_offset_ms: link.handshake.clock_offset_ms,
                 clock_offset_warning: link.handshake.clock_offset_ms.abs()
                     > CLOCK_OFFSET_WARNING_MS,
