@@ -478,6 +478,8 @@ impl ReplicaThread {
     /// Carries out the replica's actions, feeding back the events they raise, and keeps the
     /// transport's view of role and epoch current.
     fn drain(&mut self, now: u64) {
+        // The listener must say the new role before a close makes the peer redial.
+        self.follow_relationship();
         loop {
             while let Some(action) = self.replica.poll_action() {
                 self.perform(action);
@@ -489,20 +491,18 @@ impl ReplicaThread {
                 self.replica.handle_event(now, event);
             }
         }
+        self.follow_relationship();
+    }
+
+    /// Keeps the transport's Hello (role and epoch) equal to the replica's.
+    fn follow_relationship(&mut self) {
         let state = self.replica.state();
         let current = self.config_sender.borrow().clone();
-        let pin = state
-            .peer
-            .as_ref()
-            .filter(|_| state.role != dyad_wire::Role::Standalone)
-            .map(|peer| CertFingerprint(peer.certificate_fingerprint));
-        if current.local.role != state.role
-            || current.local.epoch != state.epoch
-            || current.pinned_peer != pin
-        {
-            let mut updated =
-                transport_config(&self.appliance, self.identity.clone(), &self.replica);
-            updated.pinned_peer = None;
+        // Inbound connections are not pinned by the transport (the replica checks the
+        // peer's certificate itself when it classifies the link), so only the Hello's role and
+        // epoch need to follow the relationship.
+        if current.local.role != state.role || current.local.epoch != state.epoch {
+            let updated = transport_config(&self.appliance, self.identity.clone(), &self.replica);
             let _ = self.config_sender.send(Arc::new(updated));
         }
     }
