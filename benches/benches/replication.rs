@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use dyad_benches::appliances::{admin, free_port, start, stop, Running};
 use dyad_engine::appliance::{build_software_version, Appliance, DataDir, InitOptions};
-use dyad_engine::driver::admin::{AdminReply, AdminRequest};
-use dyad_engine::driver::{self, ServeError};
-use dyad_engine::replica::ReplicaConfig;
+use dyad_engine::driver;
+use dyad_engine::driver::admin::AdminRequest;
 use dyad_engine::transport::{client_config, keygen, server_config, Identity};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,11 +34,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    listener.local_addr().expect("a bound address").port()
 }
 
 /// Incompressible bytes from a seed, written 1 MiB at a time.
@@ -55,37 +50,6 @@ fn write_recording(path: &Path, size_bytes: u64, seed: u64) {
         piece += 1;
     }
     file.flush().expect("flush a recording");
-}
-
-struct Running {
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<Result<(), ServeError>>,
-}
-
-fn start(dir: &DataDir) -> Running {
-    let (shutdown, receiver) = tokio::sync::oneshot::channel();
-    let serve_dir = dir.clone();
-    let thread = std::thread::spawn(move || {
-        driver::serve(serve_dir, ReplicaConfig::default(), Some(receiver))
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while driver::admin_call(dir, &AdminRequest::Status, |_| {}).is_err() {
-        assert!(Instant::now() < deadline, "the appliance did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Running { shutdown, thread }
-}
-
-fn stop(running: Running) {
-    let _ = running.shutdown.send(());
-    let _ = running.thread.join();
-}
-
-fn admin(dir: &DataDir, request: AdminRequest) -> serde_json::Value {
-    match driver::admin_call(dir, &request, |_| {}) {
-        Ok(AdminReply::Ok(value)) => value,
-        other => panic!("{request:?} failed: {other:?}"),
-    }
 }
 
 /// A primary holding the recordings, running, and everything needed for fresh backups.

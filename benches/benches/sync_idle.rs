@@ -15,20 +15,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use dyad_benches::appliances::{admin, free_port, start, stop, Running};
 use dyad_engine::appliance::{build_software_version, Appliance, DataDir, InitOptions};
 use dyad_engine::disk::real::RealDisk;
-use dyad_engine::driver::admin::{AdminReply, AdminRequest};
-use dyad_engine::driver::{self, ServeError};
-use dyad_engine::replica::ReplicaConfig;
+use dyad_engine::driver::admin::AdminRequest;
 use dyad_engine::store::{ImportInfo, Store};
 use dyad_engine::transport::keygen;
 use dyad_wire::NodeId;
 use std::sync::Arc;
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
-    listener.local_addr().expect("a bound address").port()
-}
 
 /// A store holding `sessions` small sessions of one origin, copied into `into`.
 fn build_store(sessions: u64, into: &Path) {
@@ -67,32 +61,6 @@ fn copy_folder(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).expect("read a folder") {
         let entry = entry.expect("an entry");
         std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
-    }
-}
-
-struct Running {
-    shutdown: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<Result<(), ServeError>>,
-}
-
-fn start(dir: &DataDir) -> Running {
-    let (shutdown, receiver) = tokio::sync::oneshot::channel();
-    let serve_dir = dir.clone();
-    let thread = std::thread::spawn(move || {
-        driver::serve(serve_dir, ReplicaConfig::default(), Some(receiver))
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while driver::admin_call(dir, &AdminRequest::Status, |_| {}).is_err() {
-        assert!(Instant::now() < deadline, "the appliance did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Running { shutdown, thread }
-}
-
-fn admin(dir: &DataDir, request: AdminRequest) -> serde_json::Value {
-    match driver::admin_call(dir, &request, |_| {}) {
-        Ok(AdminReply::Ok(value)) => value,
-        other => panic!("{request:?} failed: {other:?}"),
     }
 }
 
@@ -181,8 +149,7 @@ impl Pair {
 impl Drop for Pair {
     fn drop(&mut self) {
         for running in self.running.drain(..) {
-            let _ = running.shutdown.send(());
-            let _ = running.thread.join();
+            stop(running);
         }
     }
 }
