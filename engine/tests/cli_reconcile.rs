@@ -486,6 +486,10 @@ fn asynchronous_upgrade_reconciles_both_ways_then_roles_swap_and_split_brain_res
         .run_within(&["sync-now"], &[], SYNC_TIMEOUT)
         .failed("Sync Now while split");
     eprintln!("[cli_reconcile] Sync Now while split: {}", refused.trim());
+    assert!(
+        refused.contains("split brain"),
+        "the refusal says why: {refused}"
+    );
     assert_eq!(
         a.config_list(),
         config_a_split,

@@ -615,6 +615,11 @@ impl<S: ReplicaStore> Replica<S> {
             );
             return;
         }
+        if self.disagreement.is_some() {
+            let text = self.unreachable_text();
+            self.complete(id, Err(CommandError::Refused(text)));
+            return;
+        }
         let request = self.next_request();
         self.sync_now_commands.insert(
             id,
@@ -1477,6 +1482,17 @@ impl<S: ReplicaStore> Replica<S> {
     }
 
     fn unreachable_text(&self) -> String {
+        if let Some(disagreement) = &self.disagreement {
+            return format!(
+                "nothing is synced during a split brain: {} is {} in epoch {} while this appliance is {} in epoch {}; \
+                 demote one (`dyad demote`) or break and re-establish",
+                disagreement.peer_name,
+                state::role_name(disagreement.peer_role),
+                disagreement.peer_epoch,
+                state::role_name(self.state.role),
+                self.state.epoch
+            );
+        }
         match &self.state.peer {
             Some(peer) => format!(
                 "the peer {} at {} is not reachable{}; Sync Now needs the link to be up",
