@@ -12,14 +12,13 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use common::{
-    env_bytes, keygen, mib, number, path_str, wait_until, window_bytes, Appliance, ChildGuard, DYAD,
+    conflict_has, env_bytes, keygen, mib, number, path_str, spawn_sync_now, wait_until,
+    window_bytes, Appliance,
 };
 
 const DEFAULT_TOTAL_BYTES: u64 = 1 << 30;
@@ -58,33 +57,6 @@ fn timed<T>(what: &str, run: impl FnOnce() -> T) -> T {
         started.elapsed().as_secs_f64()
     );
     value
-}
-
-/// `dyad sync-now` on `appliance`, started in the background with its output in files.
-fn spawn_sync_now(appliance: &Appliance, scratch: &Path) -> ChildGuard {
-    let stdout = std::fs::File::create(scratch.join("sync-now.out")).expect("create output file");
-    let stderr = std::fs::File::create(scratch.join("sync-now.err")).expect("create output file");
-    let mut command = Command::new(DYAD);
-    command
-        .args(["sync-now", "--data-dir", appliance.dir_str()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr));
-    ChildGuard::spawn(command, "dyad sync-now (backup)")
-}
-
-fn conflict_has(conflicts: &Value, key: &str, local: Option<&str>, incoming: Option<&str>) -> bool {
-    conflicts.as_array().into_iter().flatten().any(|record| {
-        record["differing"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|entry| {
-                entry["key"].as_str() == Some(key)
-                    && entry["local"].as_str() == local
-                    && entry["incoming"].as_str() == incoming
-            })
-    })
 }
 
 #[test]

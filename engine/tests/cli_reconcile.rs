@@ -24,15 +24,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use common::{
-    env_bytes, keygen, mib, number, path_str, wait_until, window_bytes, Appliance, ChildGuard,
-    Server, DYAD,
+    conflict_has, env_bytes, keygen, mib, number, path_str, spawn_sync_now, wait_until,
+    window_bytes, Appliance, Server,
 };
 
 /// The recordings each side takes while the relationship is broken.
@@ -81,19 +79,6 @@ fn timed<T>(what: &str, run: impl FnOnce() -> T) -> T {
     value
 }
 
-/// `dyad sync-now` on `appliance`, started in the background with its output in files.
-fn spawn_sync_now(appliance: &Appliance, scratch: &Path) -> ChildGuard {
-    let stdout = std::fs::File::create(scratch.join("sync-now.out")).expect("create output file");
-    let stderr = std::fs::File::create(scratch.join("sync-now.err")).expect("create output file");
-    let mut command = Command::new(DYAD);
-    command
-        .args(["sync-now", "--data-dir", appliance.dir_str()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr));
-    ChildGuard::spawn(command, &format!("dyad sync-now ({})", appliance.name))
-}
-
 /// `dyad sync-now` until one run completes (a link may still be coming up after a restart).
 fn sync_now_until_complete(appliance: &Appliance) -> String {
     let mut failures = Vec::new();
@@ -113,20 +98,6 @@ fn sync_now_until_complete(appliance: &Appliance) -> String {
         appliance.name,
         failures.join("\n")
     );
-}
-
-fn conflict_has(conflicts: &Value, key: &str, local: Option<&str>, incoming: Option<&str>) -> bool {
-    conflicts.as_array().into_iter().flatten().any(|record| {
-        record["differing"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|entry| {
-                entry["key"].as_str() == Some(key)
-                    && entry["local"].as_str() == local
-                    && entry["incoming"].as_str() == incoming
-            })
-    })
 }
 
 fn conflicts(appliance: &Appliance) -> Value {

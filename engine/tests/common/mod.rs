@@ -483,3 +483,37 @@ pub fn number(value: &Value, pointer: &str) -> u64 {
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1048576.0
 }
+
+/// `dyad sync-now` on `appliance`, started in the background with its output in files under
+/// `scratch`.
+pub fn spawn_sync_now(appliance: &Appliance, scratch: &Path) -> ChildGuard {
+    let stdout = File::create(scratch.join("sync-now.out")).expect("create output file");
+    let stderr = File::create(scratch.join("sync-now.err")).expect("create output file");
+    let mut command = Command::new(DYAD);
+    command
+        .args(["sync-now", "--data-dir", appliance.dir_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
+    ChildGuard::spawn(command, &format!("dyad sync-now ({})", appliance.name))
+}
+
+/// Whether `dyad conflicts export` output records `key` with these local and incoming values.
+pub fn conflict_has(
+    conflicts: &Value,
+    key: &str,
+    local: Option<&str>,
+    incoming: Option<&str>,
+) -> bool {
+    conflicts.as_array().into_iter().flatten().any(|record| {
+        record["differing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|entry| {
+                entry["key"].as_str() == Some(key)
+                    && entry["local"].as_str() == local
+                    && entry["incoming"].as_str() == incoming
+            })
+    })
+}
