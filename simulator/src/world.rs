@@ -1020,9 +1020,7 @@ impl World {
             .into_iter()
             .filter(|name| name.starts_with("rec-"))
             .filter_map(|name| {
-                let len = disk
-                    .with_file_bytes(&name, |bytes| bytes.len() as u64)
-                    .unwrap_or(0);
+                let len = disk.file_len(&name).unwrap_or(0);
                 (len > 0).then_some((name, len))
             })
             .collect();
@@ -1392,7 +1390,9 @@ impl World {
             self.trace
                 .update(&frame[frame.len() - TRACE_FRAME_END_BYTES..]);
         }
-        let mut buffer = BytesMut::from(&frame[..]);
+        // The frame's buffer is not shared (it was frozen from the sender's), so this takes it
+        // back without copying: chunk data then reaches the store as the same bytes.
+        let mut buffer = BytesMut::from(frame);
         let message = match decode_frame(&mut buffer) {
             Ok(message) if buffer.is_empty() => message,
             other => panic!("the world delivered a frame the codec refuses: {other:?}"),
@@ -2047,9 +2047,13 @@ impl World {
         list.into_iter()
             .filter_map(|meta| {
                 let name = recording_file_name(&meta.id);
+                let mut hasher = blake3::Hasher::new();
                 let good = disk
-                    .with_file_bytes(&name, |bytes| *blake3::hash(bytes).as_bytes() == meta.root)
-                    .unwrap_or(false);
+                    .visit_file_bytes(&name, |stretch| {
+                        hasher.update(stretch);
+                    })
+                    .is_some()
+                    && *hasher.finalize().as_bytes() == meta.root;
                 (!good).then_some((meta.id, name))
             })
             .collect()

@@ -8,7 +8,7 @@
 //! handle so the process that "died" cannot keep writing. Faults are drawn from a seeded
 //! generator (never a global RNG), so a seed replays the same run bit for bit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,6 +18,15 @@ use super::{check_file_name, Disk, DiskFile, OpenMode};
 /// How many bytes of the last unsynced write of a file are remembered for tearing it at a
 /// crash. Longer writes tear within this prefix, which is where a tear can land anyway.
 const TEAR_PREFIX_MAX_BYTES: usize = 64 * 1024;
+
+/// The unit of copy-on-write between a file's current and durable bytes. A sync shares every
+/// page; the next write copies only the pages it touches, so a database file synced after
+/// each small commit is not copied whole each time. The database's own page size, and far
+/// below the allocator's mmap threshold, so freed pages are reused instead of faulted in.
+const PAGE_BYTES: usize = 16 * 1024;
+
+/// What a page never written holds.
+static ZERO_PAGE: [u8; PAGE_BYTES] = [0; PAGE_BYTES];
 
 /// A probability as an integer ratio, `numerator` in `denominator`; zero never fires.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,9 +89,13 @@ struct SimState {
     rng_state: u64,
     generation: u64,
     next_inode: u64,
-    inodes: HashMap<u64, Inode>,
+    /// Ordered, so a crash draws its tear points in the same order in every run.
+    inodes: BTreeMap<u64, Inode>,
     names: BTreeMap<String, u64>,
     durable_names: BTreeMap<String, u64>,
+    /// Changes to `names` since the last directory sync, in order: what a sync makes durable
+    /// (cheaper than copying the whole folder at each of the store's many syncs).
+    unsynced_name_changes: Vec<(String, Option<u64>)>,
     faults: SimFaults,
     fail_next_write: bool,
     fail_next_sync: bool,
@@ -91,14 +104,131 @@ struct SimState {
 
 #[derive(Default)]
 struct Inode {
-    /// The bytes as the process sees them. Shared with `durable` (copy on write) until the
-    /// next write after a sync: a sync makes every byte durable, so it only shares the buffer,
-    /// and a file written once is never copied.
-    current: Arc<Vec<u8>>,
-    durable: Arc<Vec<u8>>,
+    /// The bytes as the process sees them. Shares its pages with `durable` until a write
+    /// after a sync copies the pages it touches: a sync makes every byte durable, so it only
+    /// shares them.
+    current: Pages,
+    durable: Pages,
     /// The offset and first bytes of the last write since the last sync.
     last_unsynced_write: Option<(u64, Vec<u8>)>,
     open_handles: u64,
+    /// How many current and durable names point here; with no handles and no names the
+    /// inode is gone.
+    links: u64,
+    durable_links: u64,
+}
+
+/// A file's bytes as shared fixed-size pages; a page never written reads as zeros and holds
+/// no memory.
+#[derive(Clone, Default)]
+struct Pages {
+    len: u64,
+    /// `ceil(len / PAGE_BYTES)` entries, each page exactly `PAGE_BYTES` long.
+    pages: Vec<Option<Arc<[u8]>>>,
+}
+
+impl Pages {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `out.len()` bytes from `offset`; the caller checked the range.
+    fn read(&self, offset: u64, out: &mut [u8]) {
+        let mut position = offset as usize;
+        let mut filled = 0;
+        while filled < out.len() {
+            let within = position % PAGE_BYTES;
+            let take = (PAGE_BYTES - within).min(out.len() - filled);
+            let target = &mut out[filled..filled + take];
+            match &self.pages[position / PAGE_BYTES] {
+                Some(page) => target.copy_from_slice(&page[within..within + take]),
+                None => target.fill(0),
+            }
+            position += take;
+            filled += take;
+        }
+    }
+
+    /// Writes `data` at `offset`, growing the file (with zeros in any gap) as needed.
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let end = offset + data.len() as u64;
+        if end > self.len {
+            self.set_len(end);
+        }
+        let mut position = offset as usize;
+        let mut written = 0;
+        while written < data.len() {
+            let within = position % PAGE_BYTES;
+            let take = (PAGE_BYTES - within).min(data.len() - written);
+            let source = &data[written..written + take];
+            let slot = &mut self.pages[position / PAGE_BYTES];
+            if take == PAGE_BYTES {
+                // A whole page: no need to zero it or to copy the old one first.
+                *slot = Some(Arc::from(source));
+            } else {
+                let page = slot.get_or_insert_with(|| Arc::from(&ZERO_PAGE[..]));
+                Arc::make_mut(page)[within..within + take].copy_from_slice(source);
+            }
+            position += take;
+            written += take;
+        }
+    }
+
+    /// Truncates or extends with zeros.
+    fn set_len(&mut self, len: u64) {
+        let page_count = (len as usize).div_ceil(PAGE_BYTES);
+        if len < self.len {
+            self.pages.truncate(page_count);
+            // Bytes past the new end must read as zeros if the file grows again.
+            let tail = len as usize % PAGE_BYTES;
+            if tail != 0 {
+                if let Some(Some(page)) = self.pages.last_mut() {
+                    Arc::make_mut(page)[tail..].fill(0);
+                }
+            }
+        } else {
+            self.pages.resize(page_count, None);
+        }
+        self.len = len;
+    }
+
+    /// Flips bits of the byte at `index` (< len), in place.
+    fn flip(&mut self, index: usize, mask: u8) {
+        let page = self.pages[index / PAGE_BYTES].get_or_insert_with(|| Arc::from(&ZERO_PAGE[..]));
+        Arc::make_mut(page)[index % PAGE_BYTES] ^= mask;
+    }
+
+    /// Whether page `page_index` of both is the same memory (or absent in both).
+    fn shares_page(&self, other: &Pages, page_index: usize) -> bool {
+        match (self.pages.get(page_index), other.pages.get(page_index)) {
+            (Some(Some(a)), Some(Some(b))) => Arc::ptr_eq(a, b),
+            (Some(None), Some(None)) => true,
+            _ => false,
+        }
+    }
+
+    /// Each stretch of bytes in order, without copying (absent pages as zeros).
+    fn visit(&self, mut visit: impl FnMut(&[u8])) {
+        let mut remaining = self.len as usize;
+        for page in &self.pages {
+            let take = remaining.min(PAGE_BYTES);
+            match page {
+                Some(page) => visit(&page[..take]),
+                None => visit(&ZERO_PAGE[..take]),
+            }
+            remaining -= take;
+        }
+    }
+
+    fn to_vec(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.len as usize);
+        self.visit(|stretch| bytes.extend_from_slice(stretch));
+        bytes
+    }
 }
 
 impl SimDisk {
@@ -109,9 +239,10 @@ impl SimDisk {
                 rng_state: seed,
                 generation: 0,
                 next_inode: 0,
-                inodes: HashMap::new(),
+                inodes: BTreeMap::new(),
                 names: BTreeMap::new(),
                 durable_names: BTreeMap::new(),
+                unsynced_name_changes: Vec::new(),
                 faults: SimFaults::default(),
                 fail_next_write: false,
                 fail_next_sync: false,
@@ -147,6 +278,7 @@ impl SimDisk {
         state.generation += 1;
         state.stats.crashes += 1;
         state.names = state.durable_names.clone();
+        state.unsynced_name_changes.clear();
         let inode_ids: Vec<u64> = state.inodes.keys().copied().collect();
         let mut tears = Vec::new();
         for id in &inode_ids {
@@ -163,17 +295,20 @@ impl SimDisk {
                 .inodes
                 .get_mut(&id)
                 .expect("id was just read from the map");
-            inode.current = Arc::clone(&inode.durable);
+            inode.current = inode.durable.clone();
             inode.open_handles = 0;
+            inode.links = inode.durable_links;
             if let (Some(point), Some((offset, prefix))) = (point, inode.last_unsynced_write.take())
             {
                 let keep = (point % (prefix.len() as u64 + 1)) as usize;
-                write_into(Arc::make_mut(&mut inode.current), offset, &prefix[..keep]);
-                inode.durable = Arc::clone(&inode.current);
+                inode.current.write(offset, &prefix[..keep]);
+                inode.durable = inode.current.clone();
             }
             inode.last_unsynced_write = None;
         }
-        state.collect_garbage();
+        state
+            .inodes
+            .retain(|_, inode| inode.links > 0 || inode.durable_links > 0);
     }
 
     /// Flips one bit of the file `name` on the medium (durable and current bytes alike), as a
@@ -187,15 +322,18 @@ impl SimDisk {
             .expect("every name points at a live inode");
         let byte = usize::try_from(bit_index / 8).map_err(|_| past_end())?;
         let mask = 1u8 << (bit_index % 8);
-        if byte >= inode.current.len() {
+        if byte as u64 >= inode.current.len() {
             return Err(past_end());
         }
-        let shared = Arc::ptr_eq(&inode.current, &inode.durable);
-        Arc::make_mut(&mut inode.current)[byte] ^= mask;
+        let page_index = byte / PAGE_BYTES;
+        // A byte past the durable end stays out of the durable bytes even on a shared page.
+        let shared = (byte as u64) < inode.durable.len()
+            && inode.current.shares_page(&inode.durable, page_index);
+        inode.current.flip(byte, mask);
         if shared {
-            inode.durable = Arc::clone(&inode.current);
-        } else if byte < inode.durable.len() {
-            Arc::make_mut(&mut inode.durable)[byte] ^= mask;
+            inode.durable.pages[page_index] = inode.current.pages[page_index].clone();
+        } else if (byte as u64) < inode.durable.len() {
+            inode.durable.flip(byte, mask);
         }
         Ok(())
     }
@@ -207,12 +345,20 @@ impl SimDisk {
         Some(state.inodes[id].current.to_vec())
     }
 
-    /// Runs `read` over the current bytes of file `name` without copying them (checkers that
-    /// hash whole files).
-    pub fn with_file_bytes<R>(&self, name: &str, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    /// Runs `visit` over the current bytes of file `name`, stretch by stretch in order,
+    /// without copying them (checkers that hash whole files). `None` if there is no such file.
+    pub fn visit_file_bytes(&self, name: &str, visit: impl FnMut(&[u8])) -> Option<()> {
         let state = self.lock();
         let id = state.names.get(name)?;
-        Some(read(&state.inodes[id].current))
+        state.inodes[id].current.visit(visit);
+        Some(())
+    }
+
+    /// The current length of file `name`, if it exists.
+    pub fn file_len(&self, name: &str) -> Option<u64> {
+        let state = self.lock();
+        let id = state.names.get(name)?;
+        Some(state.inodes[id].current.len())
     }
 
     /// Overwrites file `name` with `bytes`, durably, as if written by another program.
@@ -221,10 +367,11 @@ impl SimDisk {
         let mut state = self.lock();
         let id = state.name_or_create(name);
         let inode = state.inodes.get_mut(&id).expect("name_or_create made it");
-        inode.current = Arc::new(bytes.to_vec());
-        inode.durable = Arc::clone(&inode.current);
+        inode.current = Pages::default();
+        inode.current.write(0, bytes);
+        inode.durable = inode.current.clone();
         inode.last_unsynced_write = None;
-        state.durable_names.insert(name.to_string(), id);
+        state.set_durable_name(name, Some(id));
         Ok(())
     }
 
@@ -258,15 +405,6 @@ fn injected(what: &str) -> io::Error {
     io::Error::other(format!("simulated {what} error"))
 }
 
-fn write_into(buffer: &mut Vec<u8>, offset: u64, data: &[u8]) {
-    let start = offset as usize;
-    let end = start + data.len();
-    if buffer.len() < end {
-        buffer.resize(end, 0);
-    }
-    buffer[start..end].copy_from_slice(data);
-}
-
 impl SimState {
     /// splitmix64: small, good enough for fault draws, and fully determined by the seed.
     fn next_random(&mut self) -> u64 {
@@ -291,7 +429,7 @@ impl SimState {
     fn used_bytes(&self) -> u64 {
         self.names
             .values()
-            .map(|id| self.inodes[id].current.len() as u64)
+            .map(|id| self.inodes[id].current.len())
             .sum()
     }
 
@@ -302,20 +440,58 @@ impl SimState {
         let id = self.next_inode;
         self.next_inode += 1;
         self.inodes.insert(id, Inode::default());
-        self.names.insert(name.to_string(), id);
+        self.set_name(name, Some(id));
         id
     }
 
-    fn collect_garbage(&mut self) {
-        // One pass over the names, not one per inode: the simulator keeps hundreds of files.
-        let named: std::collections::HashSet<u64> = self
-            .names
-            .values()
-            .chain(self.durable_names.values())
-            .copied()
-            .collect();
-        self.inodes
-            .retain(|id, inode| inode.open_handles > 0 || named.contains(id));
+    /// Points `name` at `inode` in the current folder (or removes it), to be made durable by
+    /// the next directory sync. Returns whether the name existed.
+    fn set_name(&mut self, name: &str, inode: Option<u64>) -> bool {
+        let previous = match inode {
+            Some(id) => self.names.insert(name.to_string(), id),
+            None => self.names.remove(name),
+        };
+        if let Some(id) = inode {
+            if let Some(target) = self.inodes.get_mut(&id) {
+                target.links += 1;
+            }
+        }
+        if let Some(old) = previous {
+            if let Some(target) = self.inodes.get_mut(&old) {
+                target.links -= 1;
+            }
+            self.collect(old);
+        }
+        self.unsynced_name_changes.push((name.to_string(), inode));
+        previous.is_some()
+    }
+
+    /// The durable counterpart of [`SimState::set_name`].
+    fn set_durable_name(&mut self, name: &str, inode: Option<u64>) {
+        let previous = match inode {
+            Some(id) => self.durable_names.insert(name.to_string(), id),
+            None => self.durable_names.remove(name),
+        };
+        if let Some(id) = inode {
+            if let Some(target) = self.inodes.get_mut(&id) {
+                target.durable_links += 1;
+            }
+        }
+        if let Some(old) = previous {
+            if let Some(target) = self.inodes.get_mut(&old) {
+                target.durable_links -= 1;
+            }
+            self.collect(old);
+        }
+    }
+
+    /// Forgets inode `id` once nothing refers to it: no handle, no name, no durable name.
+    fn collect(&mut self, id: u64) {
+        if self.inodes.get(&id).is_some_and(|inode| {
+            inode.open_handles == 0 && inode.links == 0 && inode.durable_links == 0
+        }) {
+            self.inodes.remove(&id);
+        }
     }
 
     fn live_inode(&mut self, generation: u64, id: u64) -> io::Result<&mut Inode> {
@@ -346,7 +522,7 @@ impl Disk for SimDisk {
             .expect("names point at live inodes");
         inode.open_handles += 1;
         if mode == OpenMode::CreateTruncate && !inode.current.is_empty() {
-            inode.current = Arc::new(Vec::new());
+            inode.current = Pages::default();
             inode.last_unsynced_write = None;
         }
         Ok(Arc::new(SimFile {
@@ -360,17 +536,23 @@ impl Disk for SimDisk {
         check_file_name(from)?;
         check_file_name(to)?;
         let mut state = self.lock();
-        let id = state.names.remove(from).ok_or_else(|| not_found(from))?;
-        state.names.insert(to.to_string(), id);
-        state.collect_garbage();
+        let id = *state.names.get(from).ok_or_else(|| not_found(from))?;
+        if from == to {
+            return Ok(());
+        }
+        // Link the new name first so the inode is never without one.
+        state.set_name(to, Some(id));
+        state.set_name(from, None);
         Ok(())
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
         check_file_name(name)?;
         let mut state = self.lock();
-        state.names.remove(name).ok_or_else(|| not_found(name))?;
-        state.collect_garbage();
+        if !state.names.contains_key(name) {
+            return Err(not_found(name));
+        }
+        state.set_name(name, None);
         Ok(())
     }
 
@@ -385,8 +567,9 @@ impl Disk for SimDisk {
             return Err(injected("directory sync"));
         }
         state.stats.dir_syncs += 1;
-        state.durable_names = state.names.clone();
-        state.collect_garbage();
+        for (name, inode) in std::mem::take(&mut state.unsynced_name_changes) {
+            state.set_durable_name(&name, inode);
+        }
         Ok(())
     }
 }
@@ -414,24 +597,24 @@ impl Drop for SimFile {
         if let Some(inode) = state.inodes.get_mut(&self.inode) {
             inode.open_handles = inode.open_handles.saturating_sub(1);
         }
-        state.collect_garbage();
+        state.collect(self.inode);
     }
 }
 
 impl DiskFile for SimFile {
     fn len(&self) -> io::Result<u64> {
         let mut state = lock_state(&self.state);
-        Ok(state.live_inode(self.generation, self.inode)?.current.len() as u64)
+        Ok(state.live_inode(self.generation, self.inode)?.current.len())
     }
 
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         let mut state = lock_state(&self.state);
         let inode = state.live_inode(self.generation, self.inode)?;
         let end = offset.checked_add(out.len() as u64).ok_or_else(past_end)?;
-        if end > inode.current.len() as u64 {
+        if end > inode.current.len() {
             return Err(past_end());
         }
-        out.copy_from_slice(&inode.current[offset as usize..end as usize]);
+        inode.current.read(offset, out);
         Ok(())
     }
 
@@ -446,7 +629,7 @@ impl DiskFile for SimFile {
             .checked_add(data.len() as u64)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflow"))?;
         if let Some(quota) = state.faults.quota_bytes {
-            let current_len = state.inodes[&self.inode].current.len() as u64;
+            let current_len = state.inodes[&self.inode].current.len();
             let growth = end.saturating_sub(current_len);
             if state.used_bytes() + growth > quota {
                 state.stats.faults_injected += 1;
@@ -458,7 +641,7 @@ impl DiskFile for SimFile {
         }
         state.stats.bytes_written += data.len() as u64;
         let inode = state.live_inode(self.generation, self.inode)?;
-        write_into(Arc::make_mut(&mut inode.current), offset, data);
+        inode.current.write(offset, data);
         let prefix_len = data.len().min(TEAR_PREFIX_MAX_BYTES);
         inode.last_unsynced_write = Some((offset, data[..prefix_len].to_vec()));
         Ok(())
@@ -466,7 +649,7 @@ impl DiskFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = lock_state(&self.state);
-        let current_len = state.live_inode(self.generation, self.inode)?.current.len() as u64;
+        let current_len = state.live_inode(self.generation, self.inode)?.current.len();
         if let Some(quota) = state.faults.quota_bytes {
             if state.used_bytes() + len.saturating_sub(current_len) > quota {
                 state.stats.faults_injected += 1;
@@ -476,10 +659,10 @@ impl DiskFile for SimFile {
                 ));
             }
         }
-        let new_len = usize::try_from(len)
+        usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
         let inode = state.live_inode(self.generation, self.inode)?;
-        Arc::make_mut(&mut inode.current).resize(new_len, 0);
+        inode.current.set_len(len);
         Ok(())
     }
 
@@ -492,7 +675,7 @@ impl DiskFile for SimFile {
         }
         state.stats.file_syncs += 1;
         let inode = state.live_inode(self.generation, self.inode)?;
-        inode.durable = Arc::clone(&inode.current);
+        inode.durable = inode.current.clone();
         inode.last_unsynced_write = None;
         Ok(())
     }
@@ -577,6 +760,111 @@ mod tests {
         assert_eq!(full.kind(), io::ErrorKind::StorageFull);
         disk.flip_bit("a", 3).expect("flip");
         assert_eq!(disk.file_bytes("a").expect("a")[0], 7 ^ 8);
+    }
+
+    /// The paged file against a plain byte vector: any mix of writes (across page borders,
+    /// past the end), truncations, extensions, syncs, crashes and bit flips reads the same.
+    mod pages_model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Write { offset: u64, len: usize, byte: u8 },
+            SetLen(u64),
+            Sync,
+            Crash,
+            Flip(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let span = 3 * PAGE_BYTES as u64;
+            prop_oneof![
+                4 => (0..span, 0..2 * PAGE_BYTES, any::<u8>())
+                    .prop_map(|(offset, len, byte)| Op::Write { offset, len, byte }),
+                1 => (0..span).prop_map(Op::SetLen),
+                1 => Just(Op::Sync),
+                1 => Just(Op::Crash),
+                1 => (0..span * 8).prop_map(Op::Flip),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn reads_like_a_vector(ops in proptest::collection::vec(op(), 1..40)) {
+                let disk = SimDisk::new(7);
+                let mut file = disk.open("f", OpenMode::CreateIfMissing).expect("create");
+                disk.sync_dir().expect("sync dir");
+                let mut current: Vec<u8> = Vec::new();
+                let mut durable: Vec<u8> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Write { offset, len, byte } => {
+                            let data = vec![byte; len];
+                            file.write_at(offset, &data).expect("write");
+                            let end = offset as usize + len;
+                            if current.len() < end {
+                                current.resize(end, 0);
+                            }
+                            current[offset as usize..end].copy_from_slice(&data);
+                        }
+                        Op::SetLen(len) => {
+                            file.set_len(len).expect("set_len");
+                            current.resize(len as usize, 0);
+                        }
+                        Op::Sync => {
+                            file.sync().expect("sync");
+                            durable = current.clone();
+                        }
+                        Op::Crash => {
+                            disk.crash(false);
+                            file = disk.open("f", OpenMode::Existing).expect("reopen");
+                            current = durable.clone();
+                        }
+                        Op::Flip(bit) => {
+                            let flipped = disk.flip_bit("f", bit);
+                            let byte = (bit / 8) as usize;
+                            prop_assert_eq!(flipped.is_ok(), byte < current.len());
+                            if byte < current.len() {
+                                current[byte] ^= 1 << (bit % 8);
+                                if byte < durable.len() {
+                                    durable[byte] ^= 1 << (bit % 8);
+                                }
+                            }
+                        }
+                    }
+                    prop_assert_eq!(file.len().expect("len"), current.len() as u64);
+                    prop_assert_eq!(disk.file_bytes("f").expect("exists"), current.clone());
+                    let mut read_back = vec![0xAA; current.len()];
+                    file.read_at(0, &mut read_back).expect("read");
+                    prop_assert_eq!(&read_back, &current);
+                }
+                let mut visited = Vec::new();
+                disk.visit_file_bytes("f", |stretch| visited.extend_from_slice(stretch));
+                prop_assert_eq!(visited, current);
+            }
+        }
+    }
+
+    #[test]
+    fn renamed_and_removed_files_free_their_inodes() {
+        let disk = SimDisk::new(5);
+        let a = disk.open("a", OpenMode::CreateIfMissing).expect("create");
+        a.write_at(0, b"x").expect("write");
+        disk.rename("a", "a")
+            .expect("rename onto itself is a no-op");
+        assert_eq!(disk.list().expect("list"), vec!["a".to_string()]);
+        disk.rename("a", "b").expect("rename");
+        drop(a);
+        disk.sync_dir().expect("sync dir");
+        disk.remove("b").expect("remove");
+        disk.sync_dir().expect("sync dir");
+        assert!(disk.list().expect("list").is_empty());
+        assert!(
+            disk.lock().inodes.is_empty(),
+            "nothing refers to the inode any more"
+        );
+        assert!(disk.remove("b").is_err());
     }
 
     #[test]
