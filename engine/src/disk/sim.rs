@@ -102,6 +102,15 @@ struct SimState {
     stats: SimDiskStats,
 }
 
+/// Which of a disk's two views of its folder a name change applies to.
+#[derive(Clone, Copy)]
+enum Folder {
+    /// What the running process sees.
+    Current,
+    /// What survives a power loss.
+    Durable,
+}
+
 #[derive(Default)]
 struct Inode {
     /// The bytes as the process sees them. Shares its pages with `durable` until a write
@@ -447,42 +456,42 @@ impl SimState {
     /// Points `name` at `inode` in the current folder (or removes it), to be made durable by
     /// the next directory sync. Returns whether the name existed.
     fn set_name(&mut self, name: &str, inode: Option<u64>) -> bool {
-        let previous = match inode {
-            Some(id) => self.names.insert(name.to_string(), id),
-            None => self.names.remove(name),
-        };
-        if let Some(id) = inode {
-            if let Some(target) = self.inodes.get_mut(&id) {
-                target.links += 1;
-            }
-        }
-        if let Some(old) = previous {
-            if let Some(target) = self.inodes.get_mut(&old) {
-                target.links -= 1;
-            }
-            self.collect(old);
-        }
         self.unsynced_name_changes.push((name.to_string(), inode));
-        previous.is_some()
+        self.relink(Folder::Current, name, inode)
     }
 
     /// The durable counterpart of [`SimState::set_name`].
     fn set_durable_name(&mut self, name: &str, inode: Option<u64>) {
-        let previous = match inode {
-            Some(id) => self.durable_names.insert(name.to_string(), id),
-            None => self.durable_names.remove(name),
+        self.relink(Folder::Durable, name, inode);
+    }
+
+    /// Points `name` in `folder` at `inode` (or removes it), keeping the link counts and
+    /// forgetting an inode that lost its last reference. Returns whether the name existed.
+    fn relink(&mut self, folder: Folder, name: &str, inode: Option<u64>) -> bool {
+        let names = match folder {
+            Folder::Current => &mut self.names,
+            Folder::Durable => &mut self.durable_names,
         };
-        if let Some(id) = inode {
-            if let Some(target) = self.inodes.get_mut(&id) {
-                target.durable_links += 1;
+        let previous = match inode {
+            Some(id) => names.insert(name.to_string(), id),
+            None => names.remove(name),
+        };
+        fn links(inode: &mut Inode, folder: Folder) -> &mut u64 {
+            match folder {
+                Folder::Current => &mut inode.links,
+                Folder::Durable => &mut inode.durable_links,
             }
+        }
+        if let Some(target) = inode.and_then(|id| self.inodes.get_mut(&id)) {
+            *links(target, folder) += 1;
         }
         if let Some(old) = previous {
             if let Some(target) = self.inodes.get_mut(&old) {
-                target.durable_links -= 1;
+                *links(target, folder) -= 1;
             }
             self.collect(old);
         }
+        previous.is_some()
     }
 
     /// Forgets inode `id` once nothing refers to it: no handle, no name, no durable name.
