@@ -10,6 +10,7 @@ use dyad_sim::SCENARIOS;
 
 #[test]
 fn the_sweep_catches_a_backup_that_publishes_unverified_chunks_within_200_seeds() {
+    dyad_engine::planted::select(Some(dyad_engine::planted::PlantedBug::PublishUnverified));
     for seed in 0..200u64 {
         let scenario = &SCENARIOS[(seed % SCENARIOS.len() as u64) as usize];
         let report = runner::run(scenario, seed);
