@@ -156,6 +156,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "an hour: a few hundred client sessions (64 MiB) on both sides across a break; re-establish reconciles the union",
         run: break_reestablish_few_hundred_sessions_64mib,
     },
+    Scenario {
+        name: "swarm",
+        about: "the seed draws which fault classes are on, their rates and an operator script; heal; every property and the clients' updates",
+        run: crate::swarm::swarm_scenario,
+    },
 ];
 
 pub(crate) const MINUTE_MS: u64 = 60_000;

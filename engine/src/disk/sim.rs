@@ -63,6 +63,8 @@ pub struct SimDiskStats {
     pub dir_syncs: u64,
     pub crashes: u64,
     pub faults_injected: u64,
+    /// Unsynced writes a crash left in part (torn), over the disk's life.
+    pub torn_writes: u64,
 }
 
 /// The simulated disk. Share it as `Arc<SimDisk>`; clones of the `Arc` see the same files.
@@ -87,6 +89,8 @@ struct SimState {
     fail_next_write: bool,
     fail_next_sync: bool,
     stats: SimDiskStats,
+    /// The files whose last unsynced write a crash tore, in order, over the disk's life.
+    torn_files: Vec<String>,
 }
 
 #[derive(Default)]
@@ -116,6 +120,7 @@ impl SimDisk {
                 fail_next_write: false,
                 fail_next_sync: false,
                 stats: SimDiskStats::default(),
+                torn_files: Vec::new(),
             })),
         })
     }
@@ -158,6 +163,7 @@ impl SimDisk {
             };
             tears.push((*id, point));
         }
+        let mut torn = Vec::new();
         for (id, point) in tears {
             let inode = state
                 .inodes
@@ -170,8 +176,19 @@ impl SimDisk {
                 let keep = (point % (prefix.len() as u64 + 1)) as usize;
                 write_into(Arc::make_mut(&mut inode.current), offset, &prefix[..keep]);
                 inode.durable = Arc::clone(&inode.current);
+                torn.push(id);
             }
             inode.last_unsynced_write = None;
+        }
+        state.stats.torn_writes += torn.len() as u64;
+        for id in torn {
+            let names: Vec<String> = state
+                .names
+                .iter()
+                .filter(|(_, inode)| **inode == id)
+                .map(|(name, _)| name.clone())
+                .collect();
+            state.torn_files.extend(names);
         }
         state.collect_garbage();
     }
@@ -229,6 +246,11 @@ impl SimDisk {
     }
 
     /// Counters so far.
+    /// The files whose last unsynced write a crash tore, in order, over the disk's life.
+    pub fn torn_files(&self) -> Vec<String> {
+        self.lock().torn_files.clone()
+    }
+
     pub fn stats(&self) -> SimDiskStats {
         self.lock().stats
     }
