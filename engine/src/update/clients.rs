@@ -206,12 +206,15 @@ impl ClientGate {
             return Ok(CheckInAnswer::ManualReinstall { target });
         }
         // A client already granted (whose grant has not expired) may ask again: same answer,
-        // without taking a second slot.
+        // without taking a second slot. Asking again means it starts its install again (it
+        // restarted, or lost the download), so the grant is renewed from now: otherwise it
+        // would expire while the client installs, and its slot go to another client on top.
         if let Some(ClientState::InProgress {
             granted_monotonic_ms,
-        }) = self.clients.get(&check_in.client_id)
+        }) = self.clients.get_mut(&check_in.client_id)
         {
             if now_monotonic_ms.saturating_sub(*granted_monotonic_ms) < GRANT_TIMEOUT_MS {
+                *granted_monotonic_ms = now_monotonic_ms;
                 return Ok(CheckInAnswer::UpdateNow { target });
             }
         }
@@ -400,6 +403,32 @@ mod tests {
         );
         assert_eq!(gate.progress(0).needs_manual_reinstall, 1);
         assert_eq!(gate.in_progress_now(0), 0);
+    }
+
+    #[test]
+    fn a_client_asking_again_renews_its_grant_and_keeps_its_slot() {
+        // The simulator's swarm found this: client 1 died while installing, asked again 27
+        // minutes after its grant and started over; the grant expired 3 minutes later while it
+        // installed, and a second client got an update under a limit of 1.
+        let mut gate = ClientGate::new(NEW, 1);
+        let minute = 60_000;
+        assert!(matches!(
+            gate.check_in(0, &deployed(1, OLD)),
+            Ok(CheckInAnswer::UpdateNow { .. })
+        ));
+        assert!(matches!(
+            gate.check_in(27 * minute, &deployed(1, OLD)),
+            Ok(CheckInAnswer::UpdateNow { .. })
+        ));
+        assert!(matches!(
+            gate.check_in(31 * minute, &deployed(2, OLD)),
+            Ok(CheckInAnswer::RetryLater { .. })
+        ));
+        assert_eq!(gate.in_progress_now(31 * minute), 1);
+        assert!(matches!(
+            gate.check_in(27 * minute + GRANT_TIMEOUT_MS, &deployed(2, OLD)),
+            Ok(CheckInAnswer::UpdateNow { .. })
+        ));
     }
 
     #[test]
