@@ -10,13 +10,14 @@
 //! old-software no
 //! clients 0 0 0
 //! class partitions 40
-//! step 30000 partition ms=90000
-//! step 120000 crash on=1 tear=yes down_ms=20000
+//! step 30000 1 partition ms=90000 sync_first=no
+//! step 120000 2 crash on=1 tear=yes down_ms=20000
 //! ```
 //!
 //! `seed` seeds the world (latencies, recording contents, ...); the `class` lines record the
-//! mix the seed drew (informative); each `step` is a wait in milliseconds and an action with
-//! its parameters. `expect` names the property the run failed on when it was written. A parse
+//! mix the seed drew (informative); each `step` is a wait in milliseconds, the step's salt
+//! (the world's generator is reseeded from the seed and it as the step begins), and an action
+//! with its parameters. `expect` names the property the run failed on when it was written. A parse
 //! error names the line and what is wrong with it.
 
 use std::collections::BTreeMap;
@@ -310,8 +311,9 @@ impl Replay {
         }
         for step in &self.plan.steps {
             out.push_str(&format!(
-                "step {} {}\n",
+                "step {} {} {}\n",
                 step.wait_ms,
+                step.salt,
                 action_text(&step.action)
             ));
         }
@@ -327,9 +329,11 @@ impl Replay {
             .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'));
         match lines.next() {
             Some((_, line)) if line == REPLAY_HEADER => {}
-            Some((n, line)) => return Err(format!(
+            Some((n, line)) => {
+                return Err(format!(
                 "line {n}: expected {REPLAY_HEADER:?} (this build reads version 1), found {line:?}"
-            )),
+            ))
+            }
             None => return Err("the file is empty".into()),
         }
         let mut seed = None;
@@ -390,14 +394,24 @@ impl Replay {
                     plan.classes.push((class, rate));
                 }
                 "step" => {
-                    let (wait, action) = rest
-                        .split_once(' ')
-                        .ok_or_else(|| at("step needs a wait in ms and an action".into()))?;
+                    let mut parts = rest.splitn(3, ' ');
+                    let (Some(wait), Some(salt), Some(action)) =
+                        (parts.next(), parts.next(), parts.next())
+                    else {
+                        return Err(at("step needs a wait in ms, a salt and an action".into()));
+                    };
                     let wait_ms = wait
                         .parse()
                         .map_err(|_| at(format!("wait {wait:?} is not a whole number of ms")))?;
+                    let salt = salt
+                        .parse()
+                        .map_err(|_| at(format!("salt {salt:?} is not a whole number")))?;
                     let action = parse_action(action).map_err(at)?;
-                    plan.steps.push(Step { wait_ms, action });
+                    plan.steps.push(Step {
+                        wait_ms,
+                        salt,
+                        action,
+                    });
                 }
                 other => return Err(at(format!("unknown keyword {other:?}"))),
             }
@@ -428,20 +442,20 @@ mod tests {
     fn parse_errors_name_the_line_and_the_problem() {
         let bad = |text: &str| Replay::parse(text).err().unwrap_or_default();
         assert!(bad("dyad-sim replay 2\nseed 1\n").contains("line 1"));
-        let text = "dyad-sim replay 1\nseed 1\n\nstep 10 crash on=1 tear=maybe down_ms=5\n";
+        let text = "dyad-sim replay 1\nseed 1\n\nstep 10 1 crash on=1 tear=maybe down_ms=5\n";
         let error = bad(text);
         assert!(
             error.starts_with("line 4:") && error.contains("tear"),
             "{error}"
         );
-        let error = bad("dyad-sim replay 1\nseed 1\nstep 10 explode on=0\n");
+        let error = bad("dyad-sim replay 1\nseed 1\nstep 10 1 explode on=0\n");
         assert!(
             error.starts_with("line 3:") && error.contains("explode"),
             "{error}"
         );
-        let error = bad("dyad-sim replay 1\nseed 1\nstep 10 sync-now on=2\n");
+        let error = bad("dyad-sim replay 1\nseed 1\nstep 10 1 sync-now on=2\n");
         assert!(error.contains("on=2"), "{error}");
-        let error = bad("dyad-sim replay 1\nseed 1\nstep 10 sync-now on=0 extra=1\n");
+        let error = bad("dyad-sim replay 1\nseed 1\nstep 10 1 sync-now on=0 extra=1\n");
         assert!(error.contains("extra"), "{error}");
         assert!(bad("dyad-sim replay 1\n").contains("seed"));
         assert!(bad("").contains("empty"));

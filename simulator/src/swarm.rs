@@ -278,10 +278,13 @@ pub enum Action {
     },
 }
 
-/// One step of a plan: wait `wait_ms`, then act.
+/// One step of a plan: wait `wait_ms`, then act. The world's generator is reseeded from the
+/// seed and `salt` as the step begins, so what a step draws does not depend on the steps
+/// before it: removing one while shrinking leaves the others' randomness as it was.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
     pub wait_ms: u64,
+    pub salt: u64,
     pub action: Action,
 }
 
@@ -342,6 +345,7 @@ impl SwarmPlan {
         if classes.iter().any(|(class, _)| class.is_rate()) {
             steps.push(Step {
                 wait_ms: 0,
+                salt: 0,
                 action: Action::Network {
                     resets: rate(FaultClass::NetworkResets) / 5,
                     spikes: rate(FaultClass::DelaySpikes) / 2,
@@ -352,6 +356,7 @@ impl SwarmPlan {
         if old_software && clients.iter().sum::<u64>() > 0 {
             steps.push(Step {
                 wait_ms: 0,
+                salt: 0,
                 action: Action::ClientLimit {
                     limit: rng.between(1, 4),
                 },
@@ -362,6 +367,7 @@ impl SwarmPlan {
                 let hours = rng.between(0, 4 * 60 * MINUTE_MS) as i64 - 2 * 60 * MINUTE_MS as i64;
                 steps.push(Step {
                     wait_ms: 0,
+                    salt: 0,
                     action: Action::ClockJump {
                         on: side,
                         delta_ms: hours,
@@ -386,14 +392,22 @@ impl SwarmPlan {
                     None => Self::draw_workload(&mut rng),
                 }
             };
-            steps.push(Step { wait_ms, action });
+            steps.push(Step {
+                wait_ms,
+                salt: 0,
+                action,
+            });
         }
         if old_software && !upgraded {
             let crash = on(FaultClass::CrashesDuringUpgrade);
             steps.push(Step {
                 wait_ms: rng.between(10_000, 5 * MINUTE_MS),
+                salt: 0,
                 action: Self::draw_upgrade(&mut rng, crash),
             });
+        }
+        for (n, step) in steps.iter_mut().enumerate() {
+            step.salt = n as u64 + 1;
         }
         SwarmPlan {
             classes,
@@ -559,7 +573,8 @@ impl fmt::Display for SwarmPlan {
         for (n, step) in self.steps.iter().enumerate() {
             writeln!(
                 f,
-                "  step {n}: after {} s, {}",
+                "  step {n} (salt {}): after {} s, {}",
+                step.salt,
                 step.wait_ms / 1000,
                 crate::replay::action_text(&step.action)
             )?;
@@ -629,6 +644,7 @@ fn play(world: &mut World, plan: &SwarmPlan) -> Result<Outcome, Violation> {
     }
     let mut notes = Vec::new();
     for step in &plan.steps {
+        world.rng = SimRng::new(world.seed ^ step.salt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         run(world, step.wait_ms)?;
         if let Some(note) = act(world, &step.action)? {
             notes.push(note);
