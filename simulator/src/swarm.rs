@@ -954,8 +954,15 @@ fn heal(world: &mut World) -> Result<(usize, usize), Violation> {
         let mut report = FlowReport::default();
         tolerate(upgrade_one(world, old, InstallCrash::Never, &mut report))?;
     }
-    for _ in 0..4 {
+    for _ in 0..5 {
         run(world, MINUTE_MS)?;
+        // A store that stopped on a failure (it may only show once the appliance next
+        // writes) is restarted, as its status tells the operator.
+        for index in 0..2 {
+            if world.storage_failed(index) {
+                world.restart(index);
+            }
+        }
         let roles = (role(world, 0), role(world, 1));
         let pair = match roles {
             (Some(Role::Primary), Some(Role::Backup)) => Some((0, 1)),
