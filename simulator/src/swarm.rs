@@ -810,18 +810,7 @@ fn act(world: &mut World, action: &Action) -> Result<Option<String>, Violation> 
                 world.flip_replicated_recording_bits(on, bits);
             }
             // Clients play some recordings back: reads find the damage.
-            let ids: Vec<_> = world
-                .replica(on)
-                .and_then(|replica| replica.store().catalog_list().ok())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|meta| meta.id)
-                .collect();
-            for id in ids {
-                if world.rng.chance(1, 2) {
-                    world.play_back(on, id);
-                }
-            }
+            world.play_back_some(on, 2);
         }
         Action::Break { on } => {
             tolerate(command(world, on, Command::Break, 2 * MINUTE_MS).map(|_| ()))?;

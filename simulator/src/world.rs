@@ -1171,6 +1171,21 @@ impl World {
         served
     }
 
+    /// Clients play back each session appliance `index` lists with a chance of one in
+    /// `one_in`; returns how many were refused (a read that found damage withdraws it).
+    pub fn play_back_some(&mut self, index: usize, one_in: u64) -> u64 {
+        let ids: Vec<SessionId> = self
+            .replica(index)
+            .and_then(|replica| replica.store().catalog_list().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|meta| meta.id)
+            .collect();
+        ids.into_iter()
+            .filter(|id| self.rng.chance(1, one_in) && !self.play_back(index, *id))
+            .count() as u64
+    }
+
     /// Plays back every session appliance `index` lists; returns how many were refused.
     pub fn play_back_all(&mut self, index: usize) -> u64 {
         let ids: Vec<SessionId> = self
