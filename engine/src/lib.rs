@@ -6,15 +6,31 @@
 //! through a deterministic world. See `docs/architecture.md`.
 #![forbid(unsafe_code)]
 
-// The simulator's planted-bug test switches off a safety check to prove the checkers notice;
+// The simulator's planted-bug tests switch off safety checks to prove the checkers notice;
 // such a build must never ship, so the switch refuses to compile without debug assertions.
 #[cfg(all(feature = "planted-bugs", not(debug_assertions)))]
 compile_error!(
-    "the `planted-bugs` feature deliberately breaks verification and exists only for the \
+    "the `planted-bugs` feature deliberately plants defects and exists only for the \
      simulator's tests; it cannot be enabled in a release build"
 );
 
 pub use dyad_wire as wire;
+
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
+
+/// Whether the planted bug `$bug` (a [`planted::PlantedBug`] variant) is selected on this
+/// thread; a constant `false` in every build without the `planted-bugs` feature.
+macro_rules! planted_bug {
+    ($bug:ident) => {{
+        #[cfg(feature = "planted-bugs")]
+        let active = $crate::planted::active($crate::planted::PlantedBug::$bug);
+        #[cfg(not(feature = "planted-bugs"))]
+        let active = false;
+        active
+    }};
+}
+pub(crate) use planted_bug;
 
 pub mod appliance;
 pub mod backup;

@@ -7,12 +7,17 @@
 #![forbid(unsafe_code)]
 
 pub mod checks;
+pub mod clients;
+pub mod coverage;
+pub mod replay;
 pub mod rng;
 pub mod runner;
 pub mod scenarios;
 mod scenarios_migration;
 mod scenarios_roles;
 mod scenarios_upgrade;
+pub mod shrink;
+pub mod swarm;
 pub mod upgrade;
 pub mod world;
 

@@ -3,7 +3,9 @@
 use std::time::Instant;
 
 use crate::checks::Violation;
-use crate::scenarios::{Scenario, SCENARIOS};
+use crate::coverage::Coverage;
+use crate::scenarios::{Outcome, Scenario, SCENARIOS};
+use crate::swarm::SwarmPlan;
 use crate::world::World;
 
 /// The result of one scenario run with one seed.
@@ -17,6 +19,8 @@ pub struct RunReport {
     pub simulated_ms: u64,
     /// Steps run; for a failure, the step at which the run stopped.
     pub steps: u64,
+    /// The rare events the run reached.
+    pub coverage: Coverage,
 }
 
 impl RunReport {
@@ -36,25 +40,41 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
 /// Runs `scenario` with `seed`. A panic inside the engine or the world is reported as a
 /// violation of the "no panic" property, with the seed, rather than aborting a sweep.
 pub fn run(scenario: &'static Scenario, seed: u64) -> RunReport {
+    run_with(scenario.name, seed, scenario.run)
+}
+
+/// Runs a swarm plan (drawn from a seed, shrunk, or read from a replay file) in the world of
+/// `seed`.
+pub fn run_plan(seed: u64, plan: &SwarmPlan) -> RunReport {
+    run_with("swarm", seed, |world| crate::swarm::run_plan(world, plan))
+}
+
+fn run_with(
+    name: &'static str,
+    seed: u64,
+    body: impl FnOnce(&mut World) -> Result<Outcome, Violation> + std::panic::UnwindSafe,
+) -> RunReport {
     let outcome = std::panic::catch_unwind(|| {
         let mut world = World::new(seed);
         let start_ms = world.now_ms;
-        let result = (scenario.run)(&mut world).map(|outcome| outcome.notes);
+        let result = body(&mut world).map(|outcome| outcome.notes);
         (
             result,
             world.final_hash(),
             world.now_ms - start_ms + world.simulated_elsewhere_ms,
             world.steps,
+            world.coverage.clone(),
         )
     });
     match outcome {
-        Ok((result, trace_hash, simulated_ms, steps)) => RunReport {
-            scenario: scenario.name,
+        Ok((result, trace_hash, simulated_ms, steps, coverage)) => RunReport {
+            scenario: name,
             seed,
             result,
             trace_hash,
             simulated_ms,
             steps,
+            coverage,
         },
         Err(panic) => {
             let details = panic
@@ -63,7 +83,7 @@ pub fn run(scenario: &'static Scenario, seed: u64) -> RunReport {
                 .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
                 .unwrap_or_else(|| "a panic without a message".into());
             RunReport {
-                scenario: scenario.name,
+                scenario: name,
                 seed,
                 result: Err(Violation {
                     property: "no_panic",
@@ -72,6 +92,7 @@ pub fn run(scenario: &'static Scenario, seed: u64) -> RunReport {
                 trace_hash: [0; 32],
                 simulated_ms: 0,
                 steps: 0,
+                coverage: Coverage::default(),
             }
         }
     }
@@ -85,6 +106,8 @@ pub struct SweepReport {
     pub determinism_failures: Vec<(String, u64)>,
     pub simulated_ms: u64,
     pub wall_ms: u64,
+    /// The rare events reached, summed over every run.
+    pub coverage: Coverage,
 }
 
 /// Runs seeds `first..first + count`, each on the next scenario in turn; every
@@ -105,6 +128,7 @@ pub fn sweep(
         let run_report = run(scenario, seed);
         report.runs += 1;
         report.simulated_ms += run_report.simulated_ms;
+        report.coverage.add(&run_report.coverage);
         if run_report.result.is_err() {
             on_failure(&run_report);
             report.failures.push(run_report);

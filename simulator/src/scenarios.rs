@@ -156,6 +156,11 @@ pub const SCENARIOS: &[Scenario] = &[
         about: "an hour: a few hundred client sessions (64 MiB) on both sides across a break; re-establish reconciles the union",
         run: break_reestablish_few_hundred_sessions_64mib,
     },
+    Scenario {
+        name: "swarm",
+        about: "the seed draws which fault classes are on, their rates and an operator script; heal; every property and the clients' updates",
+        run: crate::swarm::swarm_scenario,
+    },
 ];
 
 pub(crate) const MINUTE_MS: u64 = 60_000;
@@ -579,18 +584,7 @@ fn backup_bit_flips_detected_by_reads_and_refetched(
         let more = world.rng.between(1, 5);
         add_sessions(world, a, more);
         // Some clients play recordings back from the backup: reads find the damage.
-        let ids: Vec<_> = world
-            .replica(b)
-            .and_then(|replica| replica.store().catalog_list().ok())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|meta| meta.id)
-            .collect();
-        for id in ids {
-            if world.rng.chance(1, 2) && !world.play_back(b, id) {
-                refused += 1;
-            }
-        }
+        refused += world.play_back_some(b, 2);
         let wait = world.rng.between(MINUTE_MS, 8 * MINUTE_MS);
         run(world, wait)?;
     }

@@ -71,7 +71,11 @@ fn maybe_crash(world: &mut World, index: usize, within_ms: u64) -> Result<bool, 
 /// operator guide (section 9): a settings backup, the old hardware keeps working a while (its
 /// own sessions reach the peer by sync, or die with it), it is switched off, the new one is
 /// restored and started, takes sessions at once, and Sync Now brings the recordings.
-fn migrate(world: &mut World, moved: usize, peer: usize) -> Result<Vec<String>, Violation> {
+pub(crate) fn migrate(
+    world: &mut World,
+    moved: usize,
+    peer: usize,
+) -> Result<Vec<String>, Violation> {
     let mut notes = Vec::new();
     // Clients addressing this appliance directly (stale answers, integrations) make sessions
     // of its own origin, before and after the backup.
@@ -143,7 +147,7 @@ pub(crate) fn hardware_migration_of_backup_sessions_continue_no_id_reused(
 }
 
 /// Promote `to` (planned: a final sync, then the swap), retried through the network's resets.
-fn planned_swap(world: &mut World, to: usize) -> Result<(), Violation> {
+pub(crate) fn planned_swap(world: &mut World, to: usize) -> Result<(), Violation> {
     let mut last = Ok(String::new());
     for _ in 0..6 {
         last = command(world, to, Command::Promote { force: false }, 10 * MINUTE_MS)?;

@@ -23,7 +23,7 @@ use crate::world::{Swing, World};
 
 const KIB: u64 = 1024;
 /// The store format the old release wrote.
-const OLD_STORE_FORMAT: u64 = 1;
+pub(crate) const OLD_STORE_FORMAT: u64 = 1;
 
 /// The software every upgrade installs: a newer application and base.
 pub(crate) fn new_software() -> SoftwareVersion {
@@ -122,7 +122,7 @@ fn prepare(world: &mut World, workload: &Workload) -> Result<(usize, usize), Vio
 
 /// Operator step 1 and 2 of both flows: a last sync, then break (retried as the operator
 /// would until both sides are standalone).
-fn sync_and_break(world: &mut World, a: usize, b: usize) -> Result<(), Violation> {
+pub(crate) fn sync_and_break(world: &mut World, a: usize, b: usize) -> Result<(), Violation> {
     let _ = command(world, b, Command::SyncNow, 10 * MINUTE_MS)?;
     for attempt in 0..6 {
         let side = if attempt % 2 == 0 { a } else { b };
@@ -143,7 +143,11 @@ fn sync_and_break(world: &mut World, a: usize, b: usize) -> Result<(), Violation
 
 /// Establish as an operator does on a network that resets connections: a failed attempt is
 /// retried, after breaking whatever half of a relationship it made.
-fn establish_retrying(world: &mut World, primary: usize, backup: usize) -> Result<(), Violation> {
+pub(crate) fn establish_retrying(
+    world: &mut World,
+    primary: usize,
+    backup: usize,
+) -> Result<(), Violation> {
     let mut last = None;
     for _ in 0..5 {
         match establish(world, primary, backup) {
@@ -165,7 +169,7 @@ fn establish_retrying(world: &mut World, primary: usize, backup: usize) -> Resul
 }
 
 /// Stop, install (maybe crashing), start; a rolled-back install is installed again.
-fn upgrade_one(
+pub(crate) fn upgrade_one(
     world: &mut World,
     index: usize,
     crash: InstallCrash,

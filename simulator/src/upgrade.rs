@@ -171,7 +171,13 @@ impl World {
                 sync_error: Ratio::new(1, one_in + 1),
                 ..SimFaults::default()
             });
-            let _ = update::complete_store_step(&store, journal.to_store_format);
+            // Power goes while the migration runs; if the disk's failures stopped it short,
+            // the crash really cut a migration in the middle.
+            let migrated = update::complete_store_step(&store, journal.to_store_format);
+            if migrated.is_err() {
+                self.coverage
+                    .note(crate::coverage::CoverageEvent::CrashDuringStoreMigration);
+            }
             crash_now(self, store, 2);
             return Ok(InstallRun {
                 duration_ms,
@@ -257,6 +263,12 @@ impl World {
                 ),
             ));
         }
+        self.coverage
+            .note(if decision == RecoveryDecision::Complete {
+                crate::coverage::CoverageEvent::InstallCompletedByRecovery
+            } else {
+                crate::coverage::CoverageEvent::InstallRolledBack
+            });
         self.install_recoveries.push(decision);
         self.trace_event(
             "install-recovered",
@@ -296,14 +308,26 @@ impl World {
         backup: &StoreSettings,
     ) -> Result<u64, Violation> {
         self.crash(index, false);
-        // What exists elsewhere survives; what only the old disk held does not.
-        let elsewhere: std::collections::BTreeSet<SessionId> = (0..self.appliances.len())
-            .filter(|other| *other != index)
-            .filter_map(|other| self.replica(other))
-            .filter_map(|replica| replica.store().catalog_list().ok())
-            .flatten()
-            .map(|meta| meta.id)
-            .collect();
+        // What exists intact elsewhere survives; what only the old disk held does not (nor
+        // what the other copies' media damaged meanwhile).
+        let mut elsewhere = std::collections::BTreeSet::<SessionId>::new();
+        for other in (0..self.appliances.len()).filter(|other| *other != index) {
+            let corrupt: std::collections::BTreeSet<SessionId> = self
+                .listed_but_corrupt(other)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let listed = self
+                .replica(other)
+                .and_then(|replica| replica.store().catalog_list().ok())
+                .unwrap_or_default();
+            elsewhere.extend(
+                listed
+                    .into_iter()
+                    .map(|meta| meta.id)
+                    .filter(|id| !corrupt.contains(id)),
+            );
+        }
         let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut self.completed_sessions)
             .into_iter()
             .partition(|(id, _)| elsewhere.contains(id));

@@ -30,6 +30,7 @@ use dyad_wire::{
 };
 
 use crate::checks::Violation;
+use crate::coverage::{Coverage, CoverageEvent};
 use crate::rng::SimRng;
 
 /// True time when every world begins.
@@ -189,7 +190,7 @@ impl SimLink {
 }
 
 #[derive(Debug)]
-enum WorldEvent {
+pub(crate) enum WorldEvent {
     Connect {
         from: usize,
         address: String,
@@ -236,6 +237,14 @@ enum WorldEvent {
         command: Command,
     },
     /// A client arrives at the site address (routed when it arrives).
+    /// A deployed client checks in with the site (`crate::clients`).
+    ClientCheckIn {
+        client: usize,
+    },
+    /// A deployed client finished installing the update it was granted.
+    ClientUpdateDone {
+        client: usize,
+    },
     ClientArrival {
         size_bytes: u64,
         duration_ms: u64,
@@ -289,6 +298,8 @@ struct ClientSession {
     duration_ms: u64,
     size_bytes: u64,
     content_seed: u64,
+    /// The client reached this appliance through a stale DNS answer.
+    stale_dns: bool,
 }
 
 /// A recording the appliance's recorder holds but the store has not taken yet: a session cut
@@ -371,6 +382,19 @@ pub struct World {
     pub sync_completions: u64,
     /// Properties found broken on the way (with the step), reported at the end.
     pub violations: Vec<Violation>,
+    /// Rare events that happened in this run.
+    pub coverage: Coverage,
+    /// The deployed clients and each appliance's client-update gate.
+    pub clients: crate::clients::ClientPopulation,
+    /// The lowest epoch each appliance may be in during its current process lifetime: epochs
+    /// only move forward, except by an operator's demote or a restore from a settings backup.
+    epoch_floor: Vec<Option<Epoch>>,
+    /// Torn writes each disk had when its appliance last started.
+    torn_seen: Vec<u64>,
+    /// Recordings a read found damaged (appliance, session), not yet seen intact again.
+    damage_found: BTreeSet<(usize, SessionId)>,
+    /// Sessions a corrupt chunk was sent for (receiver, session), not yet seen intact there.
+    corrupt_sent: BTreeSet<(usize, SessionId)>,
     trace: blake3::Hasher,
     pub steps: u64,
     pub step_budget: u64,
@@ -414,6 +438,12 @@ impl World {
             last_sync_seen: Vec::new(),
             sync_completions: 0,
             violations: Vec::new(),
+            coverage: Coverage::default(),
+            clients: crate::clients::ClientPopulation::default(),
+            epoch_floor: Vec::new(),
+            torn_seen: Vec::new(),
+            damage_found: BTreeSet::new(),
+            corrupt_sent: BTreeSet::new(),
             trace: blake3::Hasher::new(),
             steps: 0,
             step_budget: 2_000_000,
@@ -462,6 +492,8 @@ impl World {
         self.frame_bytes_sent.push(0);
         self.deferred.push(Vec::new());
         self.last_sync_seen.push(None);
+        self.epoch_floor.push(None);
+        self.torn_seen.push(0);
         self.start(index);
         index
     }
@@ -567,17 +599,30 @@ impl World {
                 appliance.name
             ),
         };
+        let torn = appliance.disk.torn_files();
+        let epoch = replica.state().epoch;
         appliance.replica = Some(replica);
+        // A crash tore a write since the last start, and the store opened on it (the
+        // database checks its integrity on open; recovery below must find nothing listed
+        // unverified).
+        let torn_now = torn.len() as u64 > self.torn_seen[index];
+        self.torn_seen[index] = torn.len() as u64;
+        self.epoch_floor[index] = Some(epoch);
         self.last_sync_seen[index] = self.appliances[index]
             .replica
             .as_ref()
             .and_then(|replica| replica.state().last_sync.clone());
         self.trace("start", &[index as u64]);
         // Recovery after whatever happened must leave nothing unverified listed.
-        if let Err(violation) = crate::checks::nothing_unverified_on(self, index, false) {
-            self.record_violation(violation.property, violation.details);
+        match crate::checks::nothing_unverified_on(self, index, false) {
+            Err(violation) => self.record_violation(violation.property, violation.details),
+            Ok(()) if torn_now => self
+                .coverage
+                .note(CoverageEvent::TornWriteDetectedOnRestart),
+            Ok(()) => {}
         }
         self.import_pending(index);
+        self.clients_on_start(index);
     }
 
     /// Ends appliance `index`'s process: its connections drop and its client sessions in
@@ -637,11 +682,32 @@ impl World {
 
     /// Power loss: the process dies and unsynced writes are lost (optionally torn).
     pub fn crash(&mut self, index: usize, tear: bool) {
+        if self.chunks_moving(index) {
+            self.coverage.note(CoverageEvent::CrashDuringChunkTransfer);
+        }
         if !self.stop_process(index, "peer crashed") {
             return;
         }
         self.appliances[index].disk.crash(tear);
         self.trace("crash", &[index as u64, u64::from(tear)]);
+    }
+
+    /// Whether a sync is in its transfer phase on appliance `index`, or on a peer pulling from
+    /// it over an open link.
+    fn chunks_moving(&self, index: usize) -> bool {
+        let transferring = |at: usize| {
+            self.status(at).is_some_and(|status| {
+                status
+                    .running
+                    .is_some_and(|running| running.progress.phase == "transfer")
+            })
+        };
+        transferring(index)
+            || self
+                .links
+                .values()
+                .filter(|link| !link.reset && link.ends.contains(&index))
+                .any(|link| transferring(link.ends[0] + link.ends[1] - index))
     }
 
     /// The operator stops the service (no power loss): sessions in progress are cut off.
@@ -759,7 +825,14 @@ impl World {
     /// after `duration_ms` with `size_bytes` recorded. Returns false if nobody answered.
     pub fn start_client_session(&mut self, size_bytes: u64, duration_ms: u64) -> bool {
         let target = self.route_client();
-        self.start_client_session_on(target, size_bytes, duration_ms)
+        let stale = target != self.site_target;
+        let started = self.start_client_session_on(target, size_bytes, duration_ms);
+        if started && stale {
+            if let Some(session) = self.client_sessions.values_mut().next_back() {
+                session.stale_dns = true;
+            }
+        }
+        started
     }
 
     /// Where a client arriving now reaches the site: the current target, or, within a DNS
@@ -860,6 +933,7 @@ impl World {
             duration_ms: duration_ms.max(1),
             size_bytes,
             content_seed,
+            stale_dns: false,
         };
         let at = self.now_ms + session.duration_ms;
         self.client_sessions.insert(id, session);
@@ -1014,11 +1088,40 @@ impl World {
     /// Flips `count` random bits of one random complete recording file on appliance `index`,
     /// as a failing medium would. Returns false if it holds none.
     pub fn flip_recording_bits(&mut self, index: usize, count: u64) -> bool {
+        self.flip_bits_where(index, count, |_, _| true)
+    }
+
+    /// [`World::flip_recording_bits`] on a recording that another appliance holds intact
+    /// (listed, and its file undamaged): a medium failing where another copy exists. Damage to
+    /// the only copy of a session loses it by the hardware's doing, which no engine can undo.
+    pub fn flip_replicated_recording_bits(&mut self, index: usize, count: u64) -> bool {
+        let mut intact_elsewhere = BTreeSet::new();
+        for other in (0..self.appliances.len()).filter(|other| *other != index) {
+            let listed = self
+                .replica(other)
+                .and_then(|replica| replica.store().catalog_list().ok())
+                .unwrap_or_default();
+            for meta in listed {
+                let name = recording_file_name(&meta.id);
+                if !self.damaged_files.contains(&(other, name.clone())) {
+                    intact_elsewhere.insert(name);
+                }
+            }
+        }
+        self.flip_bits_where(index, count, |_, name| intact_elsewhere.contains(name))
+    }
+
+    fn flip_bits_where(
+        &mut self,
+        index: usize,
+        count: u64,
+        eligible: impl Fn(usize, &str) -> bool,
+    ) -> bool {
         let disk = Arc::clone(&self.appliances[index].disk);
         let Ok(names) = disk.list() else { return false };
         let candidates: Vec<(String, u64)> = names
             .into_iter()
-            .filter(|name| name.starts_with("rec-"))
+            .filter(|name| name.starts_with("rec-") && eligible(index, name))
             .filter_map(|name| {
                 let len = disk.file_len(&name).unwrap_or(0);
                 (len > 0).then_some((name, len))
@@ -1060,7 +1163,25 @@ impl World {
             }
         }
         self.trace("playback", &[index as u64, id.sequence, u64::from(served)]);
+        if !served {
+            self.damage_found.insert((index, id));
+        }
         served
+    }
+
+    /// Clients play back each session appliance `index` lists with a chance of one in
+    /// `one_in`; returns how many were refused (a read that found damage withdraws it).
+    pub fn play_back_some(&mut self, index: usize, one_in: u64) -> u64 {
+        let ids: Vec<SessionId> = self
+            .replica(index)
+            .and_then(|replica| replica.store().catalog_list().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|meta| meta.id)
+            .collect();
+        ids.into_iter()
+            .filter(|id| self.rng.chance(1, one_in) && !self.play_back(index, *id))
+            .count() as u64
     }
 
     /// Plays back every session appliance `index` lists; returns how many were refused.
@@ -1077,7 +1198,7 @@ impl World {
 
     // ----- the event loop -----
 
-    fn schedule(&mut self, at_ms: u64, event: WorldEvent) {
+    pub(crate) fn schedule(&mut self, at_ms: u64, event: WorldEvent) {
         self.event_sequence += 1;
         self.events.insert((at_ms, self.event_sequence), event);
     }
@@ -1216,7 +1337,9 @@ impl World {
                 .get(session)
                 .map(|session| session.appliance),
             WorldEvent::Command { appliance, .. } => Some(*appliance),
-            WorldEvent::ClientArrival { .. } => None,
+            WorldEvent::ClientArrival { .. }
+            | WorldEvent::ClientCheckIn { .. }
+            | WorldEvent::ClientUpdateDone { .. } => None,
         }
     }
 
@@ -1249,6 +1372,9 @@ impl World {
                 let index = self.links.get(&link).map(|l| l.ends[side]);
                 if let (true, Some(index)) = (open, index) {
                     self.trace("connected", &[link, side as u64]);
+                    let split_before = self
+                        .status(index)
+                        .is_some_and(|status| status.disagreement.is_some());
                     self.deliver_event(
                         index,
                         Event::Connected {
@@ -1257,6 +1383,12 @@ impl World {
                             outbound: purpose,
                         },
                     );
+                    let split_after = self
+                        .status(index)
+                        .is_some_and(|status| status.disagreement.is_some());
+                    if split_after && !split_before {
+                        self.coverage.note(CoverageEvent::SplitBrainDetected);
+                    }
                 }
             }
             WorldEvent::Deliver { link, side, frame } => {
@@ -1332,7 +1464,7 @@ impl World {
                 };
                 let index = session.appliance;
                 let ended_local_ms = self.local_now(index);
-                self.import_session(PendingImport {
+                let imported = self.import_session(PendingImport {
                     appliance: index,
                     content_seed: session.content_seed,
                     len: session.size_bytes,
@@ -1340,6 +1472,10 @@ impl World {
                     ended_local_ms,
                     ended_normally: true,
                 });
+                if imported.is_some() && session.stale_dns && index != self.site_target {
+                    self.coverage
+                        .note(CoverageEvent::StaleDnsSessionOnOldPrimary);
+                }
             }
             WorldEvent::ClientArrival {
                 size_bytes,
@@ -1347,6 +1483,8 @@ impl World {
             } => {
                 self.start_client_session(size_bytes, duration_ms);
             }
+            WorldEvent::ClientCheckIn { client } => self.client_check_in(client),
+            WorldEvent::ClientUpdateDone { client } => self.client_update_done(client),
             WorldEvent::Command {
                 appliance: index,
                 id,
@@ -1667,6 +1805,7 @@ impl World {
             };
             self.perform(index, action);
         }
+        self.check_epoch_forward(index);
         let changed = match self.replica(index) {
             Some(replica) => {
                 replica.state().last_sync.as_ref() != self.last_sync_seen[index].as_ref()
@@ -1678,6 +1817,62 @@ impl World {
         }
     }
 
+    /// Epochs only move forward: an appliance never goes back to an older epoch by itself
+    /// (only an operator's demote or a restore from a settings backup may set an older one).
+    fn check_epoch_forward(&mut self, index: usize) {
+        let Some(epoch) = self.replica(index).map(|replica| replica.state().epoch) else {
+            return;
+        };
+        match self.epoch_floor[index] {
+            Some(floor) if epoch < floor => {
+                let name = self.appliances[index].name.clone();
+                self.record_violation(
+                    "epochs_only_move_forward",
+                    format!("{name} went back from epoch {floor} to epoch {epoch} by itself"),
+                );
+                self.epoch_floor[index] = Some(epoch);
+            }
+            _ => self.epoch_floor[index] = Some(epoch),
+        }
+    }
+
+    /// Refreshes what the coverage of re-fetches waits for, after a sync finished.
+    fn note_refetches(&mut self) {
+        if self.damage_found.is_empty() && self.corrupt_sent.is_empty() {
+            return;
+        }
+        let intact = |world: &World, index: usize, id: SessionId| {
+            let Some(root) = world.completed_sessions.get(&id) else {
+                return false;
+            };
+            let listed = world
+                .replica(index)
+                .and_then(|replica| replica.store().catalog_list().ok())
+                .is_some_and(|list| list.iter().any(|meta| meta.id == id && meta.root == *root));
+            listed
+                && world.appliances[index]
+                    .disk
+                    .file_hash(&recording_file_name(&id))
+                    .is_some_and(|hash| hash == *root)
+        };
+        let found: Vec<(usize, SessionId)> = self.damage_found.iter().copied().collect();
+        for (index, id) in found {
+            if intact(self, index, id) {
+                self.damage_found.remove(&(index, id));
+                self.coverage
+                    .note(CoverageEvent::BitFlipDetectedAndRefetched);
+            }
+        }
+        let sent: Vec<(usize, SessionId)> = self.corrupt_sent.iter().copied().collect();
+        for (index, id) in sent {
+            if intact(self, index, id) {
+                self.corrupt_sent.remove(&(index, id));
+                self.coverage
+                    .note(CoverageEvent::CorruptChunkRefusedAndRefetched);
+            }
+        }
+    }
+
     fn on_sync_finished(&mut self, index: usize) {
         let Some(replica) = self.replica(index) else {
             return;
@@ -1686,6 +1881,7 @@ impl World {
         let is_backup = replica.state().role == Role::Backup;
         self.last_sync_seen[index] = record.clone();
         self.sync_completions += 1;
+        self.note_refetches();
         let Some(record) = record else { return };
         if !record.succeeded || !is_backup {
             return;
@@ -1754,11 +1950,51 @@ impl World {
             Action::Progress { .. } => {}
             Action::Completed { command, outcome } => {
                 self.trace("completed", &[command, u64::from(outcome.is_ok())]);
+                if outcome.is_ok() {
+                    self.note_command_done(index, command);
+                }
                 if let Some(record) = self.commands.get_mut(&command) {
                     record.outcome = Some(outcome);
                     record.finished_ms = Some(self.now_ms);
                 }
             }
+        }
+    }
+
+    /// What a successful command tells the coverage, and a demote's epoch (the operator's
+    /// choice, so the epoch floor follows it).
+    fn note_command_done(&mut self, index: usize, command: CommandId) {
+        let Some(record) = self.commands.get(&command) else {
+            return;
+        };
+        match &record.command {
+            Command::Promote { force: true } => {
+                self.coverage.note(CoverageEvent::ForcedPromotion);
+            }
+            Command::Demote => {
+                self.epoch_floor[index] = None;
+            }
+            Command::Establish { backup_address, .. } => {
+                let backup = self
+                    .appliances
+                    .iter()
+                    .position(|appliance| &appliance.address == backup_address);
+                let held = |world: &World, at: usize| -> BTreeSet<SessionId> {
+                    world
+                        .replica(at)
+                        .and_then(|replica| replica.store().catalog_list().ok())
+                        .map(|list| list.into_iter().map(|meta| meta.id).collect())
+                        .unwrap_or_default()
+                };
+                if let Some(backup) = backup {
+                    let (mine, theirs) = (held(self, index), held(self, backup));
+                    if !mine.is_subset(&theirs) && !theirs.is_subset(&mine) {
+                        self.coverage
+                            .note(CoverageEvent::SessionsOnBothSidesAtReconciliation);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1802,6 +2038,7 @@ impl World {
                     let bit = self.rng.below(data.len() as u64 * 8);
                     data[(bit / 8) as usize] ^= 1 << (bit % 8);
                     self.chunks_corrupted += 1;
+                    self.corrupt_sent.insert((receiver, chunk.session));
                     self.trace("chunk-corrupted", &[index as u64, bit]);
                     Message::Chunk(Chunk {
                         data: Bytes::from(data),
@@ -1903,6 +2140,14 @@ impl World {
         let now = self.now_ms;
         self.network.partitioned.insert((from, to), now);
         self.trace("partition", &[from as u64, to as u64]);
+        let sync_now_running = self.commands.values().any(|record| {
+            record.outcome.is_none()
+                && matches!(record.command, Command::SyncNow)
+                && self.appliances[record.appliance].is_up()
+        });
+        if sync_now_running {
+            self.coverage.note(CoverageEvent::PartitionDuringSyncNow);
+        }
         let checks: Vec<(ConnId, usize)> = self
             .links
             .iter()
@@ -2047,13 +2292,7 @@ impl World {
         list.into_iter()
             .filter_map(|meta| {
                 let name = recording_file_name(&meta.id);
-                let mut hasher = blake3::Hasher::new();
-                let good = disk
-                    .visit_file_bytes(&name, |stretch| {
-                        hasher.update(stretch);
-                    })
-                    .is_some()
-                    && *hasher.finalize().as_bytes() == meta.root;
+                let good = disk.file_hash(&name) == Some(meta.root);
                 (!good).then_some((meta.id, name))
             })
             .collect()

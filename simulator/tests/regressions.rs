@@ -87,3 +87,35 @@ fn restored_primary_hardware_never_reuses_a_session_id() {
         46,
     );
 }
+
+/// Runs a replay file kept in `tests/replays/`; it must pass.
+fn replay_passes(file: &str) {
+    let path = format!("{}/tests/replays/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("the replay file is in the repository");
+    let replay = dyad_sim::replay::Replay::parse(&text).expect("the kept replay file parses");
+    let report = runner::run_plan(replay.seed, &replay.plan);
+    if let Err(violation) = &report.result {
+        panic!(
+            "{file}: {} violated: {}\n  replay: cargo run --release -p dyad-sim -- --replay {path}",
+            violation.property, violation.details
+        );
+    }
+}
+
+/// Swarm seed 1871, shrunk: fsync errors stopped the store of the appliance that then
+/// established as primary; its new role was never saved, and the swarm's heal never restarted
+/// a store that stopped after the faults ended, so the pair stayed stale. Fix (the heal): every
+/// round restarts a stopped store, as its status tells the operator.
+#[test]
+fn swarm_heal_restarts_a_store_that_stopped_late() {
+    replay_passes("swarm-1871-heal-restarts-stopped-store.replay");
+}
+
+/// Swarm seed 5940, shrunk: a store stopped by fsync errors without its status showing it yet
+/// listed nothing, so the heal's reads found no damage; restarted later, it listed a recording
+/// with flipped bits that nobody read again. Fix (the heal): recordings are read once the
+/// stores are healthy and the pair is linked.
+#[test]
+fn swarm_heal_reads_recordings_once_the_stores_are_healthy() {
+    replay_passes("swarm-5940-reads-after-stores-healthy.replay");
+}

@@ -72,6 +72,8 @@ pub struct SimDiskStats {
     pub dir_syncs: u64,
     pub crashes: u64,
     pub faults_injected: u64,
+    /// Unsynced writes a crash left in part (torn), over the disk's life.
+    pub torn_writes: u64,
 }
 
 /// The simulated disk. Share it as `Arc<SimDisk>`; clones of the `Arc` see the same files.
@@ -100,6 +102,8 @@ struct SimState {
     fail_next_write: bool,
     fail_next_sync: bool,
     stats: SimDiskStats,
+    /// The files whose last unsynced write a crash tore, in order, over the disk's life.
+    torn_files: Vec<String>,
 }
 
 /// Which of a disk's two views of its folder a name change applies to.
@@ -256,6 +260,7 @@ impl SimDisk {
                 fail_next_write: false,
                 fail_next_sync: false,
                 stats: SimDiskStats::default(),
+                torn_files: Vec::new(),
             })),
         })
     }
@@ -299,6 +304,7 @@ impl SimDisk {
             };
             tears.push((*id, point));
         }
+        let mut torn = Vec::new();
         for (id, point) in tears {
             let inode = state
                 .inodes
@@ -312,8 +318,19 @@ impl SimDisk {
                 let keep = (point % (prefix.len() as u64 + 1)) as usize;
                 inode.current.write(offset, &prefix[..keep]);
                 inode.durable = inode.current.clone();
+                torn.push(id);
             }
             inode.last_unsynced_write = None;
+        }
+        state.stats.torn_writes += torn.len() as u64;
+        for id in torn {
+            let names: Vec<String> = state
+                .names
+                .iter()
+                .filter(|(_, inode)| **inode == id)
+                .map(|(name, _)| name.clone())
+                .collect();
+            state.torn_files.extend(names);
         }
         state
             .inodes
@@ -363,6 +380,16 @@ impl SimDisk {
         Some(())
     }
 
+    /// The BLAKE3 hash of file `name`'s current bytes, if it exists (checkers that verify
+    /// whole recordings straight off the medium).
+    pub fn file_hash(&self, name: &str) -> Option<[u8; 32]> {
+        let mut hasher = blake3::Hasher::new();
+        self.visit_file_bytes(name, |stretch| {
+            hasher.update(stretch);
+        })?;
+        Some(*hasher.finalize().as_bytes())
+    }
+
     /// The current length of file `name`, if it exists.
     pub fn file_len(&self, name: &str) -> Option<u64> {
         let state = self.lock();
@@ -382,6 +409,11 @@ impl SimDisk {
         inode.last_unsynced_write = None;
         state.set_durable_name(name, Some(id));
         Ok(())
+    }
+
+    /// The files whose last unsynced write a crash tore, in order, over the disk's life.
+    pub fn torn_files(&self) -> Vec<String> {
+        self.lock().torn_files.clone()
     }
 
     /// Counters so far.

@@ -69,6 +69,16 @@ pub fn wall_clock_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
+/// A steady clock for the client-update gate, in milliseconds since this process first read
+/// it: the gate's grant timeouts must not move when the wall clock is stepped.
+fn monotonic_ms() -> u64 {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    STARTED
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 enum Input {
     Tick,
     Net(Event),
@@ -690,12 +700,13 @@ impl ReplicaThread {
                 kind,
                 installed_app,
             } => {
-                let _ = reply.send(self.client_check_in(now, client_id, &kind, &installed_app));
+                let steady = monotonic_ms();
+                let _ = reply.send(self.client_check_in(steady, client_id, &kind, &installed_app));
                 None
             }
             AdminRequest::ClientProgress => {
                 self.refresh_client_limit();
-                let progress = self.clients.progress(now);
+                let progress = self.clients.progress(monotonic_ms());
                 let _ = reply.send(AdminReply::Ok(serde_json::json!({
                     "application_version": self.appliance.settings.software.app.to_string(),
                     "max_concurrent_upgrades": self.clients.max_concurrent(),
@@ -744,7 +755,7 @@ impl ReplicaThread {
 
     fn client_check_in(
         &mut self,
-        now: u64,
+        now_monotonic_ms: u64,
         client_id: String,
         kind: &str,
         installed_app: &str,
@@ -765,7 +776,7 @@ impl ReplicaThread {
         };
         self.refresh_client_limit();
         match self.clients.check_in(
-            now,
+            now_monotonic_ms,
             &CheckIn {
                 client_id,
                 kind,

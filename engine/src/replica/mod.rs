@@ -830,6 +830,18 @@ impl<S: ReplicaStore> Replica<S> {
                     self.become_standalone(now_unix_ms, epoch, &why);
                     self.persist();
                     self.close(conn, None);
+                } else if crate::planted_bug!(FollowStaleEpoch)
+                    && ours == Role::Primary
+                    && hello.role == Role::Primary
+                    && hello.epoch < epoch
+                {
+                    // Planted bug (test builds only, see `planted`): instead of reporting the
+                    // split brain, this primary follows the stale one as its backup.
+                    self.state.role = Role::Backup;
+                    self.state.epoch = hello.epoch;
+                    self.state.forced_promotion_unresolved = false;
+                    self.persist();
+                    self.bind_peer_link(now_unix_ms, conn);
                 } else if hello.role == ours {
                     // Both primary (a forced promotion, or both forced in a partition) or both
                     // backup: report it on both sides; an operator decides.

@@ -343,8 +343,15 @@ impl<S: ReplicaStore> Replica<S> {
                         id.origin, id.sequence
                     ));
                 }
-                job.progress.sessions_total += comparison.missing_here.len() as u64;
-                job.queue.extend(comparison.missing_here);
+                let mut missing_here = comparison.missing_here;
+                // Planted bug (test builds only, see `planted`): the primary skips its half of
+                // reconciliation, the sessions only its backup holds.
+                if crate::planted_bug!(ReconcileOneWay) && self.state.role == Role::Primary {
+                    missing_here.clear();
+                }
+                let Some(job) = &mut self.job else { return };
+                job.progress.sessions_total += missing_here.len() as u64;
+                job.queue.extend(missing_here);
                 job.phase = Phase::Transfer;
                 job.progress.phase = "transfer";
                 self.pump(now_unix_ms);

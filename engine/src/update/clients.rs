@@ -12,7 +12,12 @@
 //! needing a manual reinstall. A base-only upgrade leaves the application version unchanged,
 //! so no client is asked to update.
 //!
-//! The gate is sans-IO: time is passed in, and the caller decides where it lives.
+//! The gate is sans-IO: time is passed in, and the caller decides where it lives. The time
+//! must come from a **monotonic** clock (the process's steady clock), never the wall clock: a
+//! wall clock stepped forward would expire the grants of clients still installing and let more
+//! than the limit update at once (the simulator's swarm found exactly that), and one stepped
+//! back would hold slots for hours. The gate lives in one process's memory, so a clock that
+//! restarts with the process is enough.
 //!
 //! Installer packages made for clients carry the application version that made them
 //! ([`InstallerStamp`]); after an upgrade they are refused with a message to regenerate them,
@@ -111,7 +116,7 @@ impl std::error::Error for CheckInError {}
 enum ClientState {
     UpToDate,
     Waiting,
-    InProgress { granted_unix_ms: u64 },
+    InProgress { granted_monotonic_ms: u64 },
     NeedsManualReinstall,
 }
 
@@ -163,13 +168,13 @@ impl ClientGate {
         self.max_concurrent
     }
 
-    fn in_progress(&self, now_unix_ms: u64) -> u32 {
+    fn in_progress(&self, now_monotonic_ms: u64) -> u32 {
         self.clients
             .values()
             .filter(|state| match state {
-                ClientState::InProgress { granted_unix_ms } => {
-                    now_unix_ms.saturating_sub(*granted_unix_ms) < GRANT_TIMEOUT_MS
-                }
+                ClientState::InProgress {
+                    granted_monotonic_ms,
+                } => now_monotonic_ms.saturating_sub(*granted_monotonic_ms) < GRANT_TIMEOUT_MS,
                 _ => false,
             })
             .count() as u32
@@ -178,7 +183,7 @@ impl ClientGate {
     /// A client checks in.
     pub fn check_in(
         &mut self,
-        now_unix_ms: u64,
+        now_monotonic_ms: u64,
         check_in: &CheckIn,
     ) -> Result<CheckInAnswer, CheckInError> {
         if check_in.client_id.is_empty() || check_in.client_id.len() > CLIENT_ID_BYTES_MAX {
@@ -201,19 +206,23 @@ impl ClientGate {
             return Ok(CheckInAnswer::ManualReinstall { target });
         }
         // A client already granted (whose grant has not expired) may ask again: same answer,
-        // without taking a second slot.
-        if let Some(ClientState::InProgress { granted_unix_ms }) =
-            self.clients.get(&check_in.client_id)
+        // without taking a second slot. Asking again means it starts its install again (it
+        // restarted, or lost the download), so the grant is renewed from now: otherwise it
+        // would expire while the client installs, and its slot go to another client on top.
+        if let Some(ClientState::InProgress {
+            granted_monotonic_ms,
+        }) = self.clients.get_mut(&check_in.client_id)
         {
-            if now_unix_ms.saturating_sub(*granted_unix_ms) < GRANT_TIMEOUT_MS {
+            if now_monotonic_ms.saturating_sub(*granted_monotonic_ms) < GRANT_TIMEOUT_MS {
+                *granted_monotonic_ms = now_monotonic_ms;
                 return Ok(CheckInAnswer::UpdateNow { target });
             }
         }
-        if self.in_progress(now_unix_ms) < self.max_concurrent {
+        if self.in_progress(now_monotonic_ms) < self.max_concurrent {
             self.clients.insert(
                 check_in.client_id.clone(),
                 ClientState::InProgress {
-                    granted_unix_ms: now_unix_ms,
+                    granted_monotonic_ms: now_monotonic_ms,
                 },
             );
             Ok(CheckInAnswer::UpdateNow { target })
@@ -227,14 +236,16 @@ impl ClientGate {
     }
 
     /// How far the clients are (expired grants count as waiting).
-    pub fn progress(&self, now_unix_ms: u64) -> ClientProgress {
+    pub fn progress(&self, now_monotonic_ms: u64) -> ClientProgress {
         let mut progress = ClientProgress::default();
         for state in self.clients.values() {
             match state {
                 ClientState::UpToDate => progress.updated += 1,
                 ClientState::Waiting => progress.waiting += 1,
-                ClientState::InProgress { granted_unix_ms } => {
-                    if now_unix_ms.saturating_sub(*granted_unix_ms) < GRANT_TIMEOUT_MS {
+                ClientState::InProgress {
+                    granted_monotonic_ms,
+                } => {
+                    if now_monotonic_ms.saturating_sub(*granted_monotonic_ms) < GRANT_TIMEOUT_MS {
                         progress.in_progress += 1
                     } else {
                         progress.waiting += 1
@@ -247,8 +258,8 @@ impl ClientGate {
     }
 
     /// Updates granted and not yet finished or expired.
-    pub fn in_progress_now(&self, now_unix_ms: u64) -> u32 {
-        self.in_progress(now_unix_ms)
+    pub fn in_progress_now(&self, now_monotonic_ms: u64) -> u32 {
+        self.in_progress(now_monotonic_ms)
     }
 }
 
@@ -392,6 +403,32 @@ mod tests {
         );
         assert_eq!(gate.progress(0).needs_manual_reinstall, 1);
         assert_eq!(gate.in_progress_now(0), 0);
+    }
+
+    #[test]
+    fn a_client_asking_again_renews_its_grant_and_keeps_its_slot() {
+        // The simulator's swarm found this: client 1 died while installing, asked again 27
+        // minutes after its grant and started over; the grant expired 3 minutes later while it
+        // installed, and a second client got an update under a limit of 1.
+        let mut gate = ClientGate::new(NEW, 1);
+        let minute = 60_000;
+        assert!(matches!(
+            gate.check_in(0, &deployed(1, OLD)),
+            Ok(CheckInAnswer::UpdateNow { .. })
+        ));
+        assert!(matches!(
+            gate.check_in(27 * minute, &deployed(1, OLD)),
+            Ok(CheckInAnswer::UpdateNow { .. })
+        ));
+        assert!(matches!(
+            gate.check_in(31 * minute, &deployed(2, OLD)),
+            Ok(CheckInAnswer::RetryLater { .. })
+        ));
+        assert_eq!(gate.in_progress_now(31 * minute), 1);
+        assert!(matches!(
+            gate.check_in(27 * minute + GRANT_TIMEOUT_MS, &deployed(2, OLD)),
+            Ok(CheckInAnswer::UpdateNow { .. })
+        ));
     }
 
     #[test]
