@@ -61,6 +61,10 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes the file's data and length durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
+    /// A hint that the file's bytes will not be read again soon: the system may free their
+    /// cache (synced bytes) and start writing the rest. Never changes the file's content or
+    /// what is durable; the default does nothing.
+    fn drop_cached(&self) {}
 }
 
 /// Refuses names that could leave the data folder or that the stores never produce.

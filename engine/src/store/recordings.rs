@@ -106,6 +106,9 @@ impl SyncWork {
     /// commits never undo each other's bits.
     pub fn run(self) -> Result<(), StoreError> {
         self.file.sync().map_err(io_error("syncing a recording"))?;
+        // The synced chunks are not read again before publication; their page cache is
+        // better spent on the next chunks (and writing those back starts now).
+        self.file.drop_cached();
         let key = session_key(&self.id);
         let write = self.db.begin_write().map_err(db_error)?;
         {
