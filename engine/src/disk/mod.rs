@@ -55,6 +55,12 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     }
     /// Fills `out` from `offset`; reading past the end is an error of kind `UnexpectedEof`.
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()>;
+    /// Reads `len` bytes from `offset` into a new buffer, like [`DiskFile::read_at`].
+    fn read_vec_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut out = vec![0u8; len];
+        self.read_at(offset, &mut out)?;
+        Ok(out)
+    }
     /// Writes all of `data` at `offset`, extending the file (with zeros before it) as needed.
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Truncates or extends (with zeros) the file to `len` bytes.

@@ -650,9 +650,8 @@ fn read_chunk_bytes(
     size_bytes: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let len = chunk_len(index, size_bytes).map_err(|error| invalid(None, error))?;
-    let mut data = vec![0u8; len as usize];
-    match file.read_at(index * CHUNK_SIZE_BYTES as u64, &mut data) {
-        Ok(()) => Ok(Some(data)),
+    match file.read_vec_at(index * CHUNK_SIZE_BYTES as u64, len as usize) {
+        Ok(data) => Ok(Some(data)),
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
         Err(error) => Err(StoreError::io("reading a recording", error)),
     }
