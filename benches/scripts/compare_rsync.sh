@@ -25,7 +25,7 @@ if ! need rsync || ! [ -x /usr/sbin/sshd ] || ! need ssh; then
 fi
 
 cargo build --release -q -p dyad-engine --bin dyad
-DYAD="$PWD/target/release/dyad"
+DYAD="${CARGO_TARGET_DIR:-$PWD/target}/release/dyad"
 
 WORK="$(mktemp -d "$BASE/dyad-rsync-XXXXXX")"
 SSHD_PID=""

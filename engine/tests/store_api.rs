@@ -666,3 +666,186 @@ fn a_truncated_recording_file_is_withdrawn_on_open() {
     assert!(store.open_report().recordings_withdrawn.is_empty());
     assert_eq!(read_all(&store, &meta).expect("read"), content);
 }
+
+/// A partial on a simulated disk, from 5 chunks of `seed`'s content: (disk, store, meta,
+/// chaining values, content).
+fn incoming_partial(seed: u8) -> (Arc<SimDisk>, Store, SessionMeta, Vec<[u8; 32]>, Vec<u8>) {
+    let content = data(5 * CHUNK_SIZE_BYTES - 77, seed);
+    let (cvs, len, root) = chunk_chaining_values(&content[..]).expect("hash");
+    let meta = SessionMeta {
+        id: SessionId {
+            origin: NodeId([9; 16]),
+            sequence: u64::from(seed),
+        },
+        started_unix_ms: 1,
+        ended_unix_ms: 2,
+        size_bytes: len,
+        root: *root.as_bytes(),
+        chunk_size_bytes: CHUNK_SIZE_BYTES as u32,
+        ended_normally: true,
+    };
+    let (disk, store) = sim_store(u64::from(seed));
+    store.begin_incoming(&meta, cvs.clone()).expect("begin");
+    (disk, store, meta, cvs, content)
+}
+
+fn chunk(content: &[u8], index: u64) -> &[u8] {
+    let start = index as usize * CHUNK_SIZE_BYTES;
+    &content[start..(start + CHUNK_SIZE_BYTES).min(content.len())]
+}
+
+#[test]
+fn a_background_sync_makes_chunks_durable_only_once_it_ran() {
+    let (disk, store, meta, _, content) = incoming_partial(21);
+    for index in [0u64, 1] {
+        store
+            .write_chunk(&meta.id, index, chunk(&content, index))
+            .expect("write");
+    }
+    let ticket = store
+        .begin_sync(&meta.id)
+        .expect("begin sync")
+        .expect("two chunks wait");
+    assert_eq!(store.begin_sync(&meta.id).expect("again"), None);
+    // More chunks arrive while the sync is handed out; they are not part of it.
+    store
+        .write_chunk(&meta.id, 2, chunk(&content, 2))
+        .expect("write during the sync");
+    let work = store.sync_work(&meta.id, ticket).expect("work");
+    assert_eq!(work.session(), meta.id);
+    assert_eq!(
+        store.durable_chunks(&meta.id).expect("bits"),
+        vec![false; 5]
+    );
+    // Published only once the sync finished.
+    assert!(matches!(
+        store.publish(&meta.id),
+        Err(StoreError::InvalidInput { .. })
+    ));
+    std::thread::spawn(move || work.run())
+        .join()
+        .expect("the sync thread ends")
+        .expect("the sync runs");
+    store.finish_sync(&meta.id, ticket, Ok(())).expect("finish");
+    assert_eq!(
+        store.durable_chunks(&meta.id).expect("bits"),
+        vec![true, true, false, false, false]
+    );
+    // Power loss: what the sync covered survives, with its bits; chunk 2 was never synced.
+    drop(store);
+    disk.crash(false);
+    let store = Store::open(Arc::clone(&disk) as Arc<dyn Disk>).expect("reopen");
+    assert_eq!(
+        store.durable_chunks(&meta.id).expect("bits"),
+        vec![true, true, false, false, false]
+    );
+    for index in 2..5 {
+        store
+            .write_chunk(&meta.id, index, chunk(&content, index))
+            .expect("write the rest");
+    }
+    let ticket = store.begin_sync(&meta.id).expect("sync").expect("ticket");
+    let work = store.sync_work(&meta.id, ticket).expect("work");
+    store
+        .finish_sync(&meta.id, ticket, work.run())
+        .expect("finish");
+    store.publish(&meta.id).expect("publish");
+    assert_eq!(read_all(&store, &meta).expect("read"), content);
+}
+
+#[test]
+fn a_sync_lost_to_a_crash_leaves_its_chunks_to_fetch_again() {
+    let (disk, store, meta, _, content) = incoming_partial(22);
+    for index in 0..3 {
+        store
+            .write_chunk(&meta.id, index, chunk(&content, index))
+            .expect("write");
+    }
+    let ticket = store.begin_sync(&meta.id).expect("sync").expect("ticket");
+    let _never_run = store.sync_work(&meta.id, ticket).expect("work");
+    drop(store);
+    disk.crash(true);
+    let store = Store::open(Arc::clone(&disk) as Arc<dyn Disk>).expect("reopen");
+    assert_eq!(
+        store.durable_chunks(&meta.id).expect("bits"),
+        vec![false; 5]
+    );
+}
+
+#[test]
+fn a_failed_background_sync_stops_the_store() {
+    let (disk, store, meta, _, content) = incoming_partial(23);
+    store
+        .write_chunk(&meta.id, 0, chunk(&content, 0))
+        .expect("write");
+    let ticket = store.begin_sync(&meta.id).expect("sync").expect("ticket");
+    let work = store.sync_work(&meta.id, ticket).expect("work");
+    disk.fail_next_sync();
+    let outcome = work.run();
+    assert!(matches!(outcome, Err(StoreError::Io { .. })));
+    assert!(store.finish_sync(&meta.id, ticket, outcome).is_err());
+    assert!(matches!(
+        store.write_chunk(&meta.id, 1, chunk(&content, 1)),
+        Err(StoreError::Failed { .. })
+    ));
+    assert_eq!(store.durable_chunks(&meta.id).ok(), None);
+}
+
+#[test]
+fn chunks_hashed_by_the_caller_are_checked_against_the_chunk_list() {
+    use dyad_engine::store::tree::chunk_subtree_cv;
+    let (_, store, meta, _, content) = incoming_partial(24);
+    let good = chunk(&content, 1);
+    let mut bad = good.to_vec();
+    bad[100] ^= 1;
+    // The hash of the bad bytes, or of the right bytes at another index, is refused.
+    for (index, bytes, hashed_index) in [(1u64, &bad[..], 1u64), (1, good, 2)] {
+        assert!(matches!(
+            store.write_chunk_hashed(
+                &meta.id,
+                index,
+                bytes,
+                Some(chunk_subtree_cv(hashed_index, bytes))
+            ),
+            Err(StoreError::InvalidRecording { .. })
+        ));
+    }
+    assert_eq!(
+        store
+            .write_chunk_hashed(&meta.id, 1, good, Some(chunk_subtree_cv(1, good)))
+            .expect("a good chunk with its own hash"),
+        ChunkOutcome::Written
+    );
+    // A short chunk is refused by its length whatever the hash says.
+    let short = &good[..good.len() - 1];
+    assert!(store
+        .write_chunk_hashed(&meta.id, 3, short, Some(chunk_subtree_cv(3, short)))
+        .is_err());
+
+    // One chunk: the chunk hashes as the root; the store verifies those bytes itself.
+    let small = data(1000, 25);
+    let (small_cvs, small_len, small_root) = chunk_chaining_values(&small[..]).expect("hash");
+    let small_meta = SessionMeta {
+        id: SessionId {
+            origin: NodeId([9; 16]),
+            sequence: 99,
+        },
+        size_bytes: small_len,
+        root: *small_root.as_bytes(),
+        ..meta
+    };
+    store.begin_incoming(&small_meta, small_cvs).expect("begin");
+    let mut small_bad = small.clone();
+    small_bad[0] ^= 1;
+    assert!(store
+        .write_chunk_hashed(
+            &small_meta.id,
+            0,
+            &small_bad,
+            Some(chunk_subtree_cv(0, &small))
+        )
+        .is_err());
+    store
+        .write_chunk_hashed(&small_meta.id, 0, &small, Some(chunk_subtree_cv(0, &small)))
+        .expect("verified in full");
+}

@@ -128,6 +128,30 @@ async fn a_matching_pair_authenticates_and_exchanges_frames() {
             client.recv().await.expect("recv"),
             Some(Message::KeepAlive(KeepAlive { sequence: 2 }))
         );
+        // A chunk (written in two parts, headers then data) arrives whole and in order, and
+        // counts as the frame it is.
+        let chunk = Message::Chunk(dyad_wire::Chunk {
+            session: dyad_wire::SessionId {
+                origin: NodeId([1; 16]),
+                sequence: 7,
+            },
+            chunk_index: 3,
+            data: bytes::Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>()),
+        });
+        let mut frame = bytes::BytesMut::new();
+        dyad_wire::encode_frame(&chunk, &mut frame).expect("encode");
+        let before = writer.bytes_sent();
+        writer.send(&chunk).await.expect("send a chunk");
+        assert_eq!(writer.bytes_sent() - before, frame.len() as u64);
+        writer
+            .send(&Message::KeepAlive(KeepAlive { sequence: 3 }))
+            .await
+            .expect("send");
+        assert_eq!(client.recv().await.expect("recv"), Some(chunk));
+        assert_eq!(
+            client.recv().await.expect("recv"),
+            Some(Message::KeepAlive(KeepAlive { sequence: 3 }))
+        );
         client.close().await.expect("close");
         assert_eq!(reader.recv().await.expect("clean close"), None);
     })

@@ -18,10 +18,12 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use dyad_engine::disk::sim::SimDisk;
 use dyad_engine::disk::Disk;
+use dyad_engine::replica::ports::StoreFault;
 use dyad_engine::replica::{
     Action, Command, CommandError, CommandId, ConnId, Event, LocalNode, PeerHandshake, Purpose,
     Replica, ReplicaConfig, ReplicaStore, SyncRecord,
 };
+use dyad_engine::store::tree::chunk_subtree_cv;
 use dyad_engine::store::{recording_file_name, ImportInfo, Store, FORMAT_VERSION};
 use dyad_engine::transport::{check_peer_hello, LocalHello};
 use dyad_wire::{
@@ -42,6 +44,8 @@ pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
 pub const IDLE_TIMEOUT_MS: u64 = 45_000;
 /// Frames larger than this are traced by length and their two ends only: they are chunk
 /// payloads, whose content the final-store hash pins through the recordings' roots.
+/// How long after a replica asks for a sync the driver's syncer reports it done.
+const SYNC_LATENCY_MS: u64 = 1;
 const TRACE_FRAME_FULL_BYTES: usize = 4096;
 const TRACE_FRAME_END_BYTES: usize = 512;
 
@@ -248,6 +252,14 @@ pub(crate) enum WorldEvent {
     ClientArrival {
         size_bytes: u64,
         duration_ms: u64,
+    },
+    /// The driver's syncer of `appliance` runs the sync it was asked for
+    /// (`Action::SyncIncoming`), unless the process it belonged to ended meanwhile.
+    Synced {
+        appliance: usize,
+        incarnation: u64,
+        session: dyad_wire::SessionId,
+        ticket: u64,
     },
 }
 
@@ -1340,6 +1352,7 @@ impl World {
             WorldEvent::ClientArrival { .. }
             | WorldEvent::ClientCheckIn { .. }
             | WorldEvent::ClientUpdateDone { .. } => None,
+            WorldEvent::Synced { appliance, .. } => Some(*appliance),
         }
     }
 
@@ -1485,6 +1498,37 @@ impl World {
             }
             WorldEvent::ClientCheckIn { client } => self.client_check_in(client),
             WorldEvent::ClientUpdateDone { client } => self.client_update_done(client),
+            WorldEvent::Synced {
+                appliance: index,
+                incarnation,
+                session,
+                ticket,
+            } => {
+                if self.appliances[index].incarnation != incarnation {
+                    return;
+                }
+                let Some(replica) = self.replica(index) else {
+                    return;
+                };
+                // What the tokio driver's syncer thread does, here in the world's order.
+                let outcome = replica
+                    .store()
+                    .sync_work(&session, ticket)
+                    .and_then(|work| work.run())
+                    .map_err(StoreFault::from);
+                self.trace(
+                    "synced",
+                    &[index as u64, ticket, u64::from(outcome.is_ok())],
+                );
+                self.deliver_event(
+                    index,
+                    Event::Synced {
+                        session,
+                        ticket,
+                        outcome,
+                    },
+                );
+            }
             WorldEvent::Command {
                 appliance: index,
                 id,
@@ -1545,13 +1589,19 @@ impl World {
         } else {
             None
         };
-        self.deliver_event(
-            index,
-            Event::Received {
+        let event = match message {
+            // Hashed on arrival, as the tokio driver's reader tasks do.
+            Message::Chunk(chunk) => Event::ChunkReceived {
+                subtree_cv: chunk_subtree_cv(u64::from(chunk.chunk_index), &chunk.data),
+                conn: link,
+                chunk,
+            },
+            message => Event::Received {
                 conn: link,
                 message,
             },
-        );
+        };
+        self.deliver_event(index, event);
         if let Some((before_entries, before_conflicts)) = before {
             self.check_conflict_recorded(index, before_entries, before_conflicts);
         }
@@ -1946,6 +1996,21 @@ impl World {
                     self.send(index, conn, Message::Error(error));
                 }
                 self.close(index, conn);
+            }
+            Action::SyncIncoming { session, ticket } => {
+                // The syncer runs beside the replica: the sync lands a moment later, and a
+                // crash before then loses it (and the chunks it would have made durable).
+                let at = self.now_ms + SYNC_LATENCY_MS;
+                let incarnation = self.appliances[index].incarnation;
+                self.schedule(
+                    at,
+                    WorldEvent::Synced {
+                        appliance: index,
+                        incarnation,
+                        session,
+                        ticket,
+                    },
+                );
             }
             Action::Progress { .. } => {}
             Action::Completed { command, outcome } => {

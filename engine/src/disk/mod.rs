@@ -55,12 +55,22 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     }
     /// Fills `out` from `offset`; reading past the end is an error of kind `UnexpectedEof`.
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()>;
+    /// Reads `len` bytes from `offset` into a new buffer, like [`DiskFile::read_at`].
+    fn read_vec_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut out = vec![0u8; len];
+        self.read_at(offset, &mut out)?;
+        Ok(out)
+    }
     /// Writes all of `data` at `offset`, extending the file (with zeros before it) as needed.
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Truncates or extends (with zeros) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes the file's data and length durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
+    /// A hint that the file's bytes will not be read again soon: the system may free their
+    /// cache (synced bytes) and start writing the rest. Never changes the file's content or
+    /// what is durable; the default does nothing.
+    fn drop_cached(&self) {}
 }
 
 /// Refuses names that could leave the data folder or that the stores never produce.

@@ -1,7 +1,9 @@
 //! The real disk: files in one directory, reached with positional reads and writes.
 //!
 //! Positional I/O (`pread`/`pwrite`) lets the metadata database and the recording store share
-//! one open file handle between threads without a seek position to fight over.
+//! one open file handle between threads without a seek position to fight over. A received
+//! recording's synced bytes are dropped from the page cache (`posix_fadvise(DONTNEED)`): a backup
+//! rarely reads them back soon, and the freed pages serve the next chunks.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -99,6 +101,25 @@ impl DiskFile for RealFile {
         self.file.read_exact_at(out, offset)
     }
 
+    fn read_vec_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        // Straight into the buffer's spare capacity: a buffer read whole need not be zeroed
+        // first (which cost a pass over every chunk served).
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let at = offset + out.len() as u64;
+            let read = rustix::io::pread(&self.file, rustix::buffer::spare_capacity(&mut out), at)
+                .map_err(io::Error::from)?;
+            if read == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ends before the bytes asked for",
+                ));
+            }
+        }
+        out.truncate(len);
+        Ok(out)
+    }
+
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.file.write_all_at(data, offset)
     }
@@ -109,6 +130,11 @@ impl DiskFile for RealFile {
 
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn drop_cached(&self) {
+        // Only advice: a failure changes nothing that matters, so it is ignored.
+        let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
     }
 }
 
@@ -126,6 +152,11 @@ mod tests {
         let mut out = [9u8; 6];
         a.read_at(0, &mut out).expect("read");
         assert_eq!(&out, b"\0\0\0xyz");
+        assert_eq!(a.read_vec_at(2, 4).expect("read"), b"\0xyz");
+        assert_eq!(
+            a.read_vec_at(4, 3).expect_err("past the end").kind(),
+            io::ErrorKind::UnexpectedEof
+        );
         assert!(a.read_at(4, &mut out).is_err());
         a.sync().expect("sync");
         disk.open("b", OpenMode::CreateIfMissing).expect("create b");

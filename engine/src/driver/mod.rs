@@ -1,12 +1,14 @@
 //! The tokio driver: runs one appliance's [`Replica`] against real sockets, the real disk and
 //! the wall clock, and serves operator commands on the admin socket.
 //!
-//! One OS thread owns the replica and its store, so disk writes, fsyncs and hashing never run
-//! on the tasks that drive TLS. Connection tasks decode frames and hand them to that thread
+//! One OS thread owns the replica and its store, so disk writes never run on the tasks that
+//! drive TLS. Connection tasks decode frames and hand them to that thread
 //! through one bounded channel, which turns a slow disk into TCP backpressure; the thread hands
 //! outgoing messages to each connection's writer task through an unbounded channel whose bytes
 //! are counted and capped (the protocol's window bounds them; a peer that asks for more is cut
-//! off). A ticker wakes the thread for the replica's timers.
+//! off). A ticker wakes the thread for the replica's timers. Reader tasks hash each chunk as
+//! they decode it, and a syncer thread runs the fsyncs, so the replica's thread only compares
+//! hashes and writes.
 
 pub mod admin;
 mod render;
@@ -25,11 +27,13 @@ use dyad_wire::{ErrorMessage, KeepAlive, Message, ReasonCode};
 
 use crate::appliance::{Appliance, DataDir};
 use crate::disk::real::RealDisk;
+use crate::replica::ports::StoreFault;
 use crate::replica::{
     Action, Command, CommandId, ConnId, Event, LocalNode, PeerHandshake, Purpose, Replica,
     ReplicaConfig,
 };
-use crate::store::{ImportInfo, Store};
+use crate::store::tree::chunk_subtree_cv;
+use crate::store::{ImportInfo, Store, SyncWork};
 use crate::transport::{
     connect, Acceptor, AuthenticatedConnection, CertFingerprint, LocalHello, TransportConfig,
 };
@@ -246,7 +250,9 @@ pub fn serve(
         });
     }
     let client_app_version = appliance.settings.software.app;
+    let syncer = spawn_syncer(inbound_sender.clone())?;
     let mut driver = ReplicaThread {
+        syncer,
         replica,
         appliance,
         identity,
@@ -276,6 +282,34 @@ pub fn serve(
     let _ = std::fs::remove_file(dir.admin_socket());
     runtime.shutdown_timeout(Duration::from_secs(2));
     result
+}
+
+/// Starts the thread that makes received chunks durable while the replica's thread goes on
+/// receiving: it runs each sync in the order asked (fsync of the recording, then the commit
+/// of its durable bits) and reports it back as an event. It ends when the replica's thread
+/// drops its sender.
+fn spawn_syncer(
+    inbound: mpsc::Sender<Input>,
+) -> Result<std::sync::mpsc::Sender<(SyncWork, u64)>, ServeError> {
+    let (sender, work) = std::sync::mpsc::channel::<(SyncWork, u64)>();
+    std::thread::Builder::new()
+        .name("dyad-syncer".into())
+        .spawn(move || {
+            for (work, ticket) in work {
+                let session = work.session();
+                let outcome = work.run().map_err(StoreFault::from);
+                let event = Event::Synced {
+                    session,
+                    ticket,
+                    outcome,
+                };
+                if inbound.blocking_send(Input::Net(event)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|error| ServeError(format!("cannot start the syncer thread: {error}")))?;
+    Ok(sender)
 }
 
 fn set_private(path: &std::path::Path) -> Result<(), ServeError> {
@@ -407,6 +441,9 @@ struct ReplicaThread {
     waiting: BTreeMap<CommandId, mpsc::UnboundedSender<AdminReply>>,
     /// Events the driver itself raises while carrying out actions (a local close).
     local_events: Vec<Event>,
+    /// The syncer thread, which runs the replica's syncs one after the other
+    /// ([`Action::SyncIncoming`]).
+    syncer: std::sync::mpsc::Sender<(SyncWork, u64)>,
     /// Every frame byte sent to peers since start (recordings and metadata).
     wire_bytes_sent: Arc<AtomicU64>,
     /// The last wall-clock reading, to notice the clock stepping backwards.
@@ -429,9 +466,9 @@ impl ReplicaThread {
                 }
                 Input::Net(event) => {
                     let known = match &event {
-                        Event::Received { conn, .. } | Event::Disconnected { conn, .. } => {
-                            self.conns.contains_key(conn)
-                        }
+                        Event::Received { conn, .. }
+                        | Event::ChunkReceived { conn, .. }
+                        | Event::Disconnected { conn, .. } => self.conns.contains_key(conn),
                         _ => true,
                     };
                     if let Event::Disconnected { conn, .. } = &event {
@@ -566,6 +603,27 @@ impl ReplicaThread {
                 }
                 self.close_locally(conn, "closed locally");
             }
+            Action::SyncIncoming { session, ticket } => {
+                match self.replica.store().sync_work(&session, ticket) {
+                    Ok(work) => {
+                        if self.syncer.send((work, ticket)).is_err() {
+                            self.local_events.push(Event::Synced {
+                                session,
+                                ticket,
+                                outcome: Err(StoreFault {
+                                    message: "the syncer thread stopped".into(),
+                                    terminal: true,
+                                }),
+                            });
+                        }
+                    }
+                    Err(error) => self.local_events.push(Event::Synced {
+                        session,
+                        ticket,
+                        outcome: Err(StoreFault::from(error)),
+                    }),
+                }
+            }
             Action::Progress { command, progress } => {
                 if let Some(reply) = self.waiting.get(&command) {
                     let _ = reply.send(AdminReply::Progress(render::progress(&progress)));
@@ -658,11 +716,20 @@ impl ReplicaThread {
                         break format!("the peer sent nothing for {} s", IDLE_TIMEOUT_MS / 1000)
                     }
                     Ok(Ok(Some(message))) => {
-                        if sender
-                            .send(Input::Net(Event::Received { conn, message }))
-                            .await
-                            .is_err()
-                        {
+                        let event = match message {
+                            // Hashed here, on the task that decoded it, so that the replica's
+                            // thread only compares 32 bytes before writing.
+                            Message::Chunk(chunk) => Event::ChunkReceived {
+                                subtree_cv: chunk_subtree_cv(
+                                    u64::from(chunk.chunk_index),
+                                    &chunk.data,
+                                ),
+                                conn,
+                                chunk,
+                            },
+                            message => Event::Received { conn, message },
+                        };
+                        if sender.send(Input::Net(event)).await.is_err() {
                             return;
                         }
                     }

@@ -14,7 +14,11 @@
 //! 2. After every such call, drain [`Replica::poll_action`] until it returns `None` and carry the
 //!    actions out in order. Actions for one connection must be carried out in order.
 //! 3. Re-read [`Replica::next_timeout`]; it may have moved earlier or later.
-//! 4. If the wall clock steps backwards, call [`Replica::handle_timeout`] at once: the replica
+//! 4. Carry out [`Action::SyncIncoming`] off the thread that runs the replica (it blocks on the
+//!    disk), one after the other in the order asked, and hand each outcome back as
+//!    [`Event::Synced`]. Chunks may be hashed where they are decoded and handed in as
+//!    [`Event::ChunkReceived`], so that this thread only compares hashes.
+//! 5. If the wall clock steps backwards, call [`Replica::handle_timeout`] at once: the replica
 //!    moves its timers back by the same amount (otherwise a clock set back an hour would delay
 //!    the next sync by an hour).
 //!
@@ -143,6 +147,20 @@ pub enum Event {
         conn: ConnId,
         reason: String,
     },
+    /// A chunk, with its `store::tree::chunk_subtree_cv` computed by the driver from these
+    /// bytes on the task that decoded it (so the replica's thread does not hash it again).
+    /// Otherwise the same as [`Event::Received`] with [`Message::Chunk`].
+    ChunkReceived {
+        conn: ConnId,
+        chunk: dyad_wire::Chunk,
+        subtree_cv: [u8; 32],
+    },
+    /// The sync asked for by [`Action::SyncIncoming`] finished.
+    Synced {
+        session: dyad_wire::SessionId,
+        ticket: u64,
+        outcome: Result<(), StoreFault>,
+    },
 }
 
 /// Operator commands that take time (the quick ones are methods).
@@ -202,6 +220,14 @@ pub enum Action {
     Close {
         conn: ConnId,
         error: Option<ErrorMessage>,
+    },
+    /// Make the chunks of `session` written so far durable, off the replica's thread (it
+    /// blocks on the disk): run the store's sync work for `ticket`, then report
+    /// [`Event::Synced`]. Syncs must run in the order they are asked for. Until then the
+    /// replica counts those chunks against its window, so a crash costs at most one window.
+    SyncIncoming {
+        session: dyad_wire::SessionId,
+        ticket: u64,
     },
     Progress {
         command: CommandId,
@@ -322,6 +348,9 @@ pub struct Replica<S: ReplicaStore> {
     disagreement: Option<roles::Disagreement>,
     /// The latest wall-clock reading handed in, to notice the clock stepping backwards.
     clock_seen_unix_ms: u64,
+    /// The driver's hash of the chunk being handled ([`Event::ChunkReceived`]): session,
+    /// index, subtree chaining value.
+    received_chunk_cv: Option<(dyad_wire::SessionId, u32, [u8; 32])>,
 }
 
 /// Commands the replica issues to itself (a promotion's final sync) are numbered from here, far
@@ -365,6 +394,7 @@ impl<S: ReplicaStore> Replica<S> {
             next_request: 1,
             counters: TransferCounters::default(),
             chunks_sent: BTreeMap::new(),
+            received_chunk_cv: None,
             actions: VecDeque::new(),
             failed: None,
             last_refusal: None,
@@ -487,6 +517,20 @@ impl<S: ReplicaStore> Replica<S> {
             }
             Event::Received { conn, message } => self.on_message(now_unix_ms, conn, message),
             Event::Disconnected { conn, reason } => self.on_disconnected(now_unix_ms, conn, reason),
+            Event::ChunkReceived {
+                conn,
+                chunk,
+                subtree_cv,
+            } => {
+                self.received_chunk_cv = Some((chunk.session, chunk.chunk_index, subtree_cv));
+                self.on_message(now_unix_ms, conn, Message::Chunk(chunk));
+                self.received_chunk_cv = None;
+            }
+            Event::Synced {
+                session,
+                ticket,
+                outcome,
+            } => self.on_synced(now_unix_ms, session, ticket, outcome),
         }
     }
 

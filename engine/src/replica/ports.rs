@@ -162,10 +162,28 @@ pub trait ReplicaStore {
     /// Starts (or resumes) receiving a recording; returns which chunks are already durable.
     fn begin_incoming(&mut self, header: &SessionHeader) -> Result<Vec<bool>, IncomingRefusal>;
     /// Verifies one chunk against the recording's chaining values, then writes it.
-    fn write_chunk(&mut self, id: SessionId, index: u32, data: &[u8]) -> Result<(), ChunkRefusal>;
-    /// Makes the chunks written so far for `id` durable; chunks written but not yet synced
-    /// may be lost by a crash.
-    fn sync_incoming(&mut self, id: SessionId) -> Result<(), StoreFault>;
+    /// `subtree_cv`, when given, is the chunk's `store::tree::chunk_subtree_cv`, computed
+    /// locally by the driver from these very bytes (never a peer's claim): the store then
+    /// compares it instead of hashing the chunk again.
+    fn write_chunk(
+        &mut self,
+        id: SessionId,
+        index: u32,
+        data: &[u8],
+        subtree_cv: Option<[u8; 32]>,
+    ) -> Result<(), ChunkRefusal>;
+    /// Hands the chunks written so far for `id` to a sync the driver runs off the replica's
+    /// thread ([`super::Action::SyncIncoming`]); returns its ticket, or `None` when no chunk
+    /// is waiting. Until [`ReplicaStore::finish_sync`] they may be lost by a crash.
+    fn begin_sync(&mut self, id: SessionId) -> Result<Option<u64>, StoreFault>;
+    /// Takes the outcome of the sync of `ticket` ([`super::Event::Synced`]): its chunks are
+    /// durable, or the store stops on the failure.
+    fn finish_sync(
+        &mut self,
+        id: SessionId,
+        ticket: u64,
+        outcome: Result<(), StoreFault>,
+    ) -> Result<(), StoreFault>;
     /// Makes a fully received recording durable and visible, atomically.
     fn publish(&mut self, id: SessionId) -> Result<SessionMeta, StoreFault>;
 }

@@ -66,6 +66,10 @@ struct Transfer {
     /// Chunks written but not yet synced: they still count against the window, so that a
     /// crash can cost at most one window of chunks, whether in flight or unsynced.
     unsynced: usize,
+    /// Chunks in the sync running off the replica's thread (`sync_ticket`); they count
+    /// against the window until it is reported done.
+    syncing: usize,
+    sync_ticket: Option<u64>,
 }
 
 pub(super) struct SyncJob<D> {
@@ -395,6 +399,8 @@ impl<S: ReplicaStore> Replica<S> {
                     retries: 0,
                     started: false,
                     unsynced: 0,
+                    syncing: 0,
+                    sync_ticket: None,
                 },
             );
             messages.push(Message::FetchSession(FetchSession { id }));
@@ -532,7 +538,7 @@ impl<S: ReplicaStore> Replica<S> {
     fn drop_transfer(&mut self, id: SessionId, why: String) {
         let Some(job) = &mut self.job else { return };
         if let Some(transfer) = job.transfers.remove(&id) {
-            job.in_flight_chunks -= transfer.in_flight.len() + transfer.unsynced;
+            job.in_flight_chunks -= transfer.in_flight.len() + transfer.unsynced + transfer.syncing;
             job.failures.push(why);
         }
     }
@@ -557,8 +563,12 @@ impl<S: ReplicaStore> Replica<S> {
             // A late or duplicated chunk: already durable or no longer wanted.
             return;
         }
-        let outcome = self.store.write_chunk(id, index, &data);
-        let window = self.config.window_chunks.clamp(1, MAX_CHUNKS_PER_FETCH);
+        let subtree_cv = self
+            .received_chunk_cv
+            .take()
+            .filter(|(session, chunk_index, _)| *session == id && *chunk_index == index)
+            .map(|(_, _, cv)| cv);
+        let outcome = self.store.write_chunk(id, index, &data, subtree_cv);
         let Some(job) = &mut self.job else { return };
         let Some(transfer) = job.transfers.get_mut(&id) else {
             return;
@@ -569,16 +579,8 @@ impl<S: ReplicaStore> Replica<S> {
                 transfer.remaining -= 1;
                 transfer.unsynced += 1;
                 job.progress.bytes_done += data.len() as u64;
-                let finished = transfer.remaining == 0;
-                let unsynced_total: usize = job.transfers.values().map(|t| t.unsynced).sum();
-                if finished {
-                    self.publish_transfer(now_unix_ms, id);
-                } else if unsynced_total * 2 >= window {
-                    // Half the window is written but not durable: make it durable, which frees
-                    // those slots for new requests.
-                    if !self.sync_unsynced(now_unix_ms) {
-                        return;
-                    }
+                if !self.plan_syncs(now_unix_ms) {
+                    return;
                 }
                 self.report_progress(false);
             }
@@ -612,34 +614,102 @@ impl<S: ReplicaStore> Replica<S> {
         self.pump(now_unix_ms);
     }
 
-    /// Syncs every transfer's written chunks, releasing their window slots. Returns false
-    /// (after ending the job) on a storage fault.
-    fn sync_unsynced(&mut self, now_unix_ms: u64) -> bool {
-        let ids: Vec<SessionId> = self
-            .job
-            .as_ref()
-            .map(|job| {
-                job.transfers
-                    .iter()
-                    .filter(|(_, t)| t.unsynced > 0)
-                    .map(|(id, _)| *id)
-                    .collect()
+    /// Starts the syncs the transfers need, off the replica's thread: a finished transfer's
+    /// last chunks, and every transfer's written chunks once half the window waits on them
+    /// (a sync frees those slots for new requests). Publishes finished transfers whose every
+    /// chunk is durable. Returns false (after ending the job) on a storage fault.
+    fn plan_syncs(&mut self, now_unix_ms: u64) -> bool {
+        let window = self.config.window_chunks.clamp(1, MAX_CHUNKS_PER_FETCH);
+        let Some(job) = &self.job else { return true };
+        let unsynced_total: usize = job.transfers.values().map(|t| t.unsynced).sum();
+        let pressing = unsynced_total * 2 >= window;
+        let to_sync: Vec<SessionId> = job
+            .transfers
+            .iter()
+            .filter(|(_, t)| {
+                t.started
+                    && t.sync_ticket.is_none()
+                    && t.unsynced > 0
+                    && (pressing || t.remaining == 0)
             })
-            .unwrap_or_default();
-        for id in ids {
-            if let Err(fault) = self.store.sync_incoming(id) {
-                self.note_fault(&fault);
-                self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
-                return false;
-            }
-            if let Some(job) = &mut self.job {
-                if let Some(transfer) = job.transfers.get_mut(&id) {
+            .map(|(id, _)| *id)
+            .collect();
+        for id in to_sync {
+            let begun = self.store.begin_sync(id);
+            let Some(job) = &mut self.job else {
+                return true;
+            };
+            let Some(transfer) = job.transfers.get_mut(&id) else {
+                continue;
+            };
+            match begun {
+                Ok(Some(ticket)) => {
+                    transfer.syncing = transfer.unsynced;
+                    transfer.unsynced = 0;
+                    transfer.sync_ticket = Some(ticket);
+                    self.actions.push_back(Action::SyncIncoming {
+                        session: id,
+                        ticket,
+                    });
+                }
+                Ok(None) => {
+                    // The store made them durable on its own already.
                     job.in_flight_chunks -= transfer.unsynced;
                     transfer.unsynced = 0;
                 }
+                Err(fault) => {
+                    self.note_fault(&fault);
+                    self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
+                    return false;
+                }
+            }
+        }
+        let Some(job) = &self.job else { return true };
+        let finished: Vec<SessionId> = job
+            .transfers
+            .iter()
+            .filter(|(_, t)| {
+                t.started && t.remaining == 0 && t.unsynced == 0 && t.sync_ticket.is_none()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in finished {
+            self.publish_transfer(now_unix_ms, id);
+            if self.job.is_none() {
+                return false;
             }
         }
         true
+    }
+
+    /// A sync asked for by [`Action::SyncIncoming`] finished: its chunks are durable, their
+    /// window slots free.
+    pub(super) fn on_synced(
+        &mut self,
+        now_unix_ms: u64,
+        session: SessionId,
+        ticket: u64,
+        outcome: Result<(), super::ports::StoreFault>,
+    ) {
+        if let Err(fault) = self.store.finish_sync(session, ticket, outcome) {
+            self.note_fault(&fault);
+            self.finish_job(now_unix_ms, Err(CommandError::Local(fault.to_string())));
+            return;
+        }
+        let Some(job) = &mut self.job else { return };
+        // A sync of an earlier job (the link broke meanwhile) frees nothing of this one's.
+        if let Some(transfer) = job.transfers.get_mut(&session) {
+            if transfer.sync_ticket == Some(ticket) {
+                job.in_flight_chunks -= transfer.syncing;
+                transfer.syncing = 0;
+                transfer.sync_ticket = None;
+            }
+        }
+        if job.phase != Phase::Transfer || !self.plan_syncs(now_unix_ms) {
+            return;
+        }
+        self.report_progress(false);
+        self.pump(now_unix_ms);
     }
 
     fn publish_transfer(&mut self, now_unix_ms: u64, id: SessionId) {
@@ -647,7 +717,7 @@ impl<S: ReplicaStore> Replica<S> {
             Ok(_) => {
                 if let Some(job) = &mut self.job {
                     if let Some(transfer) = job.transfers.remove(&id) {
-                        job.in_flight_chunks -= transfer.unsynced;
+                        job.in_flight_chunks -= transfer.unsynced + transfer.syncing;
                     }
                     job.progress.sessions_done += 1;
                 }

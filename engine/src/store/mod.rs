@@ -30,7 +30,7 @@ pub mod summary;
 pub mod tree;
 
 pub use recordings::{
-    recording_file_name, BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo,
+    recording_file_name, BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo, SyncWork,
     VerifyReport,
 };
 pub use records::{
@@ -243,10 +243,13 @@ pub(crate) fn corrupt(error: records::RecordError) -> StoreError {
 /// The state behind the store's lock.
 pub(crate) struct Inner {
     pub(crate) disk: Arc<dyn Disk>,
-    pub(crate) db: Database,
+    /// Shared with the sync work that runs off the caller's thread ([`SyncWork`]).
+    pub(crate) db: Arc<Database>,
     pub(crate) summary: SummaryIndex,
     pub(crate) partials: HashMap<SessionId, recordings::OpenPartial>,
     pub(crate) import_counter: u64,
+    /// Numbers the syncs handed out by [`Store::begin_sync`].
+    pub(crate) next_sync_ticket: u64,
     /// The store's on-disk format (`FORMAT_VERSION_MIN..=FORMAT_VERSION`).
     pub(crate) format: u64,
 }
@@ -321,10 +324,11 @@ impl Store {
         let format = init_tables(&db, new_format)?;
         let mut inner = Inner {
             disk,
-            db,
+            db: Arc::new(db),
             summary: SummaryIndex::default(),
             partials: HashMap::new(),
             import_counter: 0,
+            next_sync_ticket: 1,
             format,
         };
         let open_report = recordings::recover(&mut inner)?;

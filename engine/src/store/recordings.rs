@@ -11,7 +11,7 @@
 //! resumable. Reads verify every chunk; a damaged chunk withdraws the recording from the
 //! catalog into a partial marked for re-fetch, so it is never served as valid.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,9 +26,12 @@ use super::records::{
     encode_bitmap, encode_chaining_values, encode_partial, encode_session_meta, session_key,
     PartialRecord, SessionMeta,
 };
+#[cfg(doc)]
+use super::tree::chunk_subtree_cv;
 use super::tree::{
     check_chaining_values, chunk_chaining_value, chunk_count, chunk_len, read_full,
-    root_from_chaining_values, verify_chunk, CHUNK_SIZE_BYTES, MAX_RECORDING_BYTES,
+    root_from_chaining_values, verify_chunk, verify_chunk_hashed, CHUNK_SIZE_BYTES,
+    MAX_RECORDING_BYTES,
 };
 use super::{
     corrupt, db_error, Inner, OpenReport, Store, StoreError, PARTIALS, PARTIAL_CHUNKS, SESSIONS,
@@ -49,6 +52,9 @@ pub(crate) struct OpenPartial {
     /// Verified and written since the last sync; not durable yet.
     written: Vec<bool>,
     unsynced: u64,
+    /// Chunks handed to a sync that runs off the caller's thread ([`Store::begin_sync`]), by
+    /// ticket; durable once [`Store::finish_sync`] reports that sync done.
+    syncing: BTreeMap<u64, Vec<u64>>,
 }
 
 impl OpenPartial {
@@ -75,6 +81,58 @@ pub enum ChunkOutcome {
     Written,
     /// The chunk was durable already; nothing written.
     AlreadyDurable,
+}
+
+/// A sync of a partial recording's chunks, detached from the store so that it can run on
+/// another thread ([`Store::sync_work`]): fsync the file, then commit the chunks' durable
+/// bits, in that order, so the bitmap never claims a chunk that could still be lost.
+#[derive(Debug)]
+pub struct SyncWork {
+    id: SessionId,
+    file: Arc<dyn DiskFile>,
+    db: Arc<redb::Database>,
+    chunks: Vec<u64>,
+    chunk_count: u64,
+}
+
+impl SyncWork {
+    /// The recording being synced.
+    pub fn session(&self) -> SessionId {
+        self.id
+    }
+
+    /// Blocks on the disk: fsyncs the partial, then durably adds the chunks to its bitmap.
+    /// The bitmap is read and updated in one transaction, so syncs and the store's own
+    /// commits never undo each other's bits.
+    pub fn run(self) -> Result<(), StoreError> {
+        self.file.sync().map_err(io_error("syncing a recording"))?;
+        // The synced chunks are not read again before publication; their page cache is
+        // better spent on the next chunks (and writing those back starts now).
+        self.file.drop_cached();
+        let key = session_key(&self.id);
+        let write = self.db.begin_write().map_err(db_error)?;
+        {
+            let partials = write.open_table(PARTIALS).map_err(db_error)?;
+            if partials.get(key.as_slice()).map_err(db_error)?.is_none() {
+                // Published meanwhile (after its own sync): there is no bitmap to update.
+                return Ok(());
+            }
+            let mut table = write.open_table(PARTIAL_CHUNKS).map_err(db_error)?;
+            let mut bits = match table.get(key.as_slice()).map_err(db_error)? {
+                Some(bytes) => decode_bitmap(bytes.value(), self.chunk_count).map_err(corrupt)?,
+                None => vec![false; self.chunk_count as usize],
+            };
+            for index in &self.chunks {
+                if let Some(bit) = bits.get_mut(*index as usize) {
+                    *bit = true;
+                }
+            }
+            table
+                .insert(key.as_slice(), encode_bitmap(&bits).as_slice())
+                .map_err(db_error)?;
+        }
+        write.commit().map_err(db_error)
+    }
 }
 
 /// A partial recording, for listing.
@@ -176,12 +234,17 @@ fn sync_partial(inner: &mut Inner, id: &SessionId) -> Result<(), StoreError> {
         .file
         .sync()
         .map_err(io_error("syncing a recording"))?;
-    let bits: Vec<bool> = partial
+    // The sync covers every chunk written so far, those handed to a pending background sync
+    // included.
+    let mut bits: Vec<bool> = partial
         .durable
         .iter()
         .zip(&partial.written)
         .map(|(durable, written)| *durable || *written)
         .collect();
+    for index in partial.syncing.values().flatten() {
+        bits[*index as usize] = true;
+    }
     commit_bitmap(inner, id, &bits)?;
     let partial = inner
         .partials
@@ -196,6 +259,19 @@ fn sync_partial(inner: &mut Inner, id: &SessionId) -> Result<(), StoreError> {
 /// Publishes a partial whose chunks are all durable: rename, sync the folder, then move the
 /// record into the catalog. `renamed` says the file already has its final name.
 fn publish_partial(inner: &mut Inner, id: &SessionId, renamed: bool) -> Result<(), StoreError> {
+    if inner
+        .partials
+        .get(id)
+        .is_some_and(|partial| !partial.syncing.is_empty())
+    {
+        // Its sync would write the bitmap of a recording that is no longer partial.
+        return Err(StoreError::InvalidInput {
+            problem: format!(
+                "recording {}:{} cannot be published while a sync of it is running",
+                id.origin, id.sequence
+            ),
+        });
+    }
     sync_partial(inner, id)?;
     let partial = inner
         .partials
@@ -353,6 +429,7 @@ fn withdraw(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<()
             durable: bits,
             written: vec![false; count],
             unsynced: 0,
+            syncing: BTreeMap::new(),
         },
     );
     Ok(())
@@ -489,6 +566,7 @@ pub(crate) fn recover(inner: &mut Inner) -> Result<OpenReport, StoreError> {
                 durable: bits,
                 written: vec![false; count],
                 unsynced: 0,
+                syncing: BTreeMap::new(),
             },
         );
         if inner.partials[&id].missing() == 0 {
@@ -572,9 +650,8 @@ fn read_chunk_bytes(
     size_bytes: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let len = chunk_len(index, size_bytes).map_err(|error| invalid(None, error))?;
-    let mut data = vec![0u8; len as usize];
-    match file.read_at(index * CHUNK_SIZE_BYTES as u64, &mut data) {
-        Ok(()) => Ok(Some(data)),
+    match file.read_vec_at(index * CHUNK_SIZE_BYTES as u64, len as usize) {
+        Ok(data) => Ok(Some(data)),
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
         Err(error) => Err(StoreError::io("reading a recording", error)),
     }
@@ -657,6 +734,7 @@ impl Store {
                     durable: vec![false; count],
                     written: vec![false; count],
                     unsynced: 0,
+                    syncing: BTreeMap::new(),
                 },
             );
             Ok(BeginOutcome::Started)
@@ -683,6 +761,21 @@ impl Store {
         index: u64,
         data: &[u8],
     ) -> Result<ChunkOutcome, StoreError> {
+        self.write_chunk_hashed(id, index, data, None)
+    }
+
+    /// [`Store::write_chunk`] for a caller that already computed `subtree_cv`, the chunk's
+    /// [`chunk_subtree_cv`] (a driver hashes each chunk on the task that decoded it, so the
+    /// thread that writes only compares 32 bytes). It must be computed locally from `data`,
+    /// never taken from a peer. A recording of one chunk is verified here in full, since its
+    /// chunk hashes as the root, not as a subtree.
+    pub fn write_chunk_hashed(
+        &self,
+        id: &SessionId,
+        index: u64,
+        data: &[u8],
+        subtree_cv: Option<[u8; 32]>,
+    ) -> Result<ChunkOutcome, StoreError> {
         self.run(|inner| {
             let partial = inner
                 .partials
@@ -700,7 +793,13 @@ impl Store {
             // Planted bug (test builds only, see `planted`): the chunk is written unverified,
             // so a bad chunk from the peer ends up published.
             if !crate::planted_bug!(PublishUnverified) {
-                verify_chunk(index, data, cv, size).map_err(|error| invalid(Some(*id), error))?;
+                match subtree_cv {
+                    Some(subtree_cv) if size > CHUNK_SIZE_BYTES as u64 => {
+                        verify_chunk_hashed(index, data.len() as u64, &subtree_cv, cv, size)
+                    }
+                    _ => verify_chunk(index, data, cv, size),
+                }
+                .map_err(|error| invalid(Some(*id), error))?;
             }
             partial
                 .file
@@ -720,6 +819,85 @@ impl Store {
     /// Makes every chunk written so far to a partial durable.
     pub fn sync_chunks(&self, id: &SessionId) -> Result<(), StoreError> {
         self.run(|inner| sync_partial(inner, id))
+    }
+
+    /// Hands the chunks written so far to a partial to a sync that runs off the caller's
+    /// thread: returns its ticket (`None` when nothing is waiting), for [`Store::sync_work`]
+    /// and then [`Store::finish_sync`]. Until finished, those chunks are not durable.
+    pub fn begin_sync(&self, id: &SessionId) -> Result<Option<u64>, StoreError> {
+        self.run(|inner| {
+            let ticket = inner.next_sync_ticket;
+            let partial = inner
+                .partials
+                .get_mut(id)
+                .ok_or(StoreError::NotFound { id: *id })?;
+            if partial.unsynced == 0 {
+                return Ok(None);
+            }
+            let chunks: Vec<u64> = partial
+                .written
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, written)| **written)
+                .map(|(index, written)| {
+                    *written = false;
+                    index as u64
+                })
+                .collect();
+            partial.unsynced = 0;
+            partial.syncing.insert(ticket, chunks);
+            inner.next_sync_ticket += 1;
+            Ok(Some(ticket))
+        })
+    }
+
+    /// What a sync handed out by [`Store::begin_sync`] must do, to run on any thread: the
+    /// caller's thread goes on writing chunks meanwhile.
+    pub fn sync_work(&self, id: &SessionId, ticket: u64) -> Result<SyncWork, StoreError> {
+        self.run(|inner| {
+            let partial = inner
+                .partials
+                .get(id)
+                .ok_or(StoreError::NotFound { id: *id })?;
+            let chunks =
+                partial
+                    .syncing
+                    .get(&ticket)
+                    .cloned()
+                    .ok_or_else(|| StoreError::InvalidInput {
+                        problem: format!(
+                            "no sync {ticket} is pending for {}:{}",
+                            id.origin, id.sequence
+                        ),
+                    })?;
+            Ok(SyncWork {
+                id: *id,
+                file: Arc::clone(&partial.file),
+                db: Arc::clone(&inner.db),
+                chunks,
+                chunk_count: partial.record.cvs.len() as u64,
+            })
+        })
+    }
+
+    /// Takes the outcome of the [`SyncWork`] of `ticket`: its chunks are durable now (and
+    /// their bits committed), or the store stops on the failure like on any failed fsync.
+    pub fn finish_sync(
+        &self,
+        id: &SessionId,
+        ticket: u64,
+        outcome: Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.note(outcome)?;
+        self.run(|inner| {
+            // A partial published or withdrawn meanwhile has nothing left to update.
+            if let Some(partial) = inner.partials.get_mut(id) {
+                for index in partial.syncing.remove(&ticket).unwrap_or_default() {
+                    partial.durable[index as usize] = true;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Publishes a partial recording whose every chunk is written: sync, rename, sync the

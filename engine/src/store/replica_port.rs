@@ -32,6 +32,14 @@ fn fault(error: StoreError) -> StoreFault {
     }
 }
 
+impl From<StoreError> for StoreFault {
+    /// For drivers reporting the outcome of store work they ran for the replica (a
+    /// [`super::SyncWork`]).
+    fn from(error: StoreError) -> StoreFault {
+        fault(error)
+    }
+}
+
 fn entry(change: ConfigChange) -> ConfigEntry {
     ConfigEntry {
         key: change.key,
@@ -397,8 +405,14 @@ impl ReplicaStore for Store {
         }
     }
 
-    fn write_chunk(&mut self, id: SessionId, index: u32, data: &[u8]) -> Result<(), ChunkRefusal> {
-        Store::write_chunk(self, &id, u64::from(index), data)
+    fn write_chunk(
+        &mut self,
+        id: SessionId,
+        index: u32,
+        data: &[u8],
+        subtree_cv: Option<[u8; 32]>,
+    ) -> Result<(), ChunkRefusal> {
+        Store::write_chunk_hashed(self, &id, u64::from(index), data, subtree_cv)
             .map(|_| ())
             .map_err(|error| match error {
                 StoreError::NotFound { .. } => ChunkRefusal::Unknown,
@@ -407,11 +421,28 @@ impl ReplicaStore for Store {
             })
     }
 
-    fn sync_incoming(&mut self, id: SessionId) -> Result<(), StoreFault> {
-        match self.sync_chunks(&id) {
-            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+    fn begin_sync(&mut self, id: SessionId) -> Result<Option<u64>, StoreFault> {
+        match Store::begin_sync(self, &id) {
+            Ok(ticket) => Ok(ticket),
+            Err(StoreError::NotFound { .. }) => Ok(None),
             Err(error) => Err(fault(error)),
         }
+    }
+
+    fn finish_sync(
+        &mut self,
+        id: SessionId,
+        ticket: u64,
+        outcome: Result<(), StoreFault>,
+    ) -> Result<(), StoreFault> {
+        // A sync that failed stops the store like any failed fsync; the fault came from this
+        // store's own work, so it is terminal whatever its flag says.
+        let outcome = outcome.map_err(|fault| StoreError::Io {
+            context: "syncing a recording".to_string(),
+            kind: std::io::ErrorKind::Other,
+            message: fault.message,
+        });
+        Store::finish_sync(self, &id, ticket, outcome).map_err(fault)
     }
 
     fn publish(&mut self, id: SessionId) -> Result<SessionMeta, StoreFault> {

@@ -127,6 +127,38 @@ pub fn verify_chunk(
     Ok(())
 }
 
+/// The chaining value of `data` as the subtree starting at chunk `index` of a recording longer
+/// than one chunk: what [`chunk_chaining_value`] returns for such a recording. It needs no
+/// knowledge of the recording's length, so a driver can compute it as soon as a chunk
+/// arrives, on whichever thread decoded it.
+pub fn chunk_subtree_cv(index: u64, data: &[u8]) -> ChainingValue {
+    chunk_chaining_value(index, data, u64::MAX)
+}
+
+/// [`verify_chunk`] for a chunk of `data_len` bytes whose [`chunk_subtree_cv`] was already
+/// computed. A recording of one chunk hashes its chunk as the root instead, which the subtree
+/// value cannot show: such a chunk is refused here, and callers verify it with
+/// [`verify_chunk`] (the store does).
+pub fn verify_chunk_hashed(
+    index: u64,
+    data_len: u64,
+    subtree_cv: &ChainingValue,
+    expected_cv: &ChainingValue,
+    total_len: u64,
+) -> Result<(), TreeError> {
+    let expected_len = chunk_len(index, total_len)?;
+    if data_len != expected_len {
+        return Err(TreeError::WrongChunkLength {
+            expected: expected_len,
+            got: data_len,
+        });
+    }
+    if total_len <= CHUNK_SIZE_BYTES as u64 || subtree_cv != expected_cv {
+        return Err(TreeError::ChunkMismatch { index });
+    }
+    Ok(())
+}
+
 /// The root of a recording of `total_len` bytes whose chunks have the chaining values `cvs`.
 pub fn root_from_chaining_values(
     cvs: &[ChainingValue],
@@ -300,6 +332,39 @@ mod tests {
             verify_chunk(9, b"", &[0; 32], total),
             Err(TreeError::IndexOutOfRange { .. })
         ));
+    }
+
+    #[test]
+    fn precomputed_subtree_values_verify_like_the_chunks() {
+        let data = content(3 * CHUNK_SIZE_BYTES + 10, 4);
+        let (cvs, total, _) = chunk_chaining_values(&data[..]).expect("read");
+        for (index, chunk) in data.chunks(CHUNK_SIZE_BYTES).enumerate() {
+            let index = index as u64;
+            let hashed = chunk_subtree_cv(index, chunk);
+            let len = chunk.len() as u64;
+            verify_chunk_hashed(index, len, &hashed, &cvs[index as usize], total)
+                .expect("a chunk's own value verifies");
+            let mut bad = chunk.to_vec();
+            bad[0] ^= 1;
+            let bad_cv = chunk_subtree_cv(index, &bad);
+            assert_eq!(
+                verify_chunk_hashed(index, len, &bad_cv, &cvs[index as usize], total),
+                Err(TreeError::ChunkMismatch { index })
+            );
+            // The value of a chunk placed elsewhere in the tree differs.
+            let moved = chunk_subtree_cv(index + 1, chunk);
+            assert!(verify_chunk_hashed(index, len, &moved, &cvs[index as usize], total).is_err());
+            assert!(matches!(
+                verify_chunk_hashed(index, len + 1, &hashed, &cvs[index as usize], total),
+                Err(TreeError::WrongChunkLength { .. })
+            ));
+        }
+        // One chunk: its value is the root, which a subtree value never matches.
+        let small = content(CHUNK_SIZE_BYTES, 2);
+        let (cvs, total, _) = chunk_chaining_values(&small[..]).expect("read");
+        let hashed = chunk_subtree_cv(0, &small);
+        assert!(verify_chunk_hashed(0, total, &hashed, &cvs[0], total).is_err());
+        verify_chunk(0, &small, &cvs[0], total).expect("verified in full instead");
     }
 
     proptest! {

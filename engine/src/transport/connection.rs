@@ -4,14 +4,14 @@
 //! The reader keeps one `BytesMut` read buffer and hands it to `dyad_wire::decode_frame`, which
 //! validates each header (and so bounds how much we read) before anything is allocated for the
 //! payload; chunk payloads leave as `Bytes` sharing that buffer. The writer encodes into its own
-//! buffer and writes it whole.
+//! buffer and writes it whole, except a chunk's data, written from the chunk's own buffer.
 
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use dyad_wire::{
-    decode_frame, encode_frame, DecodeError, FrameHeader, Hello, Message, ReasonCode,
-    FRAME_HEADER_LEN,
+    decode_frame, encode_chunk_header, encode_frame, DecodeError, FrameHeader, Hello, Message,
+    ReasonCode, FRAME_HEADER_LEN,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -153,6 +153,30 @@ pub struct FrameWriter {
 
 impl FrameWriter {
     pub async fn send(&mut self, message: &Message) -> Result<(), TransportError> {
+        if let Message::Chunk(chunk) = message {
+            // The headers, then the data straight from the chunk's buffer: copying a chunk
+            // into the frame buffer first would cost a pass over every byte sent.
+            self.buf.clear();
+            encode_chunk_header(
+                chunk.session,
+                chunk.chunk_index,
+                chunk.data.len(),
+                &mut self.buf,
+            )
+            .map_err(|error| TransportError::LocalConfig {
+                text: format!("cannot encode a chunk: {error}"),
+            })?;
+            let written = async {
+                self.io.write_all(&self.buf).await?;
+                self.io.write_all(&chunk.data).await?;
+                self.io.flush().await
+            };
+            written
+                .await
+                .map_err(|error| TransportError::io("writing to the peer", error))?;
+            self.bytes_sent += (self.buf.len() + chunk.data.len()) as u64;
+            return Ok(());
+        }
         write_frame(&mut self.io, &mut self.buf, message).await?;
         self.bytes_sent += self.buf.len() as u64;
         Ok(())
