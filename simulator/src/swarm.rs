@@ -997,3 +997,40 @@ fn heal(world: &mut World) -> Result<(usize, usize), Violation> {
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn seeds_draw_every_class_every_action_and_different_mixes() {
+        let mut classes = BTreeSet::new();
+        let mut actions = BTreeSet::new();
+        let mut mixes = BTreeSet::new();
+        for seed in 0..300 {
+            let plan = SwarmPlan::draw(seed);
+            assert_eq!(
+                plan,
+                SwarmPlan::draw(seed),
+                "a plan depends on its seed only"
+            );
+            classes.extend(plan.classes.iter().map(|(class, _)| *class));
+            for step in &plan.steps {
+                let text = crate::replay::action_text(&step.action);
+                actions.insert(text.split(' ').next().unwrap_or_default().to_string());
+            }
+            mixes.insert(plan.mix());
+        }
+        assert_eq!(classes.len(), FaultClass::ALL.len());
+        let names: BTreeSet<&str> = FaultClass::ALL.iter().map(|class| class.name()).collect();
+        assert_eq!(
+            names.len(),
+            FaultClass::ALL.len(),
+            "class names are distinct"
+        );
+        // Every action the plans can hold, by its replay name.
+        assert_eq!(actions.len(), 25, "{actions:?}");
+        assert_eq!(mixes.len(), 300);
+    }
+}
