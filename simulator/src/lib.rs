@@ -8,6 +8,7 @@
 
 pub mod checks;
 pub mod clients;
+pub mod cost;
 pub mod coverage;
 pub mod replay;
 pub mod rng;

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use dyad_sim::cost::{measure, Cost};
 use dyad_sim::replay::Replay;
 use dyad_sim::runner::{self, RunReport};
 use dyad_sim::swarm::SwarmPlan;
@@ -46,12 +47,12 @@ fn print_failure(report: &RunReport) {
 /// `check_determinism`, runs it again through `again` and compares. Returns whether it failed.
 fn report_run(
     report: &RunReport,
-    wall_ms: u64,
+    cost: Cost,
     check_determinism: bool,
     again: impl FnOnce() -> RunReport,
 ) -> bool {
     println!(
-        "{} seed {}: {} | trace {} | {} steps | {:.1} simulated s in {} ms ({}x)",
+        "{} seed {}: {} | trace {} | {} steps | {:.1} simulated s in {} ms{} ({}x)",
         report.scenario,
         report.seed,
         if report.result.is_ok() {
@@ -62,8 +63,10 @@ fn report_run(
         hex(&report.trace_hash),
         report.steps,
         report.simulated_ms as f64 / 1000.0,
-        wall_ms,
-        report.simulated_ms / wall_ms.max(1)
+        cost.wall_ms,
+        cost.cpu_ms
+            .map_or(String::new(), |cpu_ms| format!(", {cpu_ms} ms CPU")),
+        report.simulated_ms / cost.wall_ms.max(1)
     );
     if let Ok(notes) = &report.result {
         for note in notes {
@@ -151,10 +154,8 @@ fn real_main(args: &[String]) -> Result<ExitCode, String> {
             .map_err(|error| format!("cannot read the replay file {path}: {error}"))?;
         let replay = Replay::parse(&text).map_err(|problem| format!("{path}: {problem}"))?;
         print!("{}", replay.plan);
-        let started = std::time::Instant::now();
-        let report = runner::run_plan(replay.seed, &replay.plan);
-        let wall_ms = started.elapsed().as_millis() as u64;
-        let failed = report_run(&report, wall_ms, check_determinism, || {
+        let (report, cost) = measure(|| runner::run_plan(replay.seed, &replay.plan));
+        let failed = report_run(&report, cost, check_determinism, || {
             runner::run_plan(replay.seed, &replay.plan)
         });
         if let (Some(expect), Err(found)) = (&replay.expect, &report.result) {
@@ -208,10 +209,8 @@ fn real_main(args: &[String]) -> Result<ExitCode, String> {
         if name == "swarm" && flag("-v") {
             print!("{}", SwarmPlan::draw(seed));
         }
-        let started = std::time::Instant::now();
-        let report = runner::run(scenario, seed);
-        let wall_ms = started.elapsed().as_millis() as u64;
-        let failed = report_run(&report, wall_ms, check_determinism, || {
+        let (report, cost) = measure(|| runner::run(scenario, seed));
+        let failed = report_run(&report, cost, check_determinism, || {
             runner::run(scenario, seed)
         });
         return Ok(exit(failed));
