@@ -962,3 +962,26 @@ fn break_reestablish_few_hundred_sessions_64mib(world: &mut World) -> Result<Out
         )],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A role change whose save failed used to stay in memory: the command failed, yet status
+    /// showed the new role until a restart put the saved one back. Now a failed save puts the
+    /// replica's state back to what the disk holds, and status shows the storage failure.
+    #[test]
+    fn a_break_whose_save_fails_leaves_the_role_as_saved() {
+        for seed in 0..5 {
+            let mut world = World::new(seed);
+            let (a, b) = pair(&mut world);
+            establish(&mut world, a, b).expect("the pair establishes");
+            world.appliances[a].disk.fail_next_sync();
+            world.command(a, Command::Break);
+            world.run_for(1_000).expect("the world runs");
+            let status = world.status(a).expect("appliance a is up");
+            assert_eq!(status.role, Role::Primary, "seed {seed}");
+            assert!(status.storage_failure.is_some(), "seed {seed}");
+        }
+    }
+}

@@ -321,6 +321,9 @@ pub struct Replica<S: ReplicaStore> {
     node: LocalNode,
     config: ReplicaConfig,
     state: ReplicaState,
+    /// The state as last saved: a failed save puts `state` back to it, so what status shows
+    /// is what a restart would find, never a role or epoch that never reached the disk.
+    saved_state: ReplicaState,
     links: BTreeMap<ConnId, Link>,
     pending_establish: BTreeMap<ConnId, PendingEstablish>,
     dialing_peer: bool,
@@ -383,6 +386,7 @@ impl<S: ReplicaStore> Replica<S> {
             store,
             node,
             config,
+            saved_state: state.clone(),
             state,
             links: BTreeMap::new(),
             pending_establish: BTreeMap::new(),
@@ -1503,8 +1507,12 @@ impl<S: ReplicaStore> Replica<S> {
     fn persist(&mut self) -> bool {
         let bytes = self.state.to_json();
         match self.store.save_replica_state(&bytes) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.saved_state = self.state.clone();
+                true
+            }
             Err(fault) => {
+                self.state = self.saved_state.clone();
                 self.note_fault(&fault);
                 false
             }
@@ -1608,6 +1616,40 @@ pub fn check_peer_address(address: &str, site_hostname: Option<&str>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_shows_a_store_stopped_by_work_the_replica_did_not_route() {
+        use crate::disk::sim::SimDisk;
+        use crate::store::{ImportInfo, Store};
+        let disk = SimDisk::new(11);
+        let store = Store::open_or_create_with_format(disk.clone(), crate::store::FORMAT_VERSION)
+            .expect("a fresh store");
+        let node = LocalNode {
+            node_id: NodeId([1; 16]),
+            name: "a".into(),
+            software: crate::appliance::build_software_version(),
+            site_hostname: None,
+        };
+        let replica =
+            Replica::open(store, node, ReplicaConfig::default(), 0).expect("a fresh replica");
+        assert_eq!(replica.status(0).storage_failure, None);
+        // An import is the store's own work: its fsync fails, which stops the store.
+        disk.fail_next_sync();
+        let info = ImportInfo {
+            origin: NodeId([1; 16]),
+            started_unix_ms: 0,
+            ended_unix_ms: 1,
+            ended_normally: true,
+            expected_len: None,
+            expected_root: None,
+        };
+        assert!(replica
+            .store()
+            .import_recording(&[7u8; 1000][..], info)
+            .is_err());
+        let failure = replica.status(0).storage_failure.expect("shown at once");
+        assert!(failure.contains("restart"), "{failure}");
+    }
 
     #[test]
     fn peer_addresses_are_checked() {

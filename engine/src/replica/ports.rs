@@ -100,6 +100,9 @@ pub enum ReadRefusal {
 /// The replica's view of persistent storage. All methods are synchronous; the tokio driver
 /// calls the replica from a thread where blocking on the disk is acceptable.
 pub trait ReplicaStore {
+    /// The failure that stopped the store, if one did, including in work the replica did not
+    /// route (an import of a local session): status shows it at once, not at the next sync.
+    fn stopped(&self) -> Option<StoreFault>;
     /// The replica's own persisted state (role, epoch, peer, last sync), opaque bytes.
     fn load_replica_state(&self) -> Result<Option<Vec<u8>>, StoreFault>;
     /// Replaces the replica's persisted state durably.

@@ -137,7 +137,11 @@ impl<S: ReplicaStore> Replica<S> {
             sessions_held: self.store.session_count().unwrap_or(0),
             config_version: self.store.config_version().ok(),
             next_sync_unix_ms: self.next_sync_unix_ms,
-            storage_failure: self.failed.as_ref().map(|fault| fault.to_string()),
+            storage_failure: self
+                .failed
+                .clone()
+                .or_else(|| self.store.stopped())
+                .map(|fault| fault.to_string()),
             break_unannounced: self.state.break_unannounced,
             disagreement: self.disagreement.clone(),
             forced_promotion_unresolved: self.state.forced_promotion_unresolved,

@@ -176,6 +176,10 @@ pub struct CatalogDiff {
 }
 
 impl ReplicaStore for Store {
+    fn stopped(&self) -> Option<StoreFault> {
+        self.failure().map(fault)
+    }
+
     type CatalogDiff = CatalogDiff;
 
     fn load_replica_state(&self) -> Result<Option<Vec<u8>>, StoreFault> {
