@@ -244,6 +244,50 @@ fn empty_and_single_chunk_recordings() {
     }
 }
 
+/// Recordings of at most one chunk with a known length are copied and hashed without the
+/// hashing thread: same roots, same refusals of a source shorter or longer than announced.
+#[test]
+fn one_chunk_imports_with_a_known_length() {
+    let (disk, store) = sim_store(81);
+    for len in [0, 1, 1000, CHUNK_SIZE_BYTES - 1, CHUNK_SIZE_BYTES] {
+        let content = data(len, 5);
+        let meta = store
+            .import_recording(
+                &content[..],
+                ImportInfo {
+                    expected_len: Some(len as u64),
+                    ..info()
+                },
+            )
+            .expect("import");
+        assert_eq!(meta.size_bytes, len as u64);
+        assert_eq!(meta.root, *blake3::hash(&content).as_bytes(), "len {len}");
+        assert_eq!(read_all(&store, &meta).expect("read"), content);
+    }
+    let before = files(&disk);
+    let content = data(1000, 6);
+    for (announced, what) in [(1001, "shorter"), (999, "longer")] {
+        let err = store
+            .import_recording(
+                &content[..],
+                ImportInfo {
+                    expected_len: Some(announced),
+                    ..info()
+                },
+            )
+            .expect_err(what);
+        assert!(
+            matches!(err, StoreError::ImportSource { .. }),
+            "{what}: {err}"
+        );
+    }
+    assert_eq!(
+        files(&disk),
+        before,
+        "a refused import leaves nothing behind"
+    );
+}
+
 #[test]
 fn bad_input_changes_nothing() {
     let (disk, store) = sim_store(8);

@@ -338,7 +338,7 @@ impl World {
         }
         self.discard_pending_imports(index);
         self.damaged_files.retain(|(owner, _)| *owner != index);
-        let disk = SimDisk::new(self.rng.next_u64());
+        let disk = SimDisk::sharing_pages(self.rng.next_u64(), Arc::clone(&self.page_pool));
         let store = Store::open(disk.clone())
             .map_err(|error| violation("restore", format!("a fresh store: {error}")))?;
         let floor = backup

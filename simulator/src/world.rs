@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use dyad_engine::disk::sim::SimDisk;
+use dyad_engine::disk::sim::{PagePool, SimDisk};
 use dyad_engine::disk::Disk;
 use dyad_engine::replica::ports::StoreFault;
 use dyad_engine::replica::{
@@ -341,6 +341,9 @@ pub struct World {
     pub now_ms: u64,
     pub rng: SimRng,
     pub appliances: Vec<Appliance>,
+    /// Equal pages shared by every appliance's simulated disk (a pair holds the same
+    /// recordings twice); invisible to the files, it only saves memory and copies.
+    pub page_pool: Arc<PagePool>,
     pub network: Network,
     /// The appliance the site's address points at: where new client sessions land.
     pub site_target: usize,
@@ -418,6 +421,7 @@ impl World {
             now_ms: WORLD_START_MS,
             rng: SimRng::new(seed),
             appliances: Vec::new(),
+            page_pool: PagePool::new(),
             network: Network::default(),
             site_target: 0,
             dns_stale: None,
@@ -480,7 +484,7 @@ impl World {
         self.rng.fill(&mut node_bytes);
         let mut fingerprint = [0u8; 32];
         self.rng.fill(&mut fingerprint);
-        let disk = SimDisk::new(self.rng.next_u64());
+        let disk = SimDisk::sharing_pages(self.rng.next_u64(), Arc::clone(&self.page_pool));
         self.appliances.push(Appliance {
             name: name.to_string(),
             node_id: NodeId(node_bytes),

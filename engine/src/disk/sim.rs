@@ -8,10 +8,10 @@
 //! handle so the process that "died" cannot keep writing. Faults are drawn from a seeded
 //! generator (never a global RNG), so a seed replays the same run bit for bit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::{check_file_name, Disk, DiskFile, OpenMode};
 
@@ -24,6 +24,14 @@ const TEAR_PREFIX_MAX_BYTES: usize = 64 * 1024;
 /// each small commit is not copied whole each time. The database's own page size, and far
 /// below the allocator's mmap threshold, so freed pages are reused instead of faulted in.
 const PAGE_BYTES: usize = 16 * 1024;
+
+/// A pool bucket holds the pages whose sampled bytes agree; past this many, a new look-alike
+/// is not pooled, so a lookup stays bounded whatever the content.
+const POOL_BUCKET_MAX: usize = 4;
+
+/// After this many pages added to a pool, it forgets the pages no file holds any more (a
+/// forgotten page's memory is only returned once the pool lets go of it).
+const POOL_SWEEP_EVERY: usize = 4096;
 
 /// What a page never written holds.
 static ZERO_PAGE: [u8; PAGE_BYTES] = [0; PAGE_BYTES];
@@ -104,6 +112,7 @@ struct SimState {
     stats: SimDiskStats,
     /// The files whose last unsynced write a crash tore, in order, over the disk's life.
     torn_files: Vec<String>,
+    page_pool: Arc<PagePool>,
 }
 
 /// Which of a disk's two views of its folder a name change applies to.
@@ -129,6 +138,73 @@ struct Inode {
     /// inode is gone.
     links: u64,
     durable_links: u64,
+}
+
+/// Whole pages of equal content, shared between the disks of one simulated world: both
+/// appliances of a pair hold the same recordings, and the second copy then costs neither
+/// memory nor a copy. A shared page is never written in place (a write copies it first), so
+/// sharing is invisible to the files; which pages end up shared depends only on content.
+#[derive(Default)]
+pub struct PagePool {
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    buckets: HashMap<u64, Vec<Weak<[u8]>>>,
+    added_since_sweep: usize,
+}
+
+impl PagePool {
+    /// A pool for the disks of one world.
+    pub fn new() -> Arc<PagePool> {
+        Arc::new(PagePool::default())
+    }
+
+    /// A page holding `bytes` (exactly `PAGE_BYTES`): an equal one already in use, or a new one.
+    fn page(&self, bytes: &[u8]) -> Arc<[u8]> {
+        let mut pool = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = pool.buckets.entry(sample_key(bytes)).or_default();
+        bucket.retain(|page| page.strong_count() > 0);
+        if let Some(page) = bucket
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|page| **page == *bytes)
+        {
+            return page;
+        }
+        let page: Arc<[u8]> = Arc::from(bytes);
+        if bucket.len() < POOL_BUCKET_MAX {
+            bucket.push(Arc::downgrade(&page));
+            pool.added_since_sweep += 1;
+            if pool.added_since_sweep >= POOL_SWEEP_EVERY {
+                pool.added_since_sweep = 0;
+                pool.buckets.retain(|_, bucket| {
+                    bucket.retain(|page| page.strong_count() > 0);
+                    !bucket.is_empty()
+                });
+            }
+        }
+        page
+    }
+}
+
+/// A cheap key for a page: a mix of a few of its words (start, middle, end). Equal pages get
+/// equal keys; the pool compares whole pages before sharing one.
+fn sample_key(bytes: &[u8]) -> u64 {
+    let word = |at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    let last = bytes.len() - 8;
+    [0, 8, bytes.len() / 2, last - 8, last]
+        .into_iter()
+        .fold(0x9e37_79b9_7f4a_7c15u64, |key, at| {
+            (key ^ word(at))
+                .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+                .rotate_left(29)
+        })
 }
 
 /// A file's bytes as shared fixed-size pages; a page never written reads as zeros and holds
@@ -166,8 +242,9 @@ impl Pages {
         }
     }
 
-    /// Writes `data` at `offset`, growing the file (with zeros in any gap) as needed.
-    fn write(&mut self, offset: u64, data: &[u8]) {
+    /// Writes `data` at `offset`, growing the file (with zeros in any gap) as needed. Whole
+    /// pages come from `pool` when given.
+    fn write(&mut self, offset: u64, data: &[u8], pool: Option<&PagePool>) {
         let end = offset + data.len() as u64;
         if end > self.len {
             self.set_len(end);
@@ -181,7 +258,10 @@ impl Pages {
             let slot = &mut self.pages[position / PAGE_BYTES];
             if take == PAGE_BYTES {
                 // A whole page: no need to zero it or to copy the old one first.
-                *slot = Some(Arc::from(source));
+                *slot = Some(match pool {
+                    Some(pool) => pool.page(source),
+                    None => Arc::from(source),
+                });
             } else {
                 let page = slot.get_or_insert_with(|| Arc::from(&ZERO_PAGE[..]));
                 Arc::make_mut(page)[within..within + take].copy_from_slice(source);
@@ -247,6 +327,12 @@ impl Pages {
 impl SimDisk {
     /// An empty disk whose random choices (faults, tear points) all come from `seed`.
     pub fn new(seed: u64) -> Arc<SimDisk> {
+        SimDisk::sharing_pages(seed, PagePool::new())
+    }
+
+    /// An empty disk, as [`SimDisk::new`], that shares equal pages with the other disks of
+    /// `pool` (the appliances of one world).
+    pub fn sharing_pages(seed: u64, pool: Arc<PagePool>) -> Arc<SimDisk> {
         Arc::new(SimDisk {
             state: Arc::new(Mutex::new(SimState {
                 rng_state: seed,
@@ -261,6 +347,7 @@ impl SimDisk {
                 fail_next_sync: false,
                 stats: SimDiskStats::default(),
                 torn_files: Vec::new(),
+                page_pool: pool,
             })),
         })
     }
@@ -316,7 +403,7 @@ impl SimDisk {
             if let (Some(point), Some((offset, prefix))) = (point, inode.last_unsynced_write.take())
             {
                 let keep = (point % (prefix.len() as u64 + 1)) as usize;
-                inode.current.write(offset, &prefix[..keep]);
+                inode.current.write(offset, &prefix[..keep], None);
                 inode.durable = inode.current.clone();
                 torn.push(id);
             }
@@ -404,7 +491,7 @@ impl SimDisk {
         let id = state.name_or_create(name);
         let inode = state.inodes.get_mut(&id).expect("name_or_create made it");
         inode.current = Pages::default();
-        inode.current.write(0, bytes);
+        inode.current.write(0, bytes, None);
         inode.durable = inode.current.clone();
         inode.last_unsynced_write = None;
         state.set_durable_name(name, Some(id));
@@ -681,8 +768,9 @@ impl DiskFile for SimFile {
             }
         }
         state.stats.bytes_written += data.len() as u64;
+        let pool = Arc::clone(&state.page_pool);
         let inode = state.live_inode(self.generation, self.inode)?;
-        inode.current.write(offset, data);
+        inode.current.write(offset, data, Some(&pool));
         let prefix_len = data.len().min(TEAR_PREFIX_MAX_BYTES);
         inode.last_unsynced_write = Some((offset, data[..prefix_len].to_vec()));
         Ok(())
@@ -885,6 +973,53 @@ mod tests {
                 prop_assert_eq!(visited, current);
             }
         }
+    }
+
+    #[test]
+    fn disks_sharing_pages_never_see_each_others_writes() {
+        let pool = PagePool::new();
+        let a = SimDisk::sharing_pages(1, Arc::clone(&pool));
+        let b = SimDisk::sharing_pages(2, Arc::clone(&pool));
+        let content: Vec<u8> = (0..3 * PAGE_BYTES).map(|i| (i * 7 % 251) as u8).collect();
+        let file_a = a.open("f", OpenMode::CreateIfMissing).expect("create");
+        let file_b = b.open("f", OpenMode::CreateIfMissing).expect("create");
+        file_a.write_at(0, &content).expect("write");
+        file_b.write_at(0, &content).expect("write");
+        {
+            let state_a = a.lock();
+            let state_b = b.lock();
+            let page = |state: &SimState| {
+                state
+                    .inodes
+                    .values()
+                    .next()
+                    .expect("one file")
+                    .current
+                    .pages[1]
+                    .clone()
+            };
+            let (page_a, page_b) = (page(&state_a), page(&state_b));
+            assert!(
+                Arc::ptr_eq(&page_a.expect("written"), &page_b.expect("written")),
+                "equal whole pages are stored once"
+            );
+        }
+        b.flip_bit("f", 8 * PAGE_BYTES as u64 + 3).expect("flip");
+        file_b.write_at(10, b"only b").expect("write");
+        file_b.sync().expect("sync");
+        b.crash(true);
+        assert_eq!(a.file_bytes("f").expect("a's file"), content);
+        let mut expected_b = content.clone();
+        expected_b[PAGE_BYTES] ^= 1 << 3;
+        expected_b[10..16].copy_from_slice(b"only b");
+        b.sync_dir().expect("nothing to sync");
+        assert_eq!(b.file_bytes("f"), None, "never named durably");
+        let file_b = b
+            .open("f", OpenMode::CreateIfMissing)
+            .expect("create again");
+        file_b.write_at(0, &expected_b).expect("write");
+        assert_eq!(b.file_bytes("f").expect("b's file"), expected_b);
+        assert_eq!(a.file_bytes("f").expect("a's file"), content);
     }
 
     #[test]

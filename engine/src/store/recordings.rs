@@ -1109,6 +1109,11 @@ fn copy_and_hash(
     source: &mut impl Read,
     info: &ImportInfo,
 ) -> Result<(Vec<[u8; 32]>, u64), StoreError> {
+    if let Some(expected_len) = info.expected_len {
+        if expected_len <= CHUNK_SIZE_BYTES as u64 {
+            return copy_and_hash_one_chunk(file, source, expected_len);
+        }
+    }
     let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, usize)>(2);
     let (return_buffer, free_buffers) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
@@ -1141,6 +1146,33 @@ fn copy_and_hash(
         }
         Ok((cvs, total_len))
     })
+}
+
+/// A recording of at most one chunk gains nothing from a hashing thread (its one chunk can
+/// only be hashed once the input has ended, as only then is it known to be the root), so it
+/// is copied and hashed in place, sparing a thread start for every small session.
+fn copy_and_hash_one_chunk(
+    file: &dyn DiskFile,
+    source: &mut impl Read,
+    expected_len: u64,
+) -> Result<(Vec<[u8; 32]>, u64), StoreError> {
+    // One byte more than expected, to notice a longer source.
+    let mut buffer = vec![0u8; expected_len as usize + 1];
+    let filled = read_full(source, &mut buffer).map_err(|error| StoreError::ImportSource {
+        message: error.to_string(),
+    })?;
+    if filled as u64 > expected_len {
+        return Err(StoreError::ImportSource {
+            message: format!("the source is longer than {expected_len} bytes"),
+        });
+    }
+    if filled == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    file.write_at(0, &buffer[..filled])
+        .map_err(io_error("writing an imported recording"))?;
+    let cv = chunk_chaining_value(0, &buffer[..filled], filled as u64);
+    Ok((vec![cv], filled as u64))
 }
 
 fn copy_chunks(
