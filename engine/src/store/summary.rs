@@ -43,6 +43,16 @@ pub struct RangeSummary {
 impl RangeSummary {
     fn add(&mut self, leaf: &[u8; 32]) {
         self.count += 1;
+        self.toggle(leaf);
+    }
+
+    /// Takes back an [`RangeSummary::add`] of `leaf` (XOR undoes itself).
+    fn take(&mut self, leaf: &[u8; 32]) {
+        self.count -= 1;
+        self.toggle(leaf);
+    }
+
+    fn toggle(&mut self, leaf: &[u8; 32]) {
         for (a, b) in self.hash.iter_mut().zip(leaf) {
             *a ^= b;
         }
@@ -177,6 +187,9 @@ pub struct SummaryIndex {
     /// Per origin: sequence → (root, leaf hash). The leaf hash is kept so that summarizing a
     /// range is XORs only.
     origins: BTreeMap<NodeId, BTreeMap<u64, RootAndLeaf>>,
+    /// Per origin, the summary of all its sessions, kept up to date on every change: a sync
+    /// with nothing to do compares only these, and must not cost a pass over the catalog.
+    totals: BTreeMap<NodeId, RangeSummary>,
 }
 
 /// The leaf hash of one session.
@@ -191,17 +204,28 @@ pub fn leaf_hash(id: &SessionId, root: &[u8; 32]) -> [u8; 32] {
 impl SummaryIndex {
     pub fn insert(&mut self, id: SessionId, root: [u8; 32]) {
         let leaf = leaf_hash(&id, &root);
-        self.origins
+        let replaced = self
+            .origins
             .entry(id.origin)
             .or_default()
             .insert(id.sequence, (root, leaf));
+        let total = self.totals.entry(id.origin).or_default();
+        if let Some((_, old_leaf)) = replaced {
+            total.take(&old_leaf);
+        }
+        total.add(&leaf);
     }
 
     pub fn remove(&mut self, id: &SessionId) {
         if let Some(sessions) = self.origins.get_mut(&id.origin) {
-            sessions.remove(&id.sequence);
+            if let Some((_, leaf)) = sessions.remove(&id.sequence) {
+                if let Some(total) = self.totals.get_mut(&id.origin) {
+                    total.take(&leaf);
+                }
+            }
             if sessions.is_empty() {
                 self.origins.remove(&id.origin);
+                self.totals.remove(&id.origin);
             }
         }
     }
@@ -252,6 +276,10 @@ impl SummaryIndex {
     }
 
     fn summarize(&self, query: &RangeQuery) -> RangeSummary {
+        if query.start == 0 && query.level == MAX_LEVEL {
+            // The whole origin: kept up to date, no pass over its sessions.
+            return self.totals.get(&query.origin).copied().unwrap_or_default();
+        }
         let mut summary = RangeSummary::default();
         for (_, _, leaf) in self.entries(query) {
             summary.add(leaf);
@@ -572,6 +600,34 @@ pub fn reconcile_locally(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The per-origin totals kept on every insert, replacement and removal equal a fresh
+        /// pass over the sessions.
+        #[test]
+        fn kept_totals_equal_a_fresh_summary(
+            ops in proptest::collection::vec((0u8..3, 0u64..40, any::<bool>(), any::<u64>()), 1..200)
+        ) {
+            let mut index = SummaryIndex::default();
+            for (origin, sequence, insert, seed) in ops {
+                let id = id(origin, sequence);
+                if insert {
+                    index.insert(id, root(seed));
+                } else {
+                    index.remove(&id);
+                }
+            }
+            for origin in 0u8..3 {
+                let query = RangeQuery { origin: NodeId([origin; 16]), start: 0, level: MAX_LEVEL };
+                let mut fresh = RangeSummary::default();
+                for (_, _, leaf) in index.entries(&query) {
+                    fresh.add(leaf);
+                }
+                prop_assert_eq!(index.summarize(&query), fresh);
+            }
+            prop_assert_eq!(index.totals.len(), index.origins.len());
+        }
+    }
 
     fn id(origin: u8, sequence: u64) -> SessionId {
         SessionId {
