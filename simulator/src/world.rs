@@ -1895,36 +1895,47 @@ impl World {
         if self.damage_found.is_empty() && self.corrupt_sent.is_empty() {
             return;
         }
-        let intact = |world: &World, index: usize, id: SessionId| {
-            let Some(root) = world.completed_sessions.get(&id) else {
-                return false;
-            };
-            let listed = world
-                .replica(index)
-                .and_then(|replica| replica.store().catalog_list().ok())
-                .is_some_and(|list| list.iter().any(|meta| meta.id == id && meta.root == *root));
-            listed
-                && world.appliances[index]
-                    .disk
-                    .file_hash(&recording_file_name(&id))
-                    .is_some_and(|hash| hash == *root)
+        let damage_found = std::mem::take(&mut self.damage_found);
+        self.damage_found =
+            self.still_damaged(damage_found, CoverageEvent::BitFlipDetectedAndRefetched);
+        let corrupt_sent = std::mem::take(&mut self.corrupt_sent);
+        self.corrupt_sent =
+            self.still_damaged(corrupt_sent, CoverageEvent::CorruptChunkRefusedAndRefetched);
+    }
+
+    /// The sessions of `waiting` not yet intact again; each one that is counts as `repaired`.
+    fn still_damaged(
+        &mut self,
+        waiting: BTreeSet<(usize, SessionId)>,
+        repaired: CoverageEvent,
+    ) -> BTreeSet<(usize, SessionId)> {
+        waiting
+            .into_iter()
+            .filter(|&(index, id)| {
+                let intact = self.holds_intact(index, id);
+                if intact {
+                    self.coverage.note(repaired);
+                }
+                !intact
+            })
+            .collect()
+    }
+
+    /// Whether appliance `index` lists session `id` with its original root and its file, read
+    /// straight off the disk, hashes to it.
+    fn holds_intact(&self, index: usize, id: SessionId) -> bool {
+        let Some(root) = self.completed_sessions.get(&id) else {
+            return false;
         };
-        let found: Vec<(usize, SessionId)> = self.damage_found.iter().copied().collect();
-        for (index, id) in found {
-            if intact(self, index, id) {
-                self.damage_found.remove(&(index, id));
-                self.coverage
-                    .note(CoverageEvent::BitFlipDetectedAndRefetched);
-            }
-        }
-        let sent: Vec<(usize, SessionId)> = self.corrupt_sent.iter().copied().collect();
-        for (index, id) in sent {
-            if intact(self, index, id) {
-                self.corrupt_sent.remove(&(index, id));
-                self.coverage
-                    .note(CoverageEvent::CorruptChunkRefusedAndRefetched);
-            }
-        }
+        let listed = self
+            .replica(index)
+            .and_then(|replica| replica.store().catalog_list().ok())
+            .is_some_and(|list| list.iter().any(|meta| meta.id == id && meta.root == *root));
+        listed
+            && self.appliances[index]
+                .disk
+                .file_hash(&recording_file_name(&id))
+                .is_some_and(|hash| hash == *root)
     }
 
     fn on_sync_finished(&mut self, index: usize) {
