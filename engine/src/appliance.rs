@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use dyad_wire::{NodeId, SoftwareVersion, Version};
 
-use crate::replica::state::{hex, parse_node_id};
+use crate::replica::state::{hex, parse_lineage, parse_node_id};
 use crate::transport::{Identity, InterApplianceKey};
 
 /// Bumped when the settings file's meaning changes.
@@ -119,6 +119,11 @@ impl DataDir {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplianceSettings {
     pub node_id: NodeId,
+    /// The node ids of the hardware this appliance replaced, nearest first: each restore of a
+    /// settings backup takes a new node id and adds the old one here (at most
+    /// [`dyad_wire::limits::MAX_PREDECESSORS`]). Its peer accepts it as the successor of the
+    /// appliance it pinned, and refuses the old hardware from then on.
+    pub predecessors: Vec<NodeId>,
     pub name: String,
     /// `host:port` the failover port listens on.
     pub listen: String,
@@ -173,6 +178,9 @@ fn io_context(context: String) -> impl FnOnce(std::io::Error) -> ApplianceError 
 struct SettingsDocument {
     format: u32,
     node_id: String,
+    /// Absent in folders written before restores took new node ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    predecessors: Vec<String>,
     name: String,
     listen: String,
     site_hostname: Option<String>,
@@ -181,10 +189,23 @@ struct SettingsDocument {
 }
 
 impl ApplianceSettings {
+    /// These settings on new hardware restored from a backup of them: the node id `node`,
+    /// succeeding this one (nearest first, the oldest forgotten past the limit).
+    pub fn successor(&self, node: NodeId) -> ApplianceSettings {
+        let mut settings = self.clone();
+        settings.node_id = node;
+        settings.predecessors = std::iter::once(self.node_id)
+            .chain(self.predecessors.iter().copied())
+            .take(dyad_wire::limits::MAX_PREDECESSORS)
+            .collect();
+        settings
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let document = SettingsDocument {
             format: APPLIANCE_FORMAT,
             node_id: self.node_id.to_string(),
+            predecessors: self.predecessors.iter().map(NodeId::to_string).collect(),
             name: self.name.clone(),
             listen: self.listen.clone(),
             site_hostname: self.site_hostname.clone(),
@@ -206,8 +227,10 @@ impl ApplianceSettings {
                 document.format
             ));
         }
+        let predecessors = parse_lineage("predecessors", &document.predecessors)?;
         Ok(ApplianceSettings {
             node_id: parse_node_id(&document.node_id)?,
+            predecessors,
             name: document.name,
             listen: document.listen,
             site_hostname: document.site_hostname,
@@ -217,6 +240,16 @@ impl ApplianceSettings {
             },
         })
     }
+}
+
+/// A node id no appliance has had: 128 bits from the system's secure random generator. Node
+/// ids are never derived from another's (a counter or a hash of the old id), so two restores of
+/// one backup onto two machines still get two ids.
+pub fn new_node_id() -> Result<NodeId, String> {
+    let mut node = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut node)
+        .map_err(|_| "the system random generator failed".to_string())?;
+    Ok(NodeId(node))
 }
 
 /// What `dyad init` needs.
@@ -272,11 +305,9 @@ impl Appliance {
             None => Identity::generate(&options.name),
         }
         .map_err(|error| ApplianceError::Identity(error.to_string()))?;
-        let mut node = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut node)
-            .map_err(|_| ApplianceError::Identity("the system random generator failed".into()))?;
         let settings = ApplianceSettings {
-            node_id: NodeId(node),
+            node_id: new_node_id().map_err(ApplianceError::Identity)?,
+            predecessors: Vec::new(),
             name: options.name,
             listen: options.listen,
             site_hostname: options.site_hostname,
@@ -355,6 +386,7 @@ mod tests {
     fn settings_round_trip_and_refuse_damage() {
         let settings = ApplianceSettings {
             node_id: NodeId([4; 16]),
+            predecessors: Vec::new(),
             name: "a".into(),
             listen: "127.0.0.1:7400".into(),
             site_hostname: Some("site.example".into()),

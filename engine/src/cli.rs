@@ -391,6 +391,9 @@ pub fn status(data_dir: &Path, json: bool) -> CliResult {
                 .unwrap_or_default()
         ),
     }
+    if let Some(warning) = value.get("old_hardware_refused").and_then(Value::as_str) {
+        println!("  WARNING            {warning}");
+    }
     match value.get("last_sync").filter(|sync| !sync.is_null()) {
         Some(sync) => {
             let when = number(sync, "finished_unix_ms")
@@ -760,7 +763,10 @@ pub fn backup_restore(
         report.name,
         data_dir.display()
     );
-    println!("  node id          {}", report.node_id);
+    println!(
+        "  node id          {} (new; succeeds {}, which its peer will refuse from now on)",
+        report.node_id, report.predecessor_node_id
+    );
     println!(
         "  software         {} (backup written by {})",
         report.software, report.backup_software
@@ -769,8 +775,17 @@ pub fn backup_restore(
     println!("  certificate      {}", report.certificate_fingerprint);
     println!("  configuration    {} keys", report.config_entries);
     println!(
-        "  own sessions     continue at sequence {}",
+        "  own sessions     numbered from {} under the new node id",
         report.local_sequence_floor
+    );
+    println!(
+        "  conflicts        {} records carried over; vendor key {}",
+        report.conflicts,
+        if report.vendor_key {
+            "trusted"
+        } else {
+            "none (run `dyad update trust-vendor-key`)"
+        }
     );
     match &report.relationship {
         Some((role, peer)) => println!(

@@ -108,7 +108,13 @@ fn backup_round_trips_and_records_when_it_was_taken() {
     let new = scratch.path("new");
     cli::backup_restore(&new, &file, &pass, None, None).expect("restore");
     let restored = Appliance::open(DataDir::new(&new)).expect("open");
-    assert_eq!(restored.settings, appliance.settings);
+    // The same appliance on new hardware: everything but the node id, which is new and names
+    // the old one as its predecessor.
+    assert_ne!(restored.settings.node_id, appliance.settings.node_id);
+    assert_eq!(
+        restored.settings,
+        appliance.settings.successor(restored.settings.node_id)
+    );
     assert_eq!(
         restored.identity.fingerprint(),
         appliance.identity.fingerprint()
@@ -131,6 +137,8 @@ fn backup_round_trips_and_records_when_it_was_taken() {
     cli::backup_inspect(&file, &pass, Some(&scratch.path("empty"))).expect("dry run, fresh");
 }
 
+/// A restored appliance is a new node: its own sessions are numbered under its new node id,
+/// so no id the old hardware gave (before or after the backup) can come again.
 #[test]
 fn restored_appliance_never_reuses_a_session_id() {
     let scratch = Scratch::new("ids");
@@ -150,11 +158,12 @@ fn restored_appliance_never_reuses_a_session_id() {
     let store = dyad_engine::driver::open_store(&DataDir::new(&new)).expect("store");
     let sessions = store.catalog_list().expect("list");
     assert_eq!(sessions.len(), 1);
-    assert_eq!(sessions[0].id.origin, appliance.settings.node_id);
-    assert!(
-        sessions[0].id.sequence > high,
-        "sequence {} must be above the backup's high-water mark {high}",
-        sessions[0].id.sequence
+    let restored = Appliance::open(DataDir::new(&new)).expect("open");
+    assert_ne!(sessions[0].id.origin, appliance.settings.node_id);
+    assert_eq!(sessions[0].id.origin, restored.settings.node_id);
+    assert_eq!(
+        restored.settings.predecessors,
+        vec![appliance.settings.node_id]
     );
 }
 

@@ -306,18 +306,30 @@ fn backup_appliance_moves_to_new_hardware_and_rejoins_its_pair() {
     let status = ok(&["status", "--data-dir", &new_b]);
     assert!(status.contains("b (backup)"), "{status}");
 
-    // A session completed on the new hardware gets an id above the old one's, past the gap a
-    // restore leaves for sessions the old hardware may have completed after the backup.
+    // The new hardware is a new node succeeding the old one: a session completed on it is
+    // numbered from 1 under its own node id, which the old hardware can never use.
+    let node_of = |dir: &str| -> serde_json::Value {
+        let text = fs::read_to_string(Path::new(dir).join("appliance.json")).expect("settings");
+        serde_json::from_str(&text).expect("json")
+    };
+    let (old_settings, new_settings) = (node_of(&b), node_of(&new_b));
+    let node_b = old_settings["node_id"]
+        .as_str()
+        .expect("node id")
+        .to_string();
+    let node_new_b = new_settings["node_id"]
+        .as_str()
+        .expect("node id")
+        .to_string();
+    assert_ne!(node_new_b, node_b, "a restore takes a new node id");
+    assert_eq!(
+        new_settings["predecessors"],
+        serde_json::json!([node_b]),
+        "and names the old one as its predecessor"
+    );
     let file = recording(&root.join("b1.rec"), 100_000, 41);
     let imported = ok(&["session", "import", "--data-dir", &new_b, "--file", &file]);
-    let node_b = fs::read_to_string(Path::new(&b).join("appliance.json")).expect("settings");
-    let node_b: serde_json::Value = serde_json::from_str(&node_b).expect("json");
-    let node_b = node_b["node_id"].as_str().expect("node id").to_string();
-    let expected = 2 + dyad_engine::backup::RESTORE_SEQUENCE_GAP;
-    assert!(
-        imported.contains(&format!("{node_b}#{expected} ")),
-        "{imported}"
-    );
+    assert!(imported.contains(&format!("{node_new_b}#1 ")), "{imported}");
     ok(&["sync-now", "--data-dir", &a]);
     let sessions_a = ok(&["session", "list", "--data-dir", &a]);
     assert_eq!(sessions_a.lines().count(), 6, "{sessions_a}");
@@ -337,4 +349,71 @@ fn backup_appliance_moves_to_new_hardware_and_rejoins_its_pair() {
     // While a server runs, a reset is refused whatever the flags.
     let error = refused(&["factory-reset", "--data-dir", &new_b, "--yes", "--replaced"]);
     assert!(error.contains("already running"), "{error}");
+}
+
+/// A settings backup written by the release before restores took new node ids (contents
+/// format 1: no configuration chain, conflicts or vendor key; `tests/fixtures/README.md`) still
+/// restores with today's code, migrated on decode: the same configuration at the zero anchor,
+/// a new node id succeeding the old one, no sync history, and an appliance that serves.
+#[test]
+fn a_format_1_backup_from_the_previous_release_still_restores() {
+    let root = std::env::temp_dir().join(format!("dyad-itest-fixture-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).expect("root");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/settings-backup-format1.dyadbackup");
+    let pass = root.join("pass");
+    fs::write(&pass, "fixture passphrase\n").expect("pass");
+    fs::set_permissions(&pass, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let target = root.join("restored");
+    let (fixture, pass, target) = (
+        fixture.to_str().expect("utf-8"),
+        pass.to_str().expect("utf-8"),
+        target.to_str().expect("utf-8"),
+    );
+    let inspected = ok(&[
+        "backup",
+        "inspect",
+        "--in",
+        fixture,
+        "--passphrase-file",
+        pass,
+    ]);
+    assert!(inspected.contains("fixture-a"), "{inspected}");
+    let report = ok(&[
+        "backup",
+        "restore",
+        "--data-dir",
+        target,
+        "--in",
+        fixture,
+        "--passphrase-file",
+        pass,
+    ]);
+    const OLD_NODE: &str = "65bd6e84856daeea72fa17109966dfcb";
+    assert!(report.contains(&format!("succeeds {OLD_NODE}")), "{report}");
+    let settings: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(Path::new(target).join("appliance.json")).expect("settings"),
+    )
+    .expect("json");
+    assert_ne!(settings["node_id"], OLD_NODE);
+    assert_eq!(settings["predecessors"], serde_json::json!([OLD_NODE]));
+    for (key, value) in [
+        ("site/name", "north"),
+        ("site/banner", "hello"),
+        ("x", "old-x"),
+    ] {
+        assert_eq!(
+            ok(&["config", "get", "--data-dir", target, key]).trim(),
+            value,
+            "{key}"
+        );
+    }
+    let status = ok(&["status", "--data-dir", target]);
+    assert!(status.contains("last sync          never"), "{status}");
+    // The restored appliance writes under an epoch of its own (its new node id).
+    let set = ok(&["config", "set", "--data-dir", target, "x", "new-x"]);
+    let new_node = settings["node_id"].as_str().expect("node id");
+    assert!(set.contains(&format!("@{new_node}#4")), "{set}");
+    let _ = fs::remove_dir_all(&root);
 }

@@ -101,6 +101,7 @@ fn configuration_versions_history_and_snapshots() {
     let bogus = ConfigVersion {
         epoch: epoch(9),
         sequence: 2,
+        chain: v2.chain,
     };
     assert_eq!(store.config_changes_since(bogus).expect("changes"), None);
 
@@ -129,14 +130,99 @@ fn configuration_versions_history_and_snapshots() {
     let incoming = store.config_snapshot().expect("s");
     let record = ConflictRecord::between(&backup.config_snapshot().expect("s"), &incoming, 42);
     assert_eq!(record.entries.len(), 1);
-    backup.config_save_conflict(&record).expect("save");
-    backup.config_apply_snapshot(&incoming).expect("apply");
+    assert_eq!(
+        backup
+            .config_replace(&incoming, Some(&record))
+            .expect("replace"),
+        Some(1)
+    );
     assert_eq!(backup.config_snapshot().expect("s"), incoming);
     assert_eq!(backup.conflicts_list().expect("list"), vec![(1, record)]);
     assert_eq!(
         backup.config_changes_since(incoming.version).expect("c"),
         Some(vec![])
     );
+}
+
+/// Issue 15: two histories with the same stamps `(epoch, sequence)` but other values (old and
+/// new hardware after a restore, in the engine before restores took new node ids) are told
+/// apart by their chains: the primary offers no incremental changes from the other's version,
+/// and a change that does not continue the receiver's chain is refused.
+#[test]
+fn continuity_is_proven_by_the_chain_not_by_version_numbers() {
+    let (_, old) = sim_store(30);
+    let (_, new) = sim_store(31);
+    for store in [&old, &new] {
+        store
+            .config_set("site/name", b"north", epoch(2))
+            .expect("set");
+    }
+    assert_eq!(
+        old.config_version().expect("v"),
+        new.config_version().expect("v"),
+        "the same history gives the same chain"
+    );
+    let forked_old = old.config_set("x", b"old-x", epoch(2)).expect("set");
+    let forked_new = new.config_set("x", b"new-x", epoch(2)).expect("set");
+    assert_eq!(
+        (forked_old.epoch, forked_old.sequence),
+        (forked_new.epoch, forked_new.sequence),
+        "the same stamps"
+    );
+    assert_ne!(
+        forked_old.chain, forked_new.chain,
+        "but not the same content"
+    );
+    assert_eq!(
+        new.config_changes_since(forked_old).expect("changes"),
+        None,
+        "a backup at the old hardware's #2 needs the full configuration"
+    );
+    new.config_set("z", b"new-z", epoch(2)).expect("set");
+    let changes = new
+        .config_changes_since(forked_new)
+        .expect("changes")
+        .expect("kept");
+    assert!(matches!(
+        old.config_apply_changes(&changes),
+        Err(StoreError::ChangesOutOfOrder { .. })
+    ));
+    assert_eq!(old.config_get("z").expect("get"), None, "nothing applied");
+    // A change whose value was altered on the way does not chain either.
+    let (_, follower) = sim_store(32);
+    let mut all = new
+        .config_changes_since(CONFIG_VERSION_ZERO)
+        .expect("c")
+        .expect("all");
+    all[1].value = Some(b"tampered".to_vec());
+    assert!(follower.config_apply_changes(&all).is_err());
+    assert_eq!(follower.config_version().expect("v"), CONFIG_VERSION_ZERO);
+}
+
+/// The conflict record and the replacement are one transaction: a failed commit leaves
+/// neither, and the retry records both.
+#[test]
+fn a_replacement_and_its_conflict_record_commit_together() {
+    let (disk, backup) = sim_store(33);
+    backup.config_set("x", b"old-x", epoch(1)).expect("set");
+    let (_, primary) = sim_store(34);
+    primary.config_set("x", b"new-x", epoch(2)).expect("set");
+    let incoming = primary.config_snapshot().expect("s");
+    let before = backup.config_snapshot().expect("s");
+    let record = ConflictRecord::between(&before, &incoming, 7);
+    disk.fail_next_sync();
+    assert!(backup.config_replace(&incoming, Some(&record)).is_err());
+    drop(backup);
+    // A power loss: what the failed sync did not make durable is gone.
+    disk.crash(false);
+    let backup = Store::open(disk).expect("reopen");
+    assert_eq!(backup.config_snapshot().expect("s"), before);
+    assert!(backup.conflicts_list().expect("list").is_empty());
+    backup
+        .config_replace(&incoming, Some(&record))
+        .expect("replace");
+    assert_eq!(backup.config_snapshot().expect("s"), incoming);
+    assert_eq!(backup.conflicts_list().expect("list"), vec![(1, record)]);
 }
 
 #[test]

@@ -103,7 +103,10 @@ async fn a_matching_pair_authenticates_and_exchanges_frames() {
         assert_eq!(client.peer().hello.node_name, "alpha");
         assert_eq!(client.peer().hello.role, Role::Primary);
         assert_eq!(client.peer().cert_fingerprint, server_cert);
-        assert_eq!(client.peer().protocol_version, 1);
+        assert_eq!(
+            client.peer().protocol_version,
+            dyad_wire::PROTOCOL_VERSION_MAX
+        );
         assert_eq!(server.peer().hello.node_name, "beta");
         assert_eq!(server.peer().hello.node_id, NodeId([2; 16]));
         assert_eq!(server.peer().cert_fingerprint, client_cert);
@@ -213,8 +216,8 @@ async fn disjoint_protocol_ranges_are_refused() {
         let key = keygen().expect("key");
         let server_config = config("alpha", 1, Role::Primary, &key);
         let mut client_config = config("beta", 2, Role::Backup, &key);
-        client_config.local.protocol_min = 2;
-        client_config.local.protocol_max = 3;
+        client_config.local.protocol_min = dyad_wire::PROTOCOL_VERSION_MAX + 1;
+        client_config.local.protocol_max = dyad_wire::PROTOCOL_VERSION_MAX + 2;
         let mut acceptor = serve(server_config).await;
         let address = acceptor.local_addr().to_string();
 

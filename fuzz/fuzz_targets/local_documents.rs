@@ -56,6 +56,7 @@ fn templates() -> &'static [Vec<u8>] {
             last_success_unix_ms: Some(1_600_000_000_000),
         });
         state.first_sync_due_unix_ms = Some(1_700_000_060_000);
+        state.superseded = vec![NodeId([5; 16])];
         let version = Version {
             major: 7,
             minor: 3,
@@ -63,6 +64,7 @@ fn templates() -> &'static [Vec<u8>] {
         };
         let settings = ApplianceSettings {
             node_id: NodeId([7; 16]),
+            predecessors: vec![NodeId([6; 16])],
             name: "appliance-b".into(),
             listen: "10.0.0.2:7400".into(),
             site_hostname: Some("recordings.example.com".into()),

@@ -101,7 +101,57 @@ pub fn config_follows_primary(
     Ok(())
 }
 
-/// Property 3: at most one appliance accepted configuration writes in any epoch.
+/// Nothing is dropped silently: every value appliance `index` held in `before` that its
+/// configuration no longer holds is kept, as this appliance's side, in one of its conflict
+/// records.
+pub fn replaced_values_recorded(
+    world: &World,
+    index: usize,
+    before: &[(String, Vec<u8>)],
+) -> Result<(), Violation> {
+    let Some(replica) = world.replica(index) else {
+        return Err(Violation::new(
+            "replaced_values_recorded",
+            format!("{} is down", world.appliances[index].name),
+        ));
+    };
+    let store = replica.store();
+    let now: BTreeMap<String, Vec<u8>> = store
+        .config_list("")
+        .map_err(|error| Violation::new("replaced_values_recorded", error.to_string()))?
+        .into_iter()
+        .collect();
+    let conflicts = store
+        .conflicts_list()
+        .map_err(|error| Violation::new("replaced_values_recorded", error.to_string()))?;
+    for (key, value) in before {
+        if now.get(key) == Some(value) {
+            continue;
+        }
+        let kept = conflicts.iter().any(|(_, record)| {
+            record
+                .entries
+                .iter()
+                .any(|entry| entry.key == *key && entry.local.as_ref() == Some(value))
+        });
+        if !kept {
+            return Err(Violation::new(
+                "replaced_values_recorded",
+                format!(
+                    "{} held {key:?} = {:?}, now {:?}, and no conflict record keeps it ({} records)",
+                    world.appliances[index].name,
+                    String::from_utf8_lossy(value),
+                    now.get(key).map(|value| String::from_utf8_lossy(value).into_owned()),
+                    conflicts.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Property 3: at most one physical appliance accepted configuration writes in any epoch (old
+/// and new hardware after a restore are two).
 pub fn one_writer_per_epoch(world: &World) -> Result<(), Violation> {
     for (epoch, writers) in &world.writers_by_epoch {
         if writers.len() > 1 {

@@ -152,6 +152,16 @@ pub const SCENARIOS: &[Scenario] = &[
         run: crate::scenarios_migration::hardware_migration_of_primary_sessions_continue_no_id_reused,
     },
     Scenario {
+        name: "restored_primary_writes_config_backup_follows_or_records_conflict",
+        about: "the primary writes after its settings backup and dies; restored hardware writes again: the backup follows it and keeps every value it replaced in a conflict record",
+        run: crate::scenarios_migration::restored_primary_writes_config_backup_follows_or_records_conflict,
+    },
+    Scenario {
+        name: "old_hardware_returns_after_restore_is_refused_not_merged",
+        about: "the old primary was only unreachable while its backup was restored elsewhere: when it returns it is refused, told its successor, and nothing it wrote is merged",
+        run: crate::scenarios_migration::old_hardware_returns_after_restore_is_refused_not_merged,
+    },
+    Scenario {
         name: "break_reestablish_few_hundred_sessions_64mib",
         about: "an hour: a few hundred client sessions (64 MiB) on both sides across a break; re-establish reconciles the union",
         run: break_reestablish_few_hundred_sessions_64mib,

@@ -14,8 +14,9 @@
 //! A hardware migration takes the store part of a settings backup with the engine's own read
 //! ([`StoreSettings::read_from`]), passes it through the backup file's document encoding, then
 //! discards the old appliance's disk and restores onto a fresh `SimDisk` with the engine's
-//! restore step ([`StoreSettings::restore_into`]); the new hardware keeps the node id, name,
-//! address, certificate and key, as the restored identity does.
+//! restore step ([`StoreSettings::restore_into`]); the new hardware keeps the name, address,
+//! certificate and key, as the restored identity does, and takes a new node id that names the
+//! old one as its predecessor, as `dyad backup restore` does.
 
 use std::sync::Arc;
 
@@ -24,10 +25,10 @@ use dyad_engine::disk::sim::{Ratio, SimDisk, SimFaults};
 use dyad_engine::replica::ReplicaState;
 use dyad_engine::store::Store;
 use dyad_engine::update::{self, RecoveryDecision};
-use dyad_wire::{Role, SessionId, SoftwareVersion};
+use dyad_wire::{NodeId, Role, SessionId, SoftwareVersion};
 
 use crate::checks::Violation;
-use crate::world::World;
+use crate::world::{Appliance, SimClock, World};
 
 /// The fixed part of an install: unpacking, the appliance's own services restarting.
 pub const INSTALL_BASE_MS: u64 = 5 * 60_000;
@@ -338,17 +339,80 @@ impl World {
         }
         self.discard_pending_imports(index);
         self.damaged_files.retain(|(owner, _)| *owner != index);
-        let disk = SimDisk::sharing_pages(self.rng.next_u64(), Arc::clone(&self.page_pool));
-        let store = Store::open(disk.clone())
-            .map_err(|error| violation("restore", format!("a fresh store: {error}")))?;
-        let floor = backup
-            .restore_into(&store, self.appliances[index].node_id)
-            .map_err(|error| violation("restore", error.to_string()))?;
-        drop(store);
-        self.appliances[index].disk = disk;
-        self.appliances[index].store_format_new = dyad_engine::store::FORMAT_VERSION;
+        let floor = self.restore_onto_fresh_disk(index, backup)?;
+        self.appliances[index].hardware += 1;
         self.trace_event("hardware-replaced", &[index as u64, floor]);
         self.start(index);
         Ok(floor)
+    }
+
+    /// Restores `backup` onto a fresh disk for slot `index` (down), with the engine's restore
+    /// step, as `dyad backup restore` builds a new data folder.
+    fn restore_onto_fresh_disk(
+        &mut self,
+        index: usize,
+        backup: &StoreSettings,
+    ) -> Result<u64, Violation> {
+        let disk = SimDisk::sharing_pages(self.rng.next_u64(), Arc::clone(&self.page_pool));
+        let store = Store::open(disk.clone())
+            .map_err(|error| violation("restore", format!("a fresh store: {error}")))?;
+        // New hardware is a new node succeeding the old one, as `dyad backup restore` makes it.
+        let mut node = [0u8; 16];
+        self.rng.fill(&mut node);
+        let old = self.appliances[index].node_id;
+        let new = NodeId(node);
+        let floor = backup
+            .restore_into(&store, old, new)
+            .map_err(|error| violation("restore", error.to_string()))?;
+        drop(store);
+        let appliance = &mut self.appliances[index];
+        appliance.node_id = new;
+        appliance.predecessors.insert(0, old);
+        appliance
+            .predecessors
+            .truncate(dyad_wire::limits::MAX_PREDECESSORS);
+        appliance.disk = disk;
+        appliance.store_format_new = dyad_engine::store::FORMAT_VERSION;
+        Ok(floor)
+    }
+
+    /// The old hardware of slot `index` was not dead, only unreachable: it keeps running at
+    /// another address (`-old` added to its name), while new hardware restored from `backup`
+    /// takes its name and address in a new slot, which this returns. Nothing is lost with the
+    /// old hardware: it still holds its disk.
+    pub fn restore_beside(
+        &mut self,
+        index: usize,
+        backup: &StoreSettings,
+    ) -> Result<usize, Violation> {
+        let old = &self.appliances[index];
+        let (name, address) = (old.name.clone(), old.address.clone());
+        let copy = Appliance {
+            name: name.clone(),
+            node_id: old.node_id,
+            predecessors: old.predecessors.clone(),
+            address: address.clone(),
+            disk: Arc::clone(&old.disk),
+            replica: None,
+            psk: old.psk,
+            software: old.software,
+            certificate_fingerprint: old.certificate_fingerprint,
+            clock: SimClock {
+                anchor_ms: self.now_ms,
+                ..SimClock::default()
+            },
+            paused_since_ms: None,
+            site_hostname: old.site_hostname.clone(),
+            config: old.config.clone(),
+            incarnation: 0,
+            store_format_new: old.store_format_new,
+            hardware: old.hardware + 1,
+        };
+        self.appliances[index].address = format!("{name}-old:7400");
+        let new = self.push_appliance(copy);
+        let floor = self.restore_onto_fresh_disk(new, backup)?;
+        self.trace_event("restored-beside", &[index as u64, new as u64, floor]);
+        self.start(new);
+        Ok(new)
     }
 }

@@ -94,6 +94,8 @@ impl SimClock {
 pub struct Appliance {
     pub name: String,
     pub node_id: NodeId,
+    /// The node ids of the hardware this one replaced, nearest first (as `appliance.json`).
+    pub predecessors: Vec<NodeId>,
     pub address: String,
     pub disk: Arc<SimDisk>,
     /// `None` while the appliance is down (crashed, or not yet started).
@@ -112,6 +114,20 @@ pub struct Appliance {
     /// The format a store created on this appliance's (empty) disk gets: an older release's
     /// format for appliances that an upgrade scenario starts on the old software.
     pub store_format_new: u64,
+    /// Which physical machine fills this slot: 0 for the first, one more at each hardware
+    /// replacement. Properties about writers key by it, not by the slot or the node id, so old
+    /// and new hardware count as two writers whatever identity the engine gives them.
+    pub hardware: u32,
+}
+
+/// Who wrote what under one configuration stamp: the hardware, the key and the value.
+pub type StampedWrite = (Hardware, String, Option<Vec<u8>>);
+
+/// One physical appliance: its slot in the world and which hardware fills the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hardware {
+    pub slot: usize,
+    pub generation: u32,
 }
 
 impl Appliance {
@@ -371,8 +387,11 @@ pub struct World {
     next_link: ConnId,
     next_command: CommandId,
     pub commands: BTreeMap<CommandId, CommandRecord>,
-    /// Which appliances accepted a configuration write in each epoch (property 3).
-    pub writers_by_epoch: BTreeMap<Epoch, BTreeSet<usize>>,
+    /// Which physical appliances accepted a configuration write in each epoch (property 3).
+    pub writers_by_epoch: BTreeMap<Epoch, BTreeSet<Hardware>>,
+    /// Every accepted configuration write by its stamp `(epoch, sequence)`: who wrote what
+    /// (property 7: no two writes ever share a stamp).
+    pub config_stamps: BTreeMap<(Epoch, u64), StampedWrite>,
     /// Every session completed anywhere, with its content hash (property 1).
     pub completed_sessions: BTreeMap<SessionId, [u8; 32]>,
     pub completed_sizes: BTreeMap<SessionId, u64>,
@@ -439,6 +458,7 @@ impl World {
             next_command: 1,
             commands: BTreeMap::new(),
             writers_by_epoch: BTreeMap::new(),
+            config_stamps: BTreeMap::new(),
             completed_sessions: BTreeMap::new(),
             completed_sizes: BTreeMap::new(),
             client_sessions: BTreeMap::new(),
@@ -479,15 +499,15 @@ impl World {
         software: SoftwareVersion,
         store_format: u64,
     ) -> usize {
-        let index = self.appliances.len();
         let mut node_bytes = [0u8; 16];
         self.rng.fill(&mut node_bytes);
         let mut fingerprint = [0u8; 32];
         self.rng.fill(&mut fingerprint);
         let disk = SimDisk::sharing_pages(self.rng.next_u64(), Arc::clone(&self.page_pool));
-        self.appliances.push(Appliance {
+        let index = self.push_appliance(Appliance {
             name: name.to_string(),
             node_id: NodeId(node_bytes),
+            predecessors: Vec::new(),
             address: format!("{name}:7400"),
             disk,
             replica: None,
@@ -503,15 +523,22 @@ impl World {
             config: ReplicaConfig::default(),
             incarnation: 0,
             store_format_new: store_format,
+            hardware: 0,
         });
+        self.start(index);
+        index
+    }
+
+    /// Adds `appliance` in a new slot (down) with the world's per-slot records; returns it.
+    pub(crate) fn push_appliance(&mut self, appliance: Appliance) -> usize {
+        self.appliances.push(appliance);
         self.chunk_bytes_sent.push(0);
         self.frame_bytes_sent.push(0);
         self.deferred.push(Vec::new());
         self.last_sync_seen.push(None);
         self.epoch_floor.push(None);
         self.torn_seen.push(0);
-        self.start(index);
-        index
+        self.appliances.len() - 1
     }
 
     /// Folds a second world a scenario ran (the same seed's workload under another flow) into
@@ -604,6 +631,7 @@ impl World {
         };
         let node = LocalNode {
             node_id: appliance.node_id,
+            predecessors: appliance.predecessors.clone(),
             name: appliance.name.clone(),
             software: appliance.software,
             site_hostname: appliance.site_hostname.clone(),
@@ -1047,7 +1075,16 @@ impl World {
         }
     }
 
-    /// A configuration write on appliance `index`; records which appliance wrote in which epoch.
+    /// The physical appliance in slot `index` now.
+    pub fn hardware(&self, index: usize) -> Hardware {
+        Hardware {
+            slot: index,
+            generation: self.appliances[index].hardware,
+        }
+    }
+
+    /// A configuration write on appliance `index`; records which physical appliance wrote in
+    /// which epoch, and under which stamp.
     pub fn write_config(&mut self, index: usize, key: &str, value: Option<&[u8]>) -> bool {
         if self.appliances[index].is_paused() {
             return false;
@@ -1056,12 +1093,34 @@ impl World {
             return false;
         };
         let epoch = replica.state().epoch;
-        let accepted = replica.write_config(key, value).is_ok();
-        if accepted {
+        let written = replica.write_config(key, value).ok();
+        let accepted = written.is_some();
+        let hardware = self.hardware(index);
+        if let Some(version) = written {
             self.writers_by_epoch
                 .entry(epoch)
                 .or_default()
-                .insert(index);
+                .insert(hardware);
+            let write = (hardware, key.to_string(), value.map(<[u8]>::to_vec));
+            match self.config_stamps.get(&(version.epoch, version.sequence)) {
+                // A delete of an absent key changes nothing and answers the current version.
+                Some(earlier) if *earlier != write && value.is_some() => {
+                    let details = format!(
+                        "{} wrote {key:?} stamped {}#{}, a stamp {:?} already gave to {:?}",
+                        self.appliances[index].name,
+                        version.epoch,
+                        version.sequence,
+                        earlier.0,
+                        earlier.1
+                    );
+                    self.record_violation("no_config_stamp_reused", details);
+                }
+                Some(_) => {}
+                None => {
+                    self.config_stamps
+                        .insert((version.epoch, version.sequence), write);
+                }
+            }
         }
         self.trace("config-write", &[index as u64, u64::from(accepted)]);
         self.drain(index);

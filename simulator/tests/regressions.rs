@@ -68,8 +68,8 @@ fn a_lost_swap_answer_completes_and_both_sides_reconnect() {
 /// New hardware restored from a settings backup gave its first sessions the ids the old
 /// hardware had already used after the backup was taken (sessions that had reached the peer):
 /// the same id with two contents, refused by the peer, so neither side ever held the union.
-/// Fix: a restore continues `RESTORE_SEQUENCE_GAP` above everything the backup knew, since the
-/// backup cannot know what the old hardware did after it was taken.
+/// First fix: a restore continued 2^20 above everything the backup knew. Now (issue 15) the
+/// restored hardware takes a new node id, so its session ids cannot collide at all.
 #[test]
 fn restored_backup_hardware_never_reuses_a_session_id() {
     passes(

@@ -23,7 +23,7 @@ use crate::message::{
 use crate::replication::{
     Break, CatalogAnswer, CatalogQuery, ConfigPull, ConfigUpdate, Establish, EstablishReply,
     FetchChunks, FetchSession, PromotePeer, RoleSwap, RoleSwapReply, SessionHeader,
-    SessionUnavailable, StateReport, SyncDone, SyncNow,
+    SessionUnavailable, StateReport, Successor, SyncDone, SyncNow,
 };
 
 /// Appends `message` as one frame to `out`.

@@ -88,7 +88,11 @@ fn session_id() -> impl Strategy<Value = SessionId> {
 }
 
 fn config_version() -> impl Strategy<Value = ConfigVersion> {
-    (epoch(), any::<u64>()).prop_map(|(epoch, sequence)| ConfigVersion { epoch, sequence })
+    (epoch(), any::<u64>(), any::<[u8; 32]>()).prop_map(|(epoch, sequence, chain)| ConfigVersion {
+        epoch,
+        sequence,
+        chain,
+    })
 }
 
 fn catalog_range() -> impl Strategy<Value = CatalogRange> {
@@ -233,7 +237,18 @@ fn replication_message() -> impl Strategy<Value = Message> {
         .prop_map(|(id, chunk_indexes)| Message::FetchChunks(FetchChunks { id, chunk_indexes }));
     let unavailable = (session_id(), text)
         .prop_map(|(id, text)| Message::SessionUnavailable(SessionUnavailable { id, text }));
+    let successor = (
+        any::<[u8; 16]>(),
+        prop::collection::vec(any::<[u8; 16]>(), 0..=crate::limits::MAX_PREDECESSORS),
+    )
+        .prop_map(|(node, predecessors)| {
+            Message::Successor(Successor {
+                node_id: NodeId(node),
+                predecessors: predecessors.into_iter().map(NodeId).collect(),
+            })
+        });
     prop_oneof![
+        successor,
         establish,
         reply,
         brk,
@@ -475,6 +490,31 @@ fn refuses_fields_above_their_limits_both_ways() {
     };
     hello.node_name = "n".repeat(MAX_NODE_NAME_BYTES + 1);
     assert!(encode_frame(&Message::Hello(hello), &mut out).is_err());
+
+    let successor = Successor {
+        node_id: NodeId([1; 16]),
+        predecessors: vec![NodeId([2; 16]); crate::limits::MAX_PREDECESSORS + 1],
+    };
+    assert!(matches!(
+        encode_frame(&Message::Successor(successor.clone()), &mut out),
+        Err(EncodeError::FieldTooLarge {
+            field: "predecessors",
+            ..
+        })
+    ));
+    let archive = rkyv::to_bytes::<rancor::Error>(&successor).expect("encodes");
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(
+        &FrameHeader::new(MessageKind::Successor, archive.len() as u32).to_bytes(),
+    );
+    buf.extend_from_slice(&archive);
+    assert!(matches!(
+        malformed(&mut buf),
+        Malformed::FieldTooLarge {
+            field: "predecessors",
+            ..
+        }
+    ));
 }
 
 #[test]

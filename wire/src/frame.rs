@@ -91,13 +91,15 @@ pub enum MessageKind {
     RoleSwapReply = 20,
     PromotePeer = 21,
     StateReport = 22,
+    /// A restored appliance names the node ids it succeeds (protocol 2).
+    Successor = 23,
     /// A piece of a recording: [`ChunkHeader`] then raw bytes.
     Chunk = 16,
 }
 
 impl MessageKind {
     /// Every kind this build understands.
-    pub const ALL: [MessageKind; 22] = [
+    pub const ALL: [MessageKind; 23] = [
         MessageKind::Hello,
         MessageKind::Error,
         MessageKind::KeepAlive,
@@ -119,6 +121,7 @@ impl MessageKind {
         MessageKind::RoleSwapReply,
         MessageKind::PromotePeer,
         MessageKind::StateReport,
+        MessageKind::Successor,
         MessageKind::Chunk,
     ];
 

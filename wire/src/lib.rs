@@ -34,5 +34,5 @@ pub use replication::{
     Break, CatalogAnswer, CatalogItem, CatalogQuery, CatalogRange, ConfigEntry, ConfigPull,
     ConfigUpdate, ConfigVersion, Establish, EstablishReply, FetchChunks, FetchSession,
     OriginSummary, PromotePeer, RangeAnswer, RangeSummary, RoleSwap, RoleSwapReply, SessionHeader,
-    SessionMeta, SessionUnavailable, StateReport, SyncDone, SyncNow,
+    SessionMeta, SessionUnavailable, StateReport, Successor, SyncDone, SyncNow,
 };

@@ -17,6 +17,10 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 /// Largest appliance name carried in the handshake.
 pub const MAX_NODE_NAME_BYTES: usize = 128;
 
+/// Most earlier node ids an appliance names as its predecessors (each restore onto new
+/// hardware adds one; older ones are forgotten).
+pub const MAX_PREDECESSORS: usize = 16;
+
 /// Largest number of entries in any list inside one message.
 pub const MAX_LIST_LEN: usize = 65_536;
 

@@ -15,13 +15,15 @@ use crate::limits::{MAX_NODE_NAME_BYTES, MAX_TEXT_BYTES};
 use crate::replication::{
     Break, CatalogAnswer, CatalogQuery, ConfigPull, ConfigUpdate, Establish, EstablishReply,
     FetchChunks, FetchSession, PromotePeer, RoleSwap, RoleSwapReply, SessionHeader,
-    SessionUnavailable, StateReport, SyncDone, SyncNow,
+    SessionUnavailable, StateReport, Successor, SyncDone, SyncNow,
 };
 
-/// Oldest protocol version this build speaks.
-pub const PROTOCOL_VERSION_MIN: u16 = 1;
+/// Oldest protocol version this build speaks. Version 2 carries the configuration chain in
+/// every `ConfigVersion` and adds `Successor`; version 1's layouts are no longer spoken (paired
+/// appliances run the same software, and `Hello`, unchanged, still carries the refusal).
+pub const PROTOCOL_VERSION_MIN: u16 = 2;
 /// Newest protocol version this build speaks.
-pub const PROTOCOL_VERSION_MAX: u16 = 1;
+pub const PROTOCOL_VERSION_MAX: u16 = 2;
 
 /// The highest protocol version both ranges contain, if any.
 pub fn negotiate_protocol(ours: (u16, u16), theirs: (u16, u16)) -> Option<u16> {
@@ -157,6 +159,9 @@ pub enum ReasonCode {
     RelationshipState,
     /// The backup could not reach the primary over the reverse address it was given.
     ReverseAddressUnreachable,
+    /// The sender is old hardware whose settings backup was restored onto a successor, which
+    /// the receiver now pairs with instead; the text names the successor.
+    Superseded,
     Unknown(u16),
 }
 
@@ -175,6 +180,7 @@ impl ReasonCode {
             ReasonCode::StaleEpoch => 10,
             ReasonCode::RelationshipState => 11,
             ReasonCode::ReverseAddressUnreachable => 12,
+            ReasonCode::Superseded => 13,
             ReasonCode::Unknown(code) => code,
         }
     }
@@ -193,6 +199,7 @@ impl ReasonCode {
             10 => ReasonCode::StaleEpoch,
             11 => ReasonCode::RelationshipState,
             12 => ReasonCode::ReverseAddressUnreachable,
+            13 => ReasonCode::Superseded,
             other => ReasonCode::Unknown(other),
         }
     }
@@ -267,6 +274,7 @@ macro_rules! control_messages {
             RoleSwapReply(RoleSwapReply),
             PromotePeer(PromotePeer),
             StateReport(StateReport),
+            Successor(Successor),
         }
     };
 }

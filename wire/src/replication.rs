@@ -11,17 +11,43 @@ use crate::frame::MessageKind;
 use crate::limits::{
     MAX_ADDRESS_BYTES, MAX_CATALOG_ORIGINS, MAX_CATALOG_RANGES, MAX_CHUNKS_PER_FETCH,
     MAX_CHUNKS_PER_RECORDING, MAX_CONFIG_KEY_BYTES, MAX_CONFIG_VALUE_BYTES, MAX_LIST_LEN,
-    MAX_NODE_NAME_BYTES, MAX_RANGE_ANSWER_LEN, MAX_TEXT_BYTES,
+    MAX_NODE_NAME_BYTES, MAX_PREDECESSORS, MAX_RANGE_ANSWER_LEN, MAX_TEXT_BYTES,
 };
 use crate::message::{ControlMessage, Epoch, NodeId, SessionId};
 
-/// The version of a site configuration: the epoch and sequence of its last write.
+/// The version of a site configuration: the epoch and sequence of its last write, and the
+/// running hash chained over every change up to it (see the store's `config_chain`). Two
+/// configurations are at the same version only if their chains agree too: continuity is
+/// proven by content, never by the numbers alone.
 #[derive(
     Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
 )]
 pub struct ConfigVersion {
     pub epoch: Epoch,
     pub sequence: u64,
+    pub chain: [u8; 32],
+}
+
+impl ConfigVersion {
+    /// The first bytes of the chain, as status shows them beside `epoch#sequence`.
+    pub fn chain_prefix(&self) -> String {
+        self.chain[..4]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for ConfigVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}#{} ({})",
+            self.epoch,
+            self.sequence,
+            self.chain_prefix()
+        )
+    }
 }
 
 /// One configuration key as of `version`; `value: None` is a deletion.
@@ -217,6 +243,16 @@ pub struct PromotePeer {
     pub request: u64,
 }
 
+/// The sender was restored from a settings backup onto new hardware: it took the new node id
+/// `node_id` and succeeds `predecessors` (nearest first). Sent first on every link to its
+/// peer, so that the peer, which pinned one of the predecessors, re-pins the successor and
+/// refuses the old hardware from then on.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Successor {
+    pub node_id: NodeId,
+    pub predecessors: Vec<NodeId>,
+}
+
 /// What the sender is, sent when the two appliances disagree about the relationship (for
 /// example both are primary) so that each operator sees both sides.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,3 +441,6 @@ control_message!(
     MessageKind::StateReport,
     |m| { Ok(()) }
 );
+control_message!(Successor, ArchivedSuccessor, MessageKind::Successor, |m| {
+    limit("predecessors", m.predecessors.len(), MAX_PREDECESSORS)
+});

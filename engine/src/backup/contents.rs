@@ -15,24 +15,28 @@ use dyad_wire::{Epoch, NodeId};
 use crate::appliance::ApplianceSettings;
 use crate::replica::state::{hex, parse_node_id, ReplicaState};
 use crate::store::records::{MAX_CONFIG_KEY_BYTES, MAX_CONFIG_VALUE_BYTES};
-use crate::store::{ConfigSnapshot, ConfigVersion, SettingsRead, Store, StoreError};
+use crate::store::{
+    ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SettingsRead, Store, StoreError,
+    CONFIG_CHAIN_ZERO,
+};
 use crate::transport::{Identity, InterApplianceKey};
+use crate::update::VendorPublicKey;
 
 /// Bumped when the payload's meaning changes; older payloads are migrated on decode.
-pub const CONTENTS_FORMAT: u32 = 1;
+///
+/// Format 2 adds the configuration chain, the conflict history and the trusted vendor key.
+/// A format-1 payload decodes with the configuration anchored at the zero chain (the restored
+/// appliance's first sync then proves continuity by a full comparison), no conflicts and no
+/// vendor key.
+pub const CONTENTS_FORMAT: u32 = 2;
+/// Most conflict records a backup carries (the newest are kept).
+pub const CONFLICTS_MAX: usize = 1_000;
 /// Most configuration entries a backup may hold.
 pub const CONFIG_ENTRIES_MAX: usize = 100_000;
 /// Most origins with a high-water mark.
 pub const HIGH_WATER_MARKS_MAX: usize = 10_000;
 /// The longest text field (PEM, settings, replica state).
 pub const TEXT_FIELD_BYTES_MAX: usize = 256 * 1024;
-/// Sequences a restore skips above everything the backup knew of the appliance's own sessions.
-/// The backup cannot know the sessions the old hardware completed after it was taken, and some
-/// of those may have reached the peer by sync: numbering on from the backup's marks would give
-/// their ids again to other recordings (found by the simulator's hardware migration scenarios).
-/// 2^20 is more sessions than a busy appliance records in years; `u64` sequences can afford it
-/// at every restore, and nothing assumes an origin's sequences are contiguous.
-pub const RESTORE_SEQUENCE_GAP: u64 = 1 << 20;
 /// The appliance-local key holding the replica's state (failover settings).
 pub const REPLICA_STATE_KEY: &str = crate::store::replica_port::REPLICA_STATE_KEY;
 
@@ -45,6 +49,8 @@ pub struct StoreSettings {
     pub replica_state: Option<ReplicaState>,
     pub local_sequence_floor: u64,
     pub high_water_marks: BTreeMap<NodeId, u64>,
+    /// The appliance's conflict records, oldest first.
+    pub conflicts: Vec<ConflictRecord>,
 }
 
 /// A decoded settings backup.
@@ -55,6 +61,8 @@ pub struct BackupContents {
     pub identity: Identity,
     pub psk: InterApplianceKey,
     pub store: StoreSettings,
+    /// The vendor public key the appliance trusted packages by (format 2).
+    pub vendor_public_key: Option<VendorPublicKey>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +71,29 @@ struct ConfigDocument {
     epoch_counter: u64,
     epoch_node: String,
     sequence: u64,
+    /// The version's chain as hex (format 2; absent in format 1: the zero anchor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<String>,
     /// `[key, value as hex]`, sorted by key.
     entries: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionDocument {
+    epoch_counter: u64,
+    epoch_node: String,
+    sequence: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConflictDocument {
+    recorded_unix_ms: u64,
+    local_version: VersionDocument,
+    incoming_version: VersionDocument,
+    /// `[key, this appliance's value, the incoming value]`, values as hex, absent as null.
+    entries: Vec<(String, Option<String>, Option<String>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +111,9 @@ pub struct StoreDocument {
     replica_state: Option<String>,
     local_sequence_floor: u64,
     high_water_marks: Vec<MarkDocument>,
+    /// Format 2.
+    #[serde(default)]
+    conflicts: Vec<ConflictDocument>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -96,6 +128,35 @@ struct ContentsDocument {
     /// The inter-appliance key in its printable form.
     psk: String,
     store: StoreDocument,
+    /// Format 2: the trusted vendor public key file's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vendor_public_key: Option<String>,
+}
+
+fn version_document(version: &ConfigVersion) -> VersionDocument {
+    VersionDocument {
+        epoch_counter: version.epoch.counter,
+        epoch_node: version.epoch.node.to_string(),
+        sequence: version.sequence,
+    }
+}
+
+fn version_from(document: &VersionDocument) -> Result<ConfigVersion, String> {
+    Ok(ConfigVersion {
+        epoch: Epoch {
+            counter: document.epoch_counter,
+            node: parse_node_id(&document.epoch_node)?,
+        },
+        sequence: document.sequence,
+        chain: CONFIG_CHAIN_ZERO,
+    })
+}
+
+fn checked_value(key: &str, text: &str) -> Result<Vec<u8>, String> {
+    if text.len() > MAX_CONFIG_VALUE_BYTES * 2 {
+        return Err(format!("configuration value of {key:?} is too large"));
+    }
+    unhex(text).map_err(|why| format!("configuration {key:?}: {why}"))
 }
 
 fn check_text(field: &str, text: &str) -> Result<(), String> {
@@ -130,11 +191,13 @@ impl StoreSettings {
             Some(bytes) => Some(ReplicaState::from_json(bytes)?),
             None => None,
         };
+        let skip = read.conflicts.len().saturating_sub(CONFLICTS_MAX);
         Ok(StoreSettings {
             config: read.config.clone(),
             replica_state,
             local_sequence_floor: read.local_sequence_floor,
             high_water_marks: read.high_water_marks.clone(),
+            conflicts: read.conflicts[skip..].to_vec(),
         })
     }
 
@@ -144,6 +207,7 @@ impl StoreSettings {
                 epoch_counter: self.config.version.epoch.counter,
                 epoch_node: self.config.version.epoch.node.to_string(),
                 sequence: self.config.version.sequence,
+                chain: Some(hex(&self.config.version.chain)),
                 entries: self
                     .config
                     .entries
@@ -162,6 +226,26 @@ impl StoreSettings {
                 .map(|(origin, sequence)| MarkDocument {
                     origin: origin.to_string(),
                     sequence: *sequence,
+                })
+                .collect(),
+            conflicts: self
+                .conflicts
+                .iter()
+                .map(|record| ConflictDocument {
+                    recorded_unix_ms: record.recorded_unix_ms,
+                    local_version: version_document(&record.local_version),
+                    incoming_version: version_document(&record.incoming_version),
+                    entries: record
+                        .entries
+                        .iter()
+                        .map(|entry| {
+                            (
+                                entry.key.clone(),
+                                entry.local.as_deref().map(hex),
+                                entry.incoming.as_deref().map(hex),
+                            )
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -183,9 +267,6 @@ impl StoreSettings {
                     key.len()
                 ));
             }
-            if value.len() > MAX_CONFIG_VALUE_BYTES * 2 {
-                return Err(format!("configuration value of {key:?} is too large"));
-            }
             if entries
                 .last()
                 .is_some_and(|(previous, _): &(String, Vec<u8>)| *previous >= key)
@@ -194,15 +275,23 @@ impl StoreSettings {
                     "configuration key {key:?} is out of order or repeated"
                 ));
             }
-            let value = unhex(&value).map_err(|why| format!("configuration {key:?}: {why}"))?;
+            let value = checked_value(&key, &value)?;
             entries.push((key, value));
         }
+        let chain = match &config.chain {
+            Some(text) => unhex(text)
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| "the configuration chain is not 32 bytes of hex".to_string())?,
+            None => CONFIG_CHAIN_ZERO,
+        };
         let version = ConfigVersion {
             epoch: Epoch {
                 counter: config.epoch_counter,
                 node: parse_node_id(&config.epoch_node)?,
             },
             sequence: config.sequence,
+            chain,
         };
         let replica_state = match document.replica_state {
             Some(text) => {
@@ -224,11 +313,46 @@ impl StoreSettings {
                 return Err(format!("origin {origin} has two high-water marks"));
             }
         }
+        if document.conflicts.len() > CONFLICTS_MAX {
+            return Err(format!(
+                "{} conflict records is above the limit of {CONFLICTS_MAX}",
+                document.conflicts.len()
+            ));
+        }
+        let mut conflicts = Vec::with_capacity(document.conflicts.len());
+        for record in &document.conflicts {
+            if record.entries.len() > crate::store::records::MAX_CONFLICT_ENTRIES {
+                return Err("a conflict record has more entries than the limit".into());
+            }
+            let mut entries = Vec::with_capacity(record.entries.len());
+            for (key, local, incoming) in &record.entries {
+                if key.len() > MAX_CONFIG_KEY_BYTES {
+                    return Err(format!("conflict key of {} bytes is too long", key.len()));
+                }
+                let value = |text: &Option<String>| {
+                    text.as_deref()
+                        .map(|text| checked_value(key, text))
+                        .transpose()
+                };
+                entries.push(ConflictEntry {
+                    key: key.clone(),
+                    local: value(local)?,
+                    incoming: value(incoming)?,
+                });
+            }
+            conflicts.push(ConflictRecord {
+                recorded_unix_ms: record.recorded_unix_ms,
+                local_version: version_from(&record.local_version)?,
+                incoming_version: version_from(&record.incoming_version)?,
+                entries,
+            });
+        }
         Ok(StoreSettings {
             config: ConfigSnapshot { version, entries },
             replica_state,
             local_sequence_floor: document.local_sequence_floor,
             high_water_marks,
+            conflicts,
         })
     }
 
@@ -241,33 +365,46 @@ impl StoreSettings {
         StoreSettings::from_read(&read)
     }
 
-    /// Writes this backup's store part into the fresh store of the restored appliance `node`:
-    /// the configuration snapshot, the failover settings, and a session floor above every
-    /// sequence the old appliance used, as far as the backup knows. Returns that floor. The
-    /// restore of a data folder and the simulator's hardware migration both use it.
-    pub fn restore_into(&self, store: &Store, node: NodeId) -> Result<u64, StoreError> {
-        let floor = self.restored_sequence_floor(node);
-        store.config_apply_snapshot(&self.config)?;
-        if let Some(state) = &self.replica_state {
-            store.local_set(REPLICA_STATE_KEY, &state.to_json())?;
+    /// Writes this backup's store part into the fresh store of the restored appliance, which
+    /// has the new node id `node` (never the old one: see `docs/architecture.md`, *Identity
+    /// after a restore*): the configuration snapshot, the conflict history, and the failover
+    /// settings as the new hardware must hold them ([`ReplicaState::restored_as`]). Its own
+    /// sessions are numbered from [`RESTORED_SEQUENCE_FLOOR`] under its new id, so none can
+    /// collide with the old hardware's. Returns that floor. The restore of a data folder and
+    /// the simulator's hardware migration both use it.
+    pub fn restore_into(
+        &self,
+        store: &Store,
+        old_node: NodeId,
+        node: NodeId,
+    ) -> Result<u64, StoreError> {
+        if node == old_node {
+            return Err(StoreError::InvalidInput {
+                problem: format!(
+                    "a restore must take a new node id, and {node} is the backed-up appliance's"
+                ),
+            });
         }
-        store.set_local_sequence_floor(floor)?;
-        Ok(floor)
-    }
-
-    /// The lowest sequence the appliance `node` may give its next own session after a restore:
-    /// above the floor it had and above every session of its own that it held, plus
-    /// [`RESTORE_SEQUENCE_GAP`] for the sessions it may have completed after the backup.
-    pub fn restored_sequence_floor(&self, node: NodeId) -> u64 {
-        let above_marks = self
-            .high_water_marks
-            .get(&node)
-            .map_or(1, |high| high.saturating_add(1));
-        self.local_sequence_floor
-            .max(above_marks)
-            .saturating_add(RESTORE_SEQUENCE_GAP)
+        for record in &self.conflicts {
+            store.config_save_conflict(record)?;
+        }
+        store.config_apply_snapshot(&self.config)?;
+        // An appliance whose replica never saved a state was standalone in its first epoch.
+        // Either way the restored state must know the configuration's epoch, so that the
+        // restored writer's own epoch goes above it (a write below it would be refused).
+        let mut state = self
+            .replica_state
+            .clone()
+            .unwrap_or_else(|| ReplicaState::initial(old_node));
+        state.observe_epoch(self.config.version.epoch);
+        store.local_set(REPLICA_STATE_KEY, &state.restored_as(node).to_json())?;
+        store.set_local_sequence_floor(RESTORED_SEQUENCE_FLOOR)?;
+        Ok(RESTORED_SEQUENCE_FLOOR)
     }
 }
+
+/// Where a restored appliance's own sessions start under its new node id.
+pub const RESTORED_SEQUENCE_FLOOR: u64 = 1;
 
 impl BackupContents {
     /// The plaintext that goes inside the envelope.
@@ -280,6 +417,10 @@ impl BackupContents {
             key_pem: self.identity.key_pem().to_string(),
             psk: self.psk.reveal_printable(),
             store: self.store.to_document(),
+            vendor_public_key: self
+                .vendor_public_key
+                .as_ref()
+                .map(VendorPublicKey::to_text),
         };
         serde_json::to_vec(&document).expect("a struct of strings and numbers serializes")
     }
@@ -317,12 +458,23 @@ impl BackupContents {
             .map_err(|error| format!("the backup's inter-appliance key: {error}"))?;
         let store = StoreSettings::from_document(document.store)
             .map_err(|why| format!("the backup's store settings: {why}"))?;
+        let vendor_public_key = match document.vendor_public_key {
+            Some(text) => {
+                check_text("vendor public key", &text)?;
+                Some(
+                    VendorPublicKey::parse(&text)
+                        .map_err(|why| format!("the backup's vendor public key: {why}"))?,
+                )
+            }
+            None => None,
+        };
         Ok(BackupContents {
             taken_unix_ms: document.taken_unix_ms,
             settings,
             identity,
             psk,
             store,
+            vendor_public_key,
         })
     }
 }
@@ -358,6 +510,7 @@ pub(crate) mod tests {
             taken_unix_ms: 1_700_000_000_000,
             settings: ApplianceSettings {
                 node_id: node,
+                predecessors: vec![NodeId([6; 16])],
                 name: "b".into(),
                 listen: "127.0.0.1:7401".into(),
                 site_hostname: None,
@@ -373,6 +526,7 @@ pub(crate) mod tests {
                             node: NodeId([9; 16]),
                         },
                         sequence: 5,
+                        chain: [0x5c; 32],
                     },
                     entries: vec![
                         ("a".into(), b"\x00\xff".to_vec()),
@@ -382,7 +536,39 @@ pub(crate) mod tests {
                 replica_state: Some(state),
                 local_sequence_floor: 4,
                 high_water_marks: BTreeMap::from([(node, 7), (NodeId([9; 16]), 30)]),
+                conflicts: vec![ConflictRecord {
+                    recorded_unix_ms: 1_699_999_000_000,
+                    local_version: ConfigVersion {
+                        epoch: Epoch {
+                            counter: 1,
+                            node: NodeId([9; 16]),
+                        },
+                        sequence: 3,
+                        chain: CONFIG_CHAIN_ZERO,
+                    },
+                    incoming_version: ConfigVersion {
+                        epoch: Epoch {
+                            counter: 2,
+                            node: NodeId([9; 16]),
+                        },
+                        sequence: 4,
+                        chain: CONFIG_CHAIN_ZERO,
+                    },
+                    entries: vec![
+                        ConflictEntry {
+                            key: "site/x".into(),
+                            local: Some(b"old".to_vec()),
+                            incoming: Some(b"new".to_vec()),
+                        },
+                        ConflictEntry {
+                            key: "site/z".into(),
+                            local: None,
+                            incoming: Some(Vec::new()),
+                        },
+                    ],
+                }],
             },
+            vendor_public_key: Some(crate::update::VendorPublicKey([7; 32])),
         }
     }
 
@@ -398,14 +584,28 @@ pub(crate) mod tests {
             contents.identity.fingerprint()
         );
         assert_eq!(decoded.psk.fingerprint(), contents.psk.fingerprint());
-        assert_eq!(
-            decoded.store.restored_sequence_floor(node),
-            8 + RESTORE_SEQUENCE_GAP
-        );
-        assert_eq!(
-            decoded.store.restored_sequence_floor(NodeId([2; 16])),
-            4 + RESTORE_SEQUENCE_GAP
-        );
+        assert_eq!(decoded.vendor_public_key, contents.vendor_public_key);
+    }
+
+    /// A format-1 payload (before chains, conflicts and the vendor key were carried) still
+    /// decodes: the configuration at the zero anchor, no conflicts, no vendor key.
+    #[test]
+    fn format_1_contents_decode_with_the_zero_anchor() {
+        let mut contents = sample(NodeId([1; 16]));
+        contents.store.conflicts.clear();
+        contents.vendor_public_key = None;
+        let text = String::from_utf8(contents.encode()).expect("utf-8");
+        let chain = format!(",\"chain\":\"{}\"", hex(&[0x5c; 32]));
+        assert!(text.contains(&chain));
+        let old = text
+            .replacen("\"format\":2", "\"format\":1", 1)
+            .replacen(&chain, "", 1)
+            .replacen(",\"conflicts\":[]", "", 1);
+        let decoded = BackupContents::decode(old.as_bytes()).expect("format 1 decodes");
+        assert_eq!(decoded.store.config.version.chain, CONFIG_CHAIN_ZERO);
+        assert_eq!(decoded.store.config.entries, contents.store.config.entries);
+        assert!(decoded.store.conflicts.is_empty());
+        assert_eq!(decoded.vendor_public_key, None);
     }
 
     #[test]
@@ -413,8 +613,8 @@ pub(crate) mod tests {
         let contents = sample(NodeId([1; 16]));
         let text = String::from_utf8(contents.encode()).expect("utf-8");
         for (from, to) in [
-            ("\"format\":1", "\"format\":2"),
-            ("\"format\":1", "\"format\":0"),
+            ("\"format\":2", "\"format\":3"),
+            ("\"format\":2", "\"format\":0"),
             ("\"sequence\":5", "\"sequence\":5,\"extra\":1"),
             ("\"00ff\"", "\"0g\""),
         ] {

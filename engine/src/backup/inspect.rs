@@ -84,16 +84,16 @@ pub fn describe(envelope: &Envelope, contents: &BackupContents) -> Vec<String> {
             relationship(store.replica_state.as_ref())
         ),
         format!(
-            "  site configuration     {} keys at version {}#{}",
+            "  site configuration     {} keys at version {}",
             store.config.entries.len(),
-            store.config.version.epoch,
-            store.config.version.sequence
+            store.config.version
         ),
         format!(
-            "  local session floor    {} (a restore continues at {})",
+            "  local session floor    {} (a restore takes a new node id and numbers from {})",
             store.local_sequence_floor,
-            store.restored_sequence_floor(settings.node_id)
+            super::RESTORED_SEQUENCE_FLOOR
         ),
+        format!("  conflict records       {}", store.conflicts.len()),
     ];
     if store.high_water_marks.is_empty() {
         lines.push("  high-water marks       none (no sessions)".into());
@@ -160,9 +160,10 @@ pub fn dry_run(path: &str, target: &Target, contents: &BackupContents) -> Vec<St
                 settings.name, settings.node_id
             ),
             format!(
-                "its own sessions would continue at sequence {}; its recordings would arrive \
-                 by sync",
-                contents.store.restored_sequence_floor(settings.node_id)
+                "it would take a new node id succeeding {}; its own sessions would be numbered \
+                 from {} under it; its recordings would arrive by sync",
+                settings.node_id,
+                super::RESTORED_SEQUENCE_FLOOR
             ),
         ],
         Target::NotEmpty => vec![format!(
@@ -225,16 +226,11 @@ pub fn dry_run(path: &str, target: &Target, contents: &BackupContents) -> Vec<St
                     changes.len() - KEYS_LISTED_MAX
                 ));
             }
-            let restored_floor = contents.store.restored_sequence_floor(settings.node_id);
             compare(
                 &mut lines,
-                "local session floor",
-                &current.store.local_sequence_floor.to_string(),
-                &current
-                    .store
-                    .local_sequence_floor
-                    .max(restored_floor)
-                    .to_string(),
+                "node id",
+                &current.settings.node_id.to_string(),
+                &format!("a new one, succeeding {}", settings.node_id),
             );
             lines
         }

@@ -29,7 +29,7 @@ pub mod inspect;
 pub mod reset;
 
 pub use contents::{
-    BackupContents, StoreDocument, StoreSettings, REPLICA_STATE_KEY, RESTORE_SEQUENCE_GAP,
+    BackupContents, StoreDocument, StoreSettings, REPLICA_STATE_KEY, RESTORED_SEQUENCE_FLOOR,
 };
 pub use envelope::{Envelope, EnvelopeError, FileKind, KdfParams, OpenError};
 
@@ -169,12 +169,21 @@ pub fn seal_backup(
              appliance's private key and inter-appliance key"
         )));
     }
+    let vendor_public_key = if appliance.dir.vendor_public_key().exists() {
+        Some(
+            crate::update::load_vendor_key(&appliance.dir)
+                .map_err(|error| BackupError::Io(error.to_string()))?,
+        )
+    } else {
+        None
+    };
     let contents = BackupContents {
         taken_unix_ms: now_unix_ms,
         settings: appliance.settings.clone(),
         identity: appliance.identity.clone(),
         psk: appliance.psk.clone(),
         store,
+        vendor_public_key,
     };
     let envelope = Envelope::seal(
         FileKind::SettingsBackup,
@@ -281,13 +290,17 @@ pub fn check_fresh_folder(path: &Path) -> Result<(), BackupError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestoreReport {
     pub name: String,
+    /// The restored appliance's new node id, and the backed-up appliance's it succeeds.
     pub node_id: String,
+    pub predecessor_node_id: String,
     pub software: SoftwareVersion,
     pub backup_software: SoftwareVersion,
     pub certificate_fingerprint: String,
     pub key_fingerprint: String,
     pub config_entries: usize,
     pub local_sequence_floor: u64,
+    pub conflicts: usize,
+    pub vendor_key: bool,
     /// `role` and peer name, when the backup held a relationship.
     pub relationship: Option<(String, String)>,
 }
@@ -362,7 +375,13 @@ fn build_folder(
         .psk
         .save(&dir.psk())
         .map_err(|error| BackupError::Io(error.to_string()))?;
-    let node = contents.settings.node_id;
+    if let Some(key) = &contents.vendor_public_key {
+        crate::update::trust_vendor_key(&dir, key)
+            .map_err(|error| BackupError::Io(error.to_string()))?;
+    }
+    // New hardware is a new node: see `docs/architecture.md`, *Identity after a restore*.
+    let old_node = contents.settings.node_id;
+    let node = crate::appliance::new_node_id().map_err(BackupError::Io)?;
     let floor = {
         let disk = RealDisk::new(dir.store())
             .map_err(io(format!("creating {}", dir.store().display())))?;
@@ -370,10 +389,10 @@ fn build_folder(
             Store::open(Arc::new(disk)).map_err(|error| BackupError::Io(error.to_string()))?;
         contents
             .store
-            .restore_into(&store, node)
+            .restore_into(&store, old_node, node)
             .map_err(|error| BackupError::Io(error.to_string()))?
     };
-    let mut settings = contents.settings.clone();
+    let mut settings = contents.settings.successor(node);
     settings.software = software;
     // Written last, as `init` does: its presence is what makes the folder an appliance.
     transport::write_atomically(&dir.settings(), &settings.to_json(), PUBLIC_FILE_MODE)
@@ -381,12 +400,15 @@ fn build_folder(
     Ok(RestoreReport {
         name: settings.name.clone(),
         node_id: node.to_string(),
+        predecessor_node_id: old_node.to_string(),
         software,
         backup_software: contents.settings.software,
         certificate_fingerprint: crate::replica::state::hex(&contents.identity.fingerprint().0),
         key_fingerprint: contents.psk.fingerprint().to_string(),
         config_entries: contents.store.config.entries.len(),
         local_sequence_floor: floor,
+        conflicts: contents.store.conflicts.len(),
+        vendor_key: contents.vendor_public_key.is_some(),
         relationship: contents.store.replica_state.as_ref().and_then(|state| {
             state.peer.as_ref().map(|peer| {
                 (
@@ -424,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn restore_builds_an_appliance_that_opens_with_the_same_identity() {
+    fn restore_builds_a_successor_with_the_same_identity_and_a_new_node_id() {
         let dir = temp_dir("restore");
         let node = NodeId([5; 16]);
         let contents = contents::tests::sample(node);
@@ -432,25 +454,37 @@ mod tests {
         let target = dir.join("new");
         let report =
             restore(&bytes, b"passphrase", &target, TargetVersion::default()).expect("restore");
-        assert_eq!(report.local_sequence_floor, 8 + RESTORE_SEQUENCE_GAP);
+        assert_eq!(report.local_sequence_floor, RESTORED_SEQUENCE_FLOOR);
+        assert_eq!(report.predecessor_node_id, node.to_string());
         let appliance = Appliance::open(DataDir::new(&target)).expect("opens");
-        assert_eq!(appliance.settings, contents.settings);
+        let new_node = appliance.settings.node_id;
+        assert_ne!(new_node, node, "new hardware is a new node");
+        assert_eq!(report.node_id, new_node.to_string());
+        assert_eq!(appliance.settings, contents.settings.successor(new_node));
+        assert_eq!(appliance.settings.predecessors, vec![node, NodeId([6; 16])]);
         assert_eq!(
             appliance.identity.fingerprint(),
             contents.identity.fingerprint()
+        );
+        assert_eq!(
+            crate::update::load_vendor_key(&DataDir::new(&target)).ok(),
+            contents.vendor_public_key
         );
         let store = crate::driver::open_store(&DataDir::new(&target)).expect("store");
         assert_eq!(
             store.config_snapshot().expect("snapshot"),
             contents.store.config
         );
+        let conflicts: Vec<_> = store
+            .conflicts_list()
+            .expect("conflicts")
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect();
+        assert_eq!(conflicts, contents.store.conflicts);
         assert_eq!(
-            store.local_sequence_floor().expect("floor"),
-            8 + RESTORE_SEQUENCE_GAP
-        );
-        assert_eq!(
-            store.next_local_session_id(node).expect("id").sequence,
-            8 + RESTORE_SEQUENCE_GAP
+            store.next_local_session_id(new_node).expect("id").sequence,
+            RESTORED_SEQUENCE_FLOOR
         );
         drop(store);
         // A second restore onto the same folder is refused; so is a wrong passphrase, and

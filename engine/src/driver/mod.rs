@@ -197,6 +197,7 @@ pub fn serve(
     let store = open_store(&dir)?;
     let node = LocalNode {
         node_id: appliance.settings.node_id,
+        predecessors: appliance.settings.predecessors.clone(),
         name: appliance.settings.name.clone(),
         software: appliance.settings.software,
         site_hostname: appliance.settings.site_hostname.clone(),
@@ -957,6 +958,7 @@ pub fn answer_offline(dir: &DataDir, request: AdminRequest) -> Result<AdminReply
     let store = open_store(dir)?;
     let node = LocalNode {
         node_id: appliance.settings.node_id,
+        predecessors: appliance.settings.predecessors.clone(),
         name: appliance.settings.name.clone(),
         software: appliance.settings.software,
         site_hostname: appliance.settings.site_hostname.clone(),

@@ -58,6 +58,7 @@ pub fn status(status: &Status, appliance: &Appliance, wire_bytes_sent: u64) -> V
             "clock_offset_warning": link.clock_offset_warning,
         })),
         "link_problem": status.link_problem,
+        "old_hardware_refused": status.old_hardware_refused,
         "last_sync": status.last_sync.as_ref().map(|sync| json!({
             "finished_unix_ms": sync.finished_unix_ms,
             "succeeded": sync.succeeded,

@@ -39,7 +39,7 @@ use std::fmt;
 
 use dyad_wire::{
     Break, ConfigVersion, Epoch, ErrorMessage, Establish, EstablishReply, Hello, Message, NodeId,
-    ReasonCode, Role, SoftwareVersion, SyncNow,
+    ReasonCode, Role, SoftwareVersion, Successor, SyncNow,
 };
 
 pub use ports::{
@@ -63,6 +63,9 @@ pub type CommandId = u64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalNode {
     pub node_id: NodeId,
+    /// The node ids of the hardware this appliance replaced (restores from a settings
+    /// backup), nearest first: announced to the peer so that it re-pins this appliance.
+    pub predecessors: Vec<NodeId>,
     pub name: String,
     pub software: SoftwareVersion,
     /// The site's shared hostname, refused as a peer address.
@@ -339,6 +342,8 @@ pub struct Replica<S: ReplicaStore> {
     /// A terminal storage failure: the replica stops replicating and says so in status.
     failed: Option<StoreFault>,
     last_refusal: Option<String>,
+    /// The peer's old hardware connected after its successor took over, and was refused.
+    old_hardware_refused: Option<String>,
     last_lag: Option<status::Lag>,
     /// The wall clock at the current call (commands complete with it).
     now_unix_ms: u64,
@@ -402,6 +407,7 @@ impl<S: ReplicaStore> Replica<S> {
             actions: VecDeque::new(),
             failed: None,
             last_refusal: None,
+            old_hardware_refused: None,
             last_lag: None,
             now_unix_ms,
             next_internal_command: INTERNAL_COMMAND_BASE,
@@ -805,6 +811,10 @@ impl<S: ReplicaStore> Replica<S> {
             return;
         };
         if hello.node_id != peer.node_id {
+            if self.state.superseded.contains(&hello.node_id) {
+                self.refuse_superseded(conn, &hello, &peer);
+            }
+            // Otherwise a stranger, or the peer's successor whose `Successor` follows.
             return;
         }
         if fingerprint != peer.certificate_fingerprint {
@@ -821,6 +831,17 @@ impl<S: ReplicaStore> Replica<S> {
                 Some(ErrorMessage::new(ReasonCode::UnexpectedPeer, text)),
             );
             return;
+        }
+        if !self.node.predecessors.is_empty() {
+            // Restored onto new hardware: first of all, tell the peer whom this succeeds, so
+            // it re-pins before anything else on this link reaches it.
+            self.send(
+                conn,
+                Message::Successor(Successor {
+                    node_id: self.node.node_id,
+                    predecessors: self.node.predecessors.clone(),
+                }),
+            );
         }
         match self.state.role {
             Role::Standalone => {
@@ -869,6 +890,15 @@ impl<S: ReplicaStore> Replica<S> {
                     // We stepped down for the peer's swap and its answer was lost: the peer
                     // completes the swap when it sees our Hello and then reconnects.
                     self.close(conn, None);
+                } else if ours == Role::Primary
+                    && hello.role == Role::Backup
+                    && hello.epoch < epoch
+                    && self.node.predecessors.contains(&hello.epoch.node)
+                {
+                    // The backup still follows the epoch of the hardware this appliance
+                    // replaced; the `Successor` just sent makes it follow ours before it sends
+                    // anything else on this link.
+                    self.bind_peer_link(now_unix_ms, conn);
                 } else if hello.role == Role::Standalone && hello.epoch > epoch {
                     let epoch = self.state.next_epoch(self.node.node_id);
                     let why = format!(
@@ -890,6 +920,29 @@ impl<S: ReplicaStore> Replica<S> {
                     self.state.forced_promotion_unresolved = false;
                     self.persist();
                     self.bind_peer_link(now_unix_ms, conn);
+                } else if hello.epoch > epoch
+                    && hello.epoch.node != self.node.node_id
+                    && hello.epoch.node != hello.node_id
+                    && !matches!(hello.role, Role::Standalone)
+                {
+                    // The peer follows an epoch that neither appliance started: a third
+                    // appliance's, most likely the successor restored from this one's settings
+                    // backup. Name it, so that this hardware's operator can tell.
+                    let text = format!(
+                        "{} is {} in epoch {}, started by node {}, not by this appliance ({}): \
+                         if this appliance's settings backup was restored onto new hardware, \
+                         node {} is its successor and this hardware is superseded (retire it \
+                         with `dyad factory-reset`); otherwise break the relationship on the \
+                         stale side and re-establish",
+                        peer.name,
+                        state::role_name(hello.role),
+                        hello.epoch,
+                        hello.epoch.node,
+                        self.node.node_id,
+                        hello.epoch.node
+                    );
+                    self.last_refusal = Some(text.clone());
+                    self.close(conn, Some(ErrorMessage::new(ReasonCode::StaleEpoch, text)));
                 } else if hello.role == ours {
                     // Both primary (a forced promotion, or both forced in a partition) or both
                     // backup: report it on both sides; an operator decides.
@@ -908,6 +961,82 @@ impl<S: ReplicaStore> Replica<S> {
                     self.close(conn, Some(ErrorMessage::new(ReasonCode::StaleEpoch, text)));
                 }
             }
+        }
+    }
+
+    /// The peer's old hardware, replaced by its successor, connected: refuse it, naming the
+    /// successor, so that its operator learns it must not serve; nothing it holds is merged.
+    fn refuse_superseded(&mut self, conn: ConnId, hello: &dyad_wire::Hello, peer: &PeerRecord) {
+        let text = format!(
+            "{} (node {}) was replaced by its successor, node {} restored from its settings \
+             backup, which {} now pairs with; the old hardware must not serve or sync: retire \
+             it with `dyad factory-reset`",
+            hello.node_name, hello.node_id, peer.node_id, self.node.name
+        );
+        tracing::warn!(
+            old = %hello.node_id,
+            successor = %peer.node_id,
+            "refused the old hardware of the peer, replaced by its successor"
+        );
+        self.old_hardware_refused = Some(format!(
+            "the old hardware of {} (node {}) connected and was refused; it was replaced by \
+             node {}: retire it",
+            hello.node_name, hello.node_id, peer.node_id
+        ));
+        self.close(conn, Some(ErrorMessage::new(ReasonCode::Superseded, text)));
+    }
+
+    /// A `Successor` on a link not yet bound: if the sender proved (by the handshake) the
+    /// pinned certificate and names the pinned peer among its predecessors, it is that peer on
+    /// new hardware: re-pin its node id, refuse the old one from now on, and classify the link
+    /// again.
+    fn on_successor(&mut self, now_unix_ms: u64, conn: ConnId, kind: &LinkKind, notice: Successor) {
+        if *kind != LinkKind::Unbound {
+            return;
+        }
+        let Some(link) = self.links.get(&conn) else {
+            return;
+        };
+        let hello_node = link.handshake.hello.node_id;
+        let fingerprint = link.handshake.certificate_fingerprint;
+        let Some(mut peer) = self.state.peer.clone() else {
+            return;
+        };
+        if hello_node == peer.node_id && notice.node_id == hello_node {
+            // Re-pinned meanwhile through another link: this one was classified with the old
+            // pin, so classify it again.
+            self.classify_link(now_unix_ms, conn);
+            return;
+        }
+        if notice.node_id != hello_node
+            || hello_node == self.node.node_id
+            || !notice.predecessors.contains(&peer.node_id)
+            || self.state.superseded.contains(&hello_node)
+            || fingerprint != peer.certificate_fingerprint
+        {
+            return;
+        }
+        tracing::warn!(
+            old = %peer.node_id,
+            successor = %hello_node,
+            "the peer was restored onto new hardware; pairing with its successor"
+        );
+        let mut superseded = vec![peer.node_id];
+        superseded.extend(
+            self.state
+                .superseded
+                .iter()
+                .copied()
+                .filter(|node| *node != peer.node_id),
+        );
+        superseded.truncate(dyad_wire::limits::MAX_PREDECESSORS);
+        self.state.superseded = superseded;
+        peer.node_id = hello_node;
+        self.state.peer = Some(peer);
+        if self.persist() {
+            self.classify_link(now_unix_ms, conn);
+        } else {
+            self.close(conn, None);
         }
     }
 
@@ -1069,6 +1198,7 @@ impl<S: ReplicaStore> Replica<S> {
                 self.on_establish_reply(now_unix_ms, conn, kind, reply)
             }
             Message::Break(notice) => self.on_break_notice(now_unix_ms, conn, notice),
+            Message::Successor(notice) => self.on_successor(now_unix_ms, conn, &kind, notice),
             Message::Hello(_) | Message::KeyProof(_) => {
                 self.close(
                     conn,
@@ -1626,6 +1756,7 @@ mod tests {
             .expect("a fresh store");
         let node = LocalNode {
             node_id: NodeId([1; 16]),
+            predecessors: Vec::new(),
             name: "a".into(),
             software: crate::appliance::build_software_version(),
             site_hostname: None,

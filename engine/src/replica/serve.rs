@@ -57,6 +57,7 @@ impl<S: ReplicaStore> Replica<S> {
             | Message::Establish(_)
             | Message::EstablishReply(_)
             | Message::Break(_)
+            | Message::Successor(_)
             | Message::RoleSwap(_)
             | Message::RoleSwapReply(_)
             | Message::PromotePeer(_)

@@ -29,6 +29,9 @@ pub struct ReplicaState {
     /// This appliance was promoted without the old primary, which has not been seen since as
     /// a backup: it may still accept writes somewhere.
     pub forced_promotion_unresolved: bool,
+    /// Node ids of the peer's old hardware, replaced by the peer's current node id when it
+    /// was restored from a settings backup: refused if they ever connect again.
+    pub superseded: Vec<NodeId>,
 }
 
 /// The paired appliance, pinned by its certificate.
@@ -67,7 +70,22 @@ impl ReplicaState {
             last_sync: None,
             first_sync_due_unix_ms: None,
             forced_promotion_unresolved: false,
+            superseded: Vec::new(),
         }
+    }
+
+    /// The state restored onto new hardware with the new node id `node`. A primary or
+    /// standalone appliance writes configuration in its epoch, so it starts one of its own
+    /// (`(counter above all seen, node)`): no write of the new hardware can carry the old
+    /// hardware's stamps. A backup writes nothing and stays in the primary's epoch. The old
+    /// hardware's sync history is not the new hardware's: it starts with none.
+    pub fn restored_as(&self, node: NodeId) -> ReplicaState {
+        let mut state = self.clone();
+        state.last_sync = None;
+        if state.role != Role::Backup {
+            state.epoch = state.next_epoch(node);
+        }
+        state
     }
 
     /// A new epoch of this appliance's, above every epoch seen.
@@ -100,6 +118,7 @@ impl ReplicaState {
             last_sync: self.last_sync.clone(),
             first_sync_due_unix_ms: self.first_sync_due_unix_ms,
             forced_promotion_unresolved: self.forced_promotion_unresolved,
+            superseded: self.superseded.iter().map(NodeId::to_string).collect(),
         };
         serde_json::to_vec_pretty(&document)
             .expect("a plain struct of strings and numbers serializes")
@@ -123,6 +142,7 @@ impl ReplicaState {
                 address: peer.address,
             }),
         };
+        let superseded = parse_lineage("superseded node ids", &document.superseded)?;
         Ok(ReplicaState {
             role: parse_role(&document.role)?,
             epoch: Epoch {
@@ -135,6 +155,7 @@ impl ReplicaState {
             last_sync: document.last_sync,
             first_sync_due_unix_ms: document.first_sync_due_unix_ms,
             forced_promotion_unresolved: document.forced_promotion_unresolved,
+            superseded,
         })
     }
 }
@@ -153,6 +174,8 @@ struct Document {
     first_sync_due_unix_ms: Option<u64>,
     #[serde(default)]
     forced_promotion_unresolved: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    superseded: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -201,6 +224,19 @@ pub fn parse_node_id(text: &str) -> Result<NodeId, String> {
     parse_hex::<16>(text).map(NodeId)
 }
 
+/// A list of node ids of earlier hardware (`what` names it in errors), at most
+/// [`dyad_wire::limits::MAX_PREDECESSORS`].
+pub fn parse_lineage(what: &str, texts: &[String]) -> Result<Vec<NodeId>, String> {
+    if texts.len() > dyad_wire::limits::MAX_PREDECESSORS {
+        return Err(format!(
+            "{} {what} is above the limit of {}",
+            texts.len(),
+            dyad_wire::limits::MAX_PREDECESSORS
+        ));
+    }
+    texts.iter().map(|text| parse_node_id(text)).collect()
+}
+
 pub fn parse_hex32(text: &str) -> Result<[u8; 32], String> {
     parse_hex::<32>(text)
 }
@@ -233,7 +269,36 @@ mod tests {
             bytes_pulled: 10,
             last_success_unix_ms: Some(5),
         });
+        state.superseded = vec![NodeId([8; 16])];
         state
+    }
+
+    #[test]
+    fn a_restored_writer_starts_an_epoch_of_its_own_and_no_sync_history() {
+        let new = NodeId([4; 16]);
+        let mut primary = sample();
+        primary.role = Role::Primary;
+        primary.epoch = Epoch {
+            counter: 7,
+            node: NodeId([3; 16]),
+        };
+        let restored = primary.restored_as(new);
+        assert_eq!(
+            restored.epoch,
+            Epoch {
+                counter: 8,
+                node: new
+            }
+        );
+        assert_eq!(restored.last_sync, None);
+        assert_eq!(restored.peer, primary.peer);
+        let backup = sample();
+        let restored = backup.restored_as(new);
+        assert_eq!(
+            restored.epoch, backup.epoch,
+            "a backup writes nothing: same epoch"
+        );
+        assert_eq!(restored.last_sync, None);
     }
 
     #[test]

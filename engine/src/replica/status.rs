@@ -67,6 +67,8 @@ pub struct Status {
     pub link: Option<LinkStatus>,
     /// Why the link is down or was last refused, if known.
     pub link_problem: Option<String>,
+    /// The peer's old hardware (replaced by a restore) connected and was refused.
+    pub old_hardware_refused: Option<String>,
     pub last_sync: Option<SyncRecord>,
     pub lag: Option<Lag>,
     pub counters: TransferCounters,
@@ -130,6 +132,7 @@ impl<S: ReplicaStore> Replica<S> {
             peer: self.state.peer.clone(),
             link,
             link_problem: self.last_refusal.clone(),
+            old_hardware_refused: self.old_hardware_refused.clone(),
             last_sync: self.state.last_sync.clone(),
             lag: self.last_lag.clone(),
             counters: self.counters.clone(),

@@ -6,17 +6,24 @@
 //! history diverged, gets `None` from [`Store::config_changes_since`] and needs a snapshot.
 //! Each operation is one redb transaction, so after a crash the configuration is as before or
 //! as after each write.
+//!
+//! Every version also carries a **chain**: a running BLAKE3 hash over every change up to it
+//! ([`config_chain`]). Two stores agree at a version only if their chains agree, so a backup
+//! whose history forked from the primary's at the same numbers (old and new hardware after a
+//! restore) is found by content and replaced in full, its values kept in a conflict record.
+//! Chains live in their own table and keys, beside the stamp layouts of format 1; a store made
+//! before chains were kept is anchored at [`CONFIG_CHAIN_ZERO`] where it stood.
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
 use super::records::{
     decode_config_change, decode_config_version, decode_conflict, encode_config_change,
     encode_config_version, encode_conflict, ConfigChange, ConfigSnapshot, ConfigVersion,
-    ConflictRecord, CONFIG_VERSION_ZERO,
+    ConflictRecord, CONFIG_CHAIN_ZERO, CONFIG_VERSION_ZERO,
 };
 use super::{
-    check_key, check_value, corrupt, db_error, Store, StoreError, CONFIG, CONFIG_LOG, CONFIG_STATE,
-    CONFLICTS,
+    check_key, check_value, corrupt, db_error, Store, StoreError, CONFIG, CONFIG_CHAINS,
+    CONFIG_LOG, CONFIG_STATE, CONFLICTS,
 };
 use dyad_wire::Epoch;
 
@@ -29,14 +36,63 @@ pub(super) const VERSION_KEY: &str = "version";
 /// The version from which the kept history starts (changes after it are all kept).
 const FLOOR_KEY: &str = "history_floor";
 
+/// The chain after one change: BLAKE3, in its key-derivation mode with a context of its own,
+/// over the previous chain, the change's stamp, key and value (a deletion and an empty value
+/// differ). Everything is length-prefixed, so no two changes hash alike by shifting bytes.
+pub fn config_chain(
+    previous: &[u8; 32],
+    version: &ConfigVersion,
+    key: &str,
+    value: Option<&[u8]>,
+) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key("dyad 2026-12 site configuration chain v1");
+    hasher.update(previous);
+    hasher.update(&version.epoch.counter.to_le_bytes());
+    hasher.update(&version.epoch.node.0);
+    hasher.update(&version.sequence.to_le_bytes());
+    hasher.update(&(key.len() as u64).to_le_bytes());
+    hasher.update(key.as_bytes());
+    match value {
+        None => {
+            hasher.update(&[0]);
+        }
+        Some(value) => {
+            hasher.update(&[1]);
+            hasher.update(&(value.len() as u64).to_le_bytes());
+            hasher.update(value);
+        }
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// The key beside `key` in the state table that holds its version's chain.
+fn chain_key(key: &str) -> String {
+    format!("{key}_chain")
+}
+
+fn decode_chain(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| StoreError::CorruptRecord {
+        problem: format!(
+            "a configuration chain has {} bytes instead of 32",
+            bytes.len()
+        ),
+    })
+}
+
+/// The version stored under `key`, with its chain.
 pub(super) fn read_state(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<ConfigVersion, StoreError> {
-    match table.get(key).map_err(db_error)? {
-        Some(bytes) => decode_config_version(bytes.value()).map_err(corrupt),
-        None => Ok(CONFIG_VERSION_ZERO),
-    }
+    let mut version = match table.get(key).map_err(db_error)? {
+        Some(bytes) => decode_config_version(bytes.value()).map_err(corrupt)?,
+        None => return Ok(CONFIG_VERSION_ZERO),
+    };
+    version.chain = match table.get(chain_key(key).as_str()).map_err(db_error)? {
+        Some(bytes) => decode_chain(bytes.value())?,
+        None => CONFIG_CHAIN_ZERO,
+    };
+    Ok(version)
 }
 
 fn set_state(
@@ -48,10 +104,28 @@ fn set_state(
     table
         .insert(key, encode_config_version(version).as_slice())
         .map_err(db_error)?;
+    table
+        .insert(chain_key(key).as_str(), version.chain.as_slice())
+        .map_err(db_error)?;
     Ok(())
 }
 
-/// Applies one change inside `write`: value, version and history.
+/// A logged change with its chain; `None` when the store logged it before chains were kept.
+fn read_logged(
+    chains: &impl ReadableTable<u64, &'static [u8]>,
+    bytes: &[u8],
+) -> Result<Option<ConfigChange>, StoreError> {
+    let mut change = decode_config_change(bytes).map_err(corrupt)?;
+    match chains.get(change.version.sequence).map_err(db_error)? {
+        Some(chain) => {
+            change.version.chain = decode_chain(chain.value())?;
+            Ok(Some(change))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Applies one change inside `write`: value, version, history and chain.
 fn apply_change(write: &WriteTransaction, change: &ConfigChange) -> Result<(), StoreError> {
     {
         let mut config = write.open_table(CONFIG).map_err(db_error)?;
@@ -73,6 +147,10 @@ fn apply_change(write: &WriteTransaction, change: &ConfigChange) -> Result<(), S
             encode_config_change(change).as_slice(),
         )
         .map_err(db_error)?;
+        let mut chains = write.open_table(CONFIG_CHAINS).map_err(db_error)?;
+        chains
+            .insert(change.version.sequence, change.version.chain.as_slice())
+            .map_err(db_error)?;
     }
     set_state(write, VERSION_KEY, &change.version)
 }
@@ -84,17 +162,22 @@ fn compact(write: &WriteTransaction) -> Result<(), StoreError> {
     if len <= CONFIG_HISTORY_MAX_ENTRIES {
         return Ok(());
     }
+    let mut chains = write.open_table(CONFIG_CHAINS).map_err(db_error)?;
     let mut floor = None;
     for _ in 0..(len - CONFIG_HISTORY_MAX_ENTRIES) {
         if let Some((_, bytes)) = log.pop_first().map_err(db_error)? {
-            floor = Some(
-                decode_config_change(bytes.value())
-                    .map_err(corrupt)?
-                    .version,
-            );
+            let mut version = decode_config_change(bytes.value())
+                .map_err(corrupt)?
+                .version;
+            version.chain = match chains.remove(version.sequence).map_err(db_error)? {
+                Some(chain) => decode_chain(chain.value())?,
+                None => CONFIG_CHAIN_ZERO,
+            };
+            floor = Some(version);
         }
     }
     drop(log);
+    drop(chains);
     if let Some(floor) = floor {
         set_state(write, FLOOR_KEY, &floor)?;
     }
@@ -171,10 +254,12 @@ impl Store {
                     return Ok(None);
                 }
             }
-            let version = ConfigVersion {
+            let mut version = ConfigVersion {
                 epoch,
                 sequence: current.sequence + 1,
+                chain: CONFIG_CHAIN_ZERO,
             };
+            version.chain = config_chain(&current.chain, &version, key, value);
             apply_change(
                 &write,
                 &ConfigChange {
@@ -224,16 +309,14 @@ impl Store {
                 return Ok(None);
             }
             let log = read.open_table(CONFIG_LOG).map_err(db_error)?;
+            let chains = read.open_table(CONFIG_CHAINS).map_err(db_error)?;
+            // `since` must be a version of this history by its chain, not only its numbers.
             let known = if since.sequence == floor.sequence {
                 since == floor
             } else {
                 match log.get(since.sequence).map_err(db_error)? {
-                    Some(bytes) => {
-                        decode_config_change(bytes.value())
-                            .map_err(corrupt)?
-                            .version
-                            == since
-                    }
+                    Some(bytes) => read_logged(&chains, bytes.value())?
+                        .is_some_and(|change| change.version == since),
                     None => false,
                 }
             };
@@ -243,7 +326,11 @@ impl Store {
             let mut changes = Vec::new();
             for entry in log.range(since.sequence + 1..).map_err(db_error)? {
                 let (_, bytes) = entry.map_err(db_error)?;
-                changes.push(decode_config_change(bytes.value()).map_err(corrupt)?);
+                match read_logged(&chains, bytes.value())? {
+                    Some(change) => changes.push(change),
+                    // Logged before chains were kept: only a snapshot carries a chain on.
+                    None => return Ok(None),
+                }
             }
             Ok(Some(changes))
         })
@@ -266,14 +353,33 @@ impl Store {
     }
 
     /// Replaces the whole configuration with `snapshot`, atomically. The history restarts at
-    /// the snapshot's version. Save a conflict record first if the replaced one differed.
+    /// the snapshot's version (and chain). Use [`Store::config_replace`] when the replaced
+    /// configuration may differ: it keeps a conflict record in the same transaction.
     pub fn config_apply_snapshot(&self, snapshot: &ConfigSnapshot) -> Result<(), StoreError> {
+        self.config_replace(snapshot, None).map(|_| ())
+    }
+
+    /// Replaces the whole configuration with `snapshot` and saves `conflict` (what the
+    /// replaced configuration held that differs), in one transaction: after a crash both
+    /// happened or neither. Returns the conflict record's number.
+    pub fn config_replace(
+        &self,
+        snapshot: &ConfigSnapshot,
+        conflict: Option<&ConflictRecord>,
+    ) -> Result<Option<u64>, StoreError> {
         for (key, value) in &snapshot.entries {
             check_key(key)?;
             check_value(value)?;
         }
+        if let Some(record) = conflict {
+            check_conflict(record)?;
+        }
         self.run(|inner| {
             let write = inner.db.begin_write().map_err(db_error)?;
+            let number = match conflict {
+                Some(record) => Some(insert_conflict(&write, record)?),
+                None => None,
+            };
             {
                 let mut config = write.open_table(CONFIG).map_err(db_error)?;
                 config.retain(|_, _| false).map_err(db_error)?;
@@ -284,10 +390,13 @@ impl Store {
                 }
                 let mut log = write.open_table(CONFIG_LOG).map_err(db_error)?;
                 log.retain(|_, _| false).map_err(db_error)?;
+                let mut chains = write.open_table(CONFIG_CHAINS).map_err(db_error)?;
+                chains.retain(|_, _| false).map_err(db_error)?;
             }
             set_state(&write, VERSION_KEY, &snapshot.version)?;
             set_state(&write, FLOOR_KEY, &snapshot.version)?;
-            write.commit().map_err(db_error)
+            write.commit().map_err(db_error)?;
+            Ok(number)
         })
     }
 
@@ -319,12 +428,21 @@ impl Store {
             };
             let mut previous = current;
             for change in changes {
+                // Each change must continue this history by content: its chain is the one
+                // this store computes from its own chain and the change.
+                let chain = config_chain(
+                    &previous.chain,
+                    &change.version,
+                    &change.key,
+                    change.value.as_deref(),
+                );
                 if change.version.sequence != previous.sequence + 1
                     || change.version.epoch < previous.epoch
+                    || change.version.chain != chain
                 {
                     return Err(StoreError::ChangesOutOfOrder {
-                        current,
-                        first: first.version,
+                        current: Box::new(current),
+                        first: Box::new(first.version),
                     });
                 }
                 previous = change.version;
@@ -337,32 +455,13 @@ impl Store {
         })
     }
 
-    /// Saves a conflict record durably; returns its number.
+    /// Saves a conflict record durably; returns its number. (A restore carries an
+    /// appliance's conflict history over with it.)
     pub fn config_save_conflict(&self, record: &ConflictRecord) -> Result<u64, StoreError> {
-        if record.entries.len() > super::records::MAX_CONFLICT_ENTRIES {
-            return Err(StoreError::InvalidInput {
-                problem: "conflict record has more entries than the limit".to_string(),
-            });
-        }
-        for entry in &record.entries {
-            check_key(&entry.key)?;
-            for value in [&entry.local, &entry.incoming].into_iter().flatten() {
-                check_value(value)?;
-            }
-        }
+        check_conflict(record)?;
         self.run(|inner| {
             let write = inner.db.begin_write().map_err(db_error)?;
-            let number = {
-                let mut table = write.open_table(CONFLICTS).map_err(db_error)?;
-                let number = match table.last().map_err(db_error)? {
-                    Some((key, _)) => key.value() + 1,
-                    None => 1,
-                };
-                table
-                    .insert(number, encode_conflict(record).as_slice())
-                    .map_err(db_error)?;
-                number
-            };
+            let number = insert_conflict(&write, record)?;
             write.commit().map_err(db_error)?;
             Ok(number)
         })
@@ -384,4 +483,32 @@ impl Store {
             Ok(out)
         })
     }
+}
+
+fn check_conflict(record: &ConflictRecord) -> Result<(), StoreError> {
+    if record.entries.len() > super::records::MAX_CONFLICT_ENTRIES {
+        return Err(StoreError::InvalidInput {
+            problem: "conflict record has more entries than the limit".to_string(),
+        });
+    }
+    for entry in &record.entries {
+        check_key(&entry.key)?;
+        for value in [&entry.local, &entry.incoming].into_iter().flatten() {
+            check_value(value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds `record` as the next conflict inside `write`; returns its number.
+fn insert_conflict(write: &WriteTransaction, record: &ConflictRecord) -> Result<u64, StoreError> {
+    let mut table = write.open_table(CONFLICTS).map_err(db_error)?;
+    let number = match table.last().map_err(db_error)? {
+        Some((key, _)) => key.value() + 1,
+        None => 1,
+    };
+    table
+        .insert(number, encode_conflict(record).as_slice())
+        .map_err(db_error)?;
+    Ok(number)
 }

@@ -29,13 +29,14 @@ mod settings_read;
 pub mod summary;
 pub mod tree;
 
+pub use config::config_chain;
 pub use recordings::{
     recording_file_name, BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo, SyncWork,
     VerifyReport,
 };
 pub use records::{
     ConfigChange, ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SessionMeta,
-    CONFIG_VERSION_ZERO,
+    CONFIG_CHAIN_ZERO, CONFIG_VERSION_ZERO,
 };
 pub use settings_read::SettingsRead;
 pub use summary::{Differences, Reconciler, SummaryIndex, SummaryRequest, SummaryResponse};
@@ -60,6 +61,8 @@ pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("co
 pub(crate) const CONFIG: TableDefinition<&str, &[u8]> = TableDefinition::new("config");
 pub(crate) const CONFIG_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("config_state");
 pub(crate) const CONFIG_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("config_log");
+/// The chain after each logged change, by sequence (32 bytes; `config::config_chain`).
+pub(crate) const CONFIG_CHAINS: TableDefinition<u64, &[u8]> = TableDefinition::new("config_chains");
 pub(crate) const CONFLICTS: TableDefinition<u64, &[u8]> = TableDefinition::new("conflicts");
 pub(crate) const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 pub(crate) const SESSION_CVS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("session_cvs");
@@ -110,10 +113,11 @@ pub enum StoreError {
     },
     /// A configuration write from an epoch older than the configuration's own.
     StaleEpoch { current: Epoch, given: Epoch },
-    /// Configuration changes that do not continue this configuration's history.
+    /// Configuration changes that do not continue this configuration's history, by number or
+    /// by chain (boxed: versions carry their 32-byte chains).
     ChangesOutOfOrder {
-        current: ConfigVersion,
-        first: ConfigVersion,
+        current: Box<ConfigVersion>,
+        first: Box<ConfigVersion>,
     },
     /// An argument is outside its limits.
     InvalidInput { problem: String },
@@ -201,9 +205,8 @@ impl fmt::Display for StoreError {
             ),
             StoreError::ChangesOutOfOrder { current, first } => write!(
                 f,
-                "configuration changes starting at sequence {} do not follow version {}; a full \
-                 snapshot is needed",
-                first.sequence, current.sequence
+                "configuration changes starting at {first} do not continue this configuration's \
+                 history at {current}; a full snapshot is needed"
             ),
             StoreError::InvalidInput { problem } => write!(f, "{problem}"),
             StoreError::NotFound { id } => {
@@ -502,16 +505,22 @@ pub(crate) fn check_value(value: &[u8]) -> Result<(), StoreError> {
 /// Creates every table and checks (or writes) the format version, in one transaction; returns
 /// the store's format.
 fn init_tables(db: &Database, new_format: u64) -> Result<u64, StoreError> {
-    let found = {
+    let (found, chains_table) = {
         let read = db.begin_read().map_err(db_error)?;
-        match read.open_table(FORMAT) {
+        let found = match read.open_table(FORMAT) {
             Ok(table) => table
                 .get("format_version")
                 .map_err(db_error)?
                 .map(|value| value.value()),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(error) => return Err(db_error(error)),
-        }
+        };
+        let chains_table = match read.open_table(CONFIG_CHAINS) {
+            Ok(_) => true,
+            Err(redb::TableError::TableDoesNotExist(_)) => false,
+            Err(error) => return Err(db_error(error)),
+        };
+        (found, chains_table)
     };
     if let Some(found) = found {
         if found > FORMAT_VERSION {
@@ -526,7 +535,14 @@ fn init_tables(db: &Database, new_format: u64) -> Result<u64, StoreError> {
                 oldest: FORMAT_VERSION_MIN,
             });
         }
-        // Older formats stay as they are until an update migrates them (`migrate_to`).
+        // Older formats stay as they are until an update migrates them (`migrate_to`). The
+        // chain table is an addition every format has (absent chains read as the zero
+        // anchor), made here for stores created before it existed.
+        if !chains_table {
+            let write = db.begin_write().map_err(db_error)?;
+            write.open_table(CONFIG_CHAINS).map_err(db_error)?;
+            write.commit().map_err(db_error)?;
+        }
         return Ok(found);
     }
     let write = db.begin_write().map_err(db_error)?;
@@ -536,6 +552,7 @@ fn init_tables(db: &Database, new_format: u64) -> Result<u64, StoreError> {
         write.open_table(CONFIG).map_err(db_error)?;
         write.open_table(CONFIG_STATE).map_err(db_error)?;
         write.open_table(CONFIG_LOG).map_err(db_error)?;
+        write.open_table(CONFIG_CHAINS).map_err(db_error)?;
         write.open_table(CONFLICTS).map_err(db_error)?;
         write.open_table(SESSIONS).map_err(db_error)?;
         write.open_table(SESSION_CVS).map_err(db_error)?;

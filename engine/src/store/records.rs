@@ -44,6 +44,10 @@ impl std::error::Error for RecordError {}
 /// type travels on the wire.
 pub use dyad_wire::ConfigVersion;
 
+/// The chain of a configuration with no change before it: that of a configuration never
+/// written, and the anchor of a store made before chains were kept.
+pub const CONFIG_CHAIN_ZERO: [u8; 32] = [0; 32];
+
 /// The version of an empty configuration that was never written.
 pub const CONFIG_VERSION_ZERO: ConfigVersion = ConfigVersion {
     epoch: Epoch {
@@ -51,6 +55,7 @@ pub const CONFIG_VERSION_ZERO: ConfigVersion = ConfigVersion {
         node: NodeId([0; 16]),
     },
     sequence: 0,
+    chain: CONFIG_CHAIN_ZERO,
 };
 
 /// One change of the site configuration: `value` is `None` for a delete.
@@ -157,6 +162,7 @@ impl Writer {
             }
         }
     }
+    /// Only the stamp: the chain is stored apart, so these layouts are those of format 1.
     fn version(&mut self, version: &ConfigVersion) {
         self.u64(version.epoch.counter);
         self.0.extend_from_slice(&version.epoch.node.0);
@@ -228,6 +234,8 @@ impl<'a> Reader<'a> {
             Ok(None)
         }
     }
+    /// A version's stamp `(epoch, sequence)`; its chain is kept apart (`CONFIG_CHAINS`), so it
+    /// comes back as zeros here.
     fn version(&mut self) -> Result<ConfigVersion, RecordError> {
         Ok(ConfigVersion {
             epoch: Epoch {
@@ -235,6 +243,7 @@ impl<'a> Reader<'a> {
                 node: NodeId(self.array()?),
             },
             sequence: self.u64()?,
+            chain: CONFIG_CHAIN_ZERO,
         })
     }
     fn finish(self) -> Result<(), RecordError> {
@@ -298,6 +307,14 @@ pub fn encode_conflict(record: &ConflictRecord) -> Vec<u8> {
         writer.option(entry.local.as_deref());
         writer.option(entry.incoming.as_deref());
     }
+    // The two versions' chains trail the record, unless both are the zero anchor (records
+    // written before chains existed end here): one encoding per value either way.
+    if (record.local_version.chain, record.incoming_version.chain)
+        != (CONFIG_CHAIN_ZERO, CONFIG_CHAIN_ZERO)
+    {
+        writer.0.extend_from_slice(&record.local_version.chain);
+        writer.0.extend_from_slice(&record.incoming_version.chain);
+    }
     writer.0
 }
 
@@ -319,6 +336,14 @@ pub fn decode_conflict(bytes: &[u8]) -> Result<ConflictRecord, RecordError> {
             local: reader.option(MAX_CONFIG_VALUE_BYTES)?,
             incoming: reader.option(MAX_CONFIG_VALUE_BYTES)?,
         });
+    }
+    let (mut local_version, mut incoming_version) = (local_version, incoming_version);
+    if !reader.bytes.is_empty() {
+        local_version.chain = reader.array()?;
+        incoming_version.chain = reader.array()?;
+        if (local_version.chain, incoming_version.chain) == (CONFIG_CHAIN_ZERO, CONFIG_CHAIN_ZERO) {
+            return Err(reader.error("zero chains are written by omission"));
+        }
     }
     reader.finish()?;
     Ok(ConflictRecord {
@@ -514,6 +539,7 @@ mod tests {
                 node: NodeId([counter as u8; 16]),
             },
             sequence,
+            chain: CONFIG_CHAIN_ZERO,
         }
     }
 

@@ -260,26 +260,22 @@ impl ReplicaStore for Store {
         entries: &[ConfigEntry],
         conflict: Option<&ConflictRecord>,
     ) -> Result<(), StoreFault> {
-        // The conflict record is saved before the replacement: a crash in between leaves the
-        // old configuration and its record (a retry records it again), never a replaced
-        // configuration without its record.
-        if let Some(conflict) = conflict {
-            let record = StoredConflict {
-                recorded_unix_ms: conflict.recorded_unix_ms,
-                local_version: conflict.local_version,
-                incoming_version: conflict.incoming_version,
-                entries: conflict
-                    .differing
-                    .iter()
-                    .map(|key| ConflictEntry {
-                        key: key.key.clone(),
-                        local: key.local.clone(),
-                        incoming: key.incoming.clone(),
-                    })
-                    .collect(),
-            };
-            self.config_save_conflict(&record).map_err(fault)?;
-        }
+        // The conflict record and the replacement are one transaction: never a replaced
+        // configuration without its record, nor a record of a replacement that did not happen.
+        let record = conflict.map(|conflict| StoredConflict {
+            recorded_unix_ms: conflict.recorded_unix_ms,
+            local_version: conflict.local_version,
+            incoming_version: conflict.incoming_version,
+            entries: conflict
+                .differing
+                .iter()
+                .map(|key| ConflictEntry {
+                    key: key.key.clone(),
+                    local: key.local.clone(),
+                    incoming: key.incoming.clone(),
+                })
+                .collect(),
+        });
         let snapshot = ConfigSnapshot {
             version,
             entries: entries
@@ -287,7 +283,9 @@ impl ReplicaStore for Store {
                 .filter_map(|entry| entry.value.clone().map(|value| (entry.key.clone(), value)))
                 .collect(),
         };
-        self.config_apply_snapshot(&snapshot).map_err(fault)
+        Store::config_replace(self, &snapshot, record.as_ref())
+            .map(|_| ())
+            .map_err(fault)
     }
 
     fn conflicts(&self) -> Result<Vec<ConflictRecord>, StoreFault> {

@@ -12,8 +12,10 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::catalog::LOCAL_FLOOR_KEY;
 use super::config::{read_state, VERSION_KEY};
+use super::records::decode_conflict;
 use super::{
-    check_key, db_error, ConfigSnapshot, Store, StoreError, CONFIG, CONFIG_STATE, COUNTERS, LOCAL,
+    check_key, corrupt, db_error, ConfigSnapshot, ConflictRecord, Store, StoreError, CONFIG,
+    CONFIG_STATE, CONFLICTS, COUNTERS, LOCAL,
 };
 
 /// The store's part of a settings backup, as of one instant.
@@ -26,6 +28,8 @@ pub struct SettingsRead {
     pub local_sequence_floor: u64,
     /// The highest sequence held, per origin.
     pub high_water_marks: BTreeMap<NodeId, u64>,
+    /// The conflict records, oldest first: a restore carries the history over.
+    pub conflicts: Vec<ConflictRecord>,
 }
 
 impl Store {
@@ -52,6 +56,12 @@ impl Store {
                     local.insert((*key).to_string(), value.value().to_vec());
                 }
             }
+            let conflict_table = read.open_table(CONFLICTS).map_err(db_error)?;
+            let mut conflicts = Vec::new();
+            for entry in conflict_table.iter().map_err(db_error)? {
+                let (_, bytes) = entry.map_err(db_error)?;
+                conflicts.push(decode_conflict(bytes.value()).map_err(corrupt)?);
+            }
             let counters = read.open_table(COUNTERS).map_err(db_error)?;
             let local_sequence_floor = counters
                 .get(LOCAL_FLOOR_KEY)
@@ -62,6 +72,7 @@ impl Store {
                 local,
                 local_sequence_floor,
                 high_water_marks: inner.summary.high_water_marks(),
+                conflicts,
             })
         })
     }

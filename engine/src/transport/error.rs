@@ -104,6 +104,10 @@ pub fn advice(reason: ReasonCode) -> &'static str {
         ReasonCode::ReverseAddressUnreachable => {
             "check the reverse address and that the backup can reach the primary on it"
         }
+        ReasonCode::Superseded => {
+            "this hardware's settings backup was restored onto its successor, which the peer \
+             now pairs with: retire this hardware with `dyad factory-reset`"
+        }
         ReasonCode::Internal | ReasonCode::Unknown(_) => "check the peer appliance's log",
     }
 }
