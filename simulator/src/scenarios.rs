@@ -966,6 +966,7 @@ fn break_reestablish_few_hundred_sessions_64mib(world: &mut World) -> Result<Out
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dyad_engine::replica::CommandError;
 
     /// A role change whose save failed used to stay in memory: the command failed, yet status
     /// showed the new role until a restart put the saved one back. Now a failed save puts the
@@ -982,6 +983,58 @@ mod tests {
             let status = world.status(a).expect("appliance a is up");
             assert_eq!(status.role, Role::Primary, "seed {seed}");
             assert!(status.storage_failure.is_some(), "seed {seed}");
+        }
+    }
+
+    /// A break whose save failed used to report "relationship broken" and tell the peer, which
+    /// went standalone, while this appliance came back as primary after its rollback. The save
+    /// now comes first: if it fails, the command fails with the storage reason and the peer
+    /// hears nothing of a break.
+    #[test]
+    fn a_break_whose_save_fails_fails_and_is_not_announced() {
+        for seed in 0..5 {
+            let mut world = World::new(seed);
+            let (a, b) = pair(&mut world);
+            establish(&mut world, a, b).expect("the pair establishes");
+            world.appliances[a].disk.fail_next_sync();
+            let id = world.command(a, Command::Break);
+            world.run_for(1_000).expect("the world runs");
+            match world.outcome(id) {
+                Some(Err(CommandError::Local(text))) => {
+                    assert!(text.contains("local storage failed"), "seed {seed}: {text}")
+                }
+                other => panic!("seed {seed}: the break should fail locally, got {other:?}"),
+            }
+            let peer = world.status(b).expect("appliance b is up");
+            assert_eq!(
+                peer.role,
+                Role::Backup,
+                "seed {seed}: b was told of a break"
+            );
+        }
+    }
+
+    /// A forced promotion whose save failed said only "could not save the new role"; the
+    /// operator needs the storage reason to act on it.
+    #[test]
+    fn a_forced_promotion_whose_save_fails_says_why() {
+        for seed in 0..3 {
+            let mut world = World::new(seed);
+            let (a, b) = pair(&mut world);
+            establish(&mut world, a, b).expect("the pair establishes");
+            world.partition(a, b);
+            world.run_for(2 * MINUTE_MS).expect("the world runs");
+            world.appliances[b].disk.fail_next_sync();
+            let id = world.command(b, Command::Promote { force: true });
+            world.run_for(1_000).expect("the world runs");
+            match world.outcome(id) {
+                Some(Err(CommandError::Local(text))) => {
+                    assert!(text.contains("local storage failed"), "seed {seed}: {text}")
+                }
+                other => panic!("seed {seed}: the promotion should fail locally, got {other:?}"),
+            }
+            let status = world.status(b).expect("appliance b is up");
+            assert_eq!(status.role, Role::Backup, "seed {seed}");
         }
     }
 }

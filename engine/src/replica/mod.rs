@@ -722,17 +722,32 @@ impl<S: ReplicaStore> Replica<S> {
             .as_ref()
             .map_or("the peer".to_string(), |peer| peer.name.clone());
         let link = self.peer_link();
+        // Save the break before anything acts on it: a failed save puts the relationship back
+        // as the disk holds it, so telling the peer (or the operator) it was broken would leave
+        // the peer standalone while this appliance comes back as before.
+        self.state.role = Role::Standalone;
+        self.state.epoch = epoch;
+        self.state.forced_promotion_unresolved = false;
+        self.state.first_sync_due_unix_ms = None;
+        self.state.break_unannounced = link.is_none();
+        if let Err(fault) = self.save_state() {
+            self.complete(
+                id,
+                Err(CommandError::Local(format!(
+                    "the break could not be saved, so the relationship with {former} is unchanged and {former} was not told: {fault}"
+                ))),
+            );
+            return;
+        }
         self.become_standalone(
             now_unix_ms,
             epoch,
             "the relationship was broken by the operator",
         );
-        self.state.break_unannounced = link.is_none();
         if let Some(conn) = link {
             self.send(conn, Message::Break(Break { epoch }));
             self.close(conn, None);
         }
-        self.persist();
         let told = if link.is_some() {
             format!("{former} was told")
         } else {
@@ -1368,12 +1383,14 @@ impl<S: ReplicaStore> Replica<S> {
         let first_sync = now_unix_ms + self.config.first_sync_delay_ms;
         self.state.first_sync_due_unix_ms = Some(first_sync);
         self.next_sync_unix_ms = Some(first_sync);
-        if !self.persist() {
+        if let Err(fault) = self.save_state() {
             self.complete(
                 command,
-                Err(CommandError::Local(
-                    "could not save the relationship".into(),
-                )),
+                Err(CommandError::Local(format!(
+                    "{} accepted, but this appliance could not save the relationship, so it stays standalone: {fault}; \
+                     after the restart, break the relationship on {} and establish again",
+                    handshake.hello.node_name, handshake.hello.node_name
+                ))),
             );
             return;
         }
@@ -1505,16 +1522,21 @@ impl<S: ReplicaStore> Replica<S> {
 
     /// Saves the replica state; on failure the replica stops (a terminal storage fault).
     fn persist(&mut self) -> bool {
+        self.save_state().is_ok()
+    }
+
+    /// [`Replica::persist`] with the fault, for commands: their error must say why.
+    fn save_state(&mut self) -> Result<(), StoreFault> {
         let bytes = self.state.to_json();
         match self.store.save_replica_state(&bytes) {
             Ok(()) => {
                 self.saved_state = self.state.clone();
-                true
+                Ok(())
             }
             Err(fault) => {
                 self.state = self.saved_state.clone();
                 self.note_fault(&fault);
-                false
+                Err(fault)
             }
         }
     }
