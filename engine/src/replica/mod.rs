@@ -300,10 +300,19 @@ struct PendingEstablish {
 #[derive(Clone, Debug)]
 struct SyncNowCommand {
     request: u64,
+    issued_unix_ms: u64,
     local: Option<Result<String, CommandError>>,
     remote: Option<Result<String, CommandError>>,
     /// Set while waiting for the link; the command fails if it is not up by then.
     link_deadline_unix_ms: Option<u64>,
+}
+
+/// A Sync Now the peer asked for, whose own part the peer has not reported finished yet:
+/// if the link is lost meanwhile, the Sync Now was cut off on the peer's side too.
+#[derive(Clone, Debug)]
+struct PeerSyncNow {
+    conn: ConnId,
+    received_unix_ms: u64,
 }
 
 /// Counters kept since the replica started.
@@ -331,6 +340,8 @@ pub struct Replica<S: ReplicaStore> {
     next_sync_unix_ms: Option<u64>,
     job: Option<SyncJob<S::CatalogDiff>>,
     sync_now_commands: BTreeMap<CommandId, SyncNowCommand>,
+    /// Sync Nows the peer asked for, by its request number, until it reports its part done.
+    peer_sync_nows: BTreeMap<u64, PeerSyncNow>,
     next_request: u64,
     counters: TransferCounters,
     /// For each recording served, which chunks were already sent (to count re-sent bytes).
@@ -339,7 +350,7 @@ pub struct Replica<S: ReplicaStore> {
     /// A terminal storage failure: the replica stops replicating and says so in status.
     failed: Option<StoreFault>,
     last_refusal: Option<String>,
-    last_lag: Option<status::Lag>,
+    lag: status::LagKnowledge,
     /// The wall clock at the current call (commands complete with it).
     now_unix_ms: u64,
     next_internal_command: CommandId,
@@ -395,6 +406,7 @@ impl<S: ReplicaStore> Replica<S> {
             next_sync_unix_ms,
             job: None,
             sync_now_commands: BTreeMap::new(),
+            peer_sync_nows: BTreeMap::new(),
             next_request: 1,
             counters: TransferCounters::default(),
             chunks_sent: BTreeMap::new(),
@@ -402,7 +414,7 @@ impl<S: ReplicaStore> Replica<S> {
             actions: VecDeque::new(),
             failed: None,
             last_refusal: None,
-            last_lag: None,
+            lag: status::LagKnowledge::default(),
             now_unix_ms,
             next_internal_command: INTERNAL_COMMAND_BASE,
             promotions: BTreeMap::new(),
@@ -673,6 +685,7 @@ impl<S: ReplicaStore> Replica<S> {
             id,
             SyncNowCommand {
                 request,
+                issued_unix_ms: now_unix_ms,
                 local: None,
                 remote: None,
                 link_deadline_unix_ms: None,
@@ -1034,13 +1047,44 @@ impl<S: ReplicaStore> Replica<S> {
 
     /// Ends everything that ran over `conn` as the relationship's link.
     fn unbind(&mut self, now_unix_ms: u64, conn: ConnId, reason: &str) {
+        let is_peer_link = self
+            .links
+            .get(&conn)
+            .is_some_and(|link| link.kind == LinkKind::Peer);
+        // A Sync Now cut off here is cut off on both sides, whichever side's part was still
+        // running: the peer's part of one it asked for, or of one issued here.
+        let served: Vec<u64> = self
+            .peer_sync_nows
+            .iter()
+            .filter(|(_, asked)| asked.conn == conn)
+            .map(|(request, _)| *request)
+            .collect();
+        let mut cut_since: Option<u64> = None;
+        for request in served {
+            if let Some(asked) = self.peer_sync_nows.remove(&request) {
+                cut_since = Some(cut_since.map_or(asked.received_unix_ms, |since| {
+                    since.min(asked.received_unix_ms)
+                }));
+            }
+        }
+        if is_peer_link {
+            for command in self.sync_now_commands.values() {
+                if command.remote.is_none() && command.link_deadline_unix_ms.is_none() {
+                    cut_since = Some(cut_since.map_or(command.issued_unix_ms, |since| {
+                        since.min(command.issued_unix_ms)
+                    }));
+                }
+            }
+        }
         if self.job.as_ref().is_some_and(|job| job.conn == conn) {
-            self.finish_job(
+            self.interrupt_job(
                 now_unix_ms,
-                Err(CommandError::Peer(format!(
+                CommandError::Peer(format!(
                     "the link to the peer was lost during the sync: {reason}"
-                ))),
+                )),
             );
+        } else if let Some(since) = cut_since {
+            self.record_cut_sync_now(now_unix_ms, since, reason);
         }
         let request_ids: Vec<CommandId> = self
             .sync_now_commands
@@ -1050,11 +1094,7 @@ impl<S: ReplicaStore> Replica<S> {
             })
             .map(|(id, _)| *id)
             .collect();
-        if self
-            .links
-            .get(&conn)
-            .is_some_and(|link| link.kind == LinkKind::Peer)
-        {
+        if is_peer_link {
             for id in request_ids {
                 self.resolve_sync_now(
                     id,
@@ -1443,6 +1483,8 @@ impl<S: ReplicaStore> Replica<S> {
                 Err(CommandError::Refused(format!("sync stopped: {why}"))),
             );
         }
+        // The peer's part of a Sync Now it asked for stops too: it hears of the break.
+        self.peer_sync_nows.clear();
         let ids: Vec<CommandId> = self.sync_now_commands.keys().copied().collect();
         for id in ids {
             self.sync_now_commands.remove(&id);
@@ -1556,6 +1598,7 @@ impl<S: ReplicaStore> Replica<S> {
             }
             self.links.clear();
             self.job = None;
+            self.peer_sync_nows.clear();
             // Nothing will finish now: every Sync Now still waiting gets the failure, rather
             // than an answer that never comes.
             let waiting: Vec<CommandId> = std::mem::take(&mut self.sync_now_commands)

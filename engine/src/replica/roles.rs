@@ -118,6 +118,7 @@ impl<S: ReplicaStore> Replica<S> {
             id,
             super::SyncNowCommand {
                 request,
+                issued_unix_ms: now_unix_ms,
                 local: None,
                 remote: None,
                 link_deadline_unix_ms: None,
