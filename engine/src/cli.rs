@@ -399,13 +399,16 @@ pub fn status(data_dir: &Path, json: bool) -> CliResult {
             let when = number(sync, "finished_unix_ms")
                 .map(format_time)
                 .unwrap_or_default();
-            let ok = sync
-                .get("succeeded")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let flag = |key: &str| sync.get(key).and_then(Value::as_bool).unwrap_or(false);
+            let outcome = if flag("succeeded") {
+                "succeeded"
+            } else if flag("interrupted") {
+                "INTERRUPTED"
+            } else {
+                "FAILED"
+            };
             println!(
-                "  last sync          {} {when}: {}",
-                if ok { "succeeded" } else { "FAILED" },
+                "  last sync          {outcome} {when}: {}",
                 text(sync, "result")
             );
             if let Some(success) = number(sync, "last_success_unix_ms") {
@@ -414,12 +417,22 @@ pub fn status(data_dir: &Path, json: bool) -> CliResult {
         }
         None => println!("  last sync          never"),
     }
-    if let Some(lag) = value.get("lag").filter(|lag| !lag.is_null()) {
-        println!(
+    match value.get("lag").filter(|lag| !lag.is_null()) {
+        Some(lag) => println!(
             "  lag                {} sessions, {} bytes missing",
             number(lag, "sessions_missing").unwrap_or(0),
             number(lag, "bytes_missing").unwrap_or(0)
-        );
+        ),
+        None => match number(&value, "lag_unknown_since_unix_ms") {
+            Some(since) => println!(
+                "  lag                unknown since {} (a sync was cut off or failed)",
+                format_time(since)
+            ),
+            None if text(&value, "role") != "standalone" => {
+                println!("  lag                unknown: no sync has finished since this appliance started")
+            }
+            None => {}
+        },
     }
     if let Some(running) = value
         .get("running_sync")

@@ -1,11 +1,12 @@
 //! A failover pair as an operator runs it: two `dyad serve` processes on 127.0.0.1, driven
 //! only through the `dyad` binary.
 //!
-//! The backup is SIGKILLed in the middle of its first sync and restarted; Sync Now then
-//! completes, and the primary must have sent no more than the recordings plus one transfer
-//! window. After a break, both appliances take sessions and differing configuration; a
-//! re-establish must leave both with the union of the sessions and record the backup's
-//! replaced configuration as a conflict.
+//! The backup is SIGKILLed in the middle of its first sync (the primary's status must then say
+//! the sync was interrupted and the lag unknown) and restarted; Sync Now then completes, and
+//! the primary must have sent no more than the recordings plus one transfer window. After a
+//! break, both appliances take sessions and differing configuration; a re-establish must leave
+//! both with the union of the sessions and record the backup's replaced configuration as a
+//! conflict.
 //!
 //! The recordings total `DYAD_ITEST_BYTES` (default 1 GiB, about 10 s on two cores; accepts
 //! `512M`, `4G`; at least `128M`, so that the kill falls in the middle of the transfer).
@@ -138,6 +139,41 @@ fn killed_backup_resumes_within_a_window_and_re_establish_keeps_the_union() {
     assert!(
         !interrupted.success(),
         "Sync Now cannot succeed when its server was killed in the middle"
+    );
+    // The primary had finished its own (empty) part and was serving the backup's: it saw the
+    // Sync Now cut off, so it must say so, and must not claim to know the lag.
+    let primary = wait_until(
+        "the primary to notice that the backup is gone",
+        Duration::from_secs(60),
+        || {
+            a.status_from_socket()
+                .filter(|status| status["link"].is_null())
+        },
+    );
+    assert_eq!(
+        (
+            &primary["last_sync"]["succeeded"],
+            &primary["last_sync"]["interrupted"],
+            &primary["lag_known"],
+            &primary["lag"],
+        ),
+        (
+            &Value::Bool(false),
+            &Value::Bool(true),
+            &Value::Bool(false),
+            &Value::Null
+        ),
+        "the primary's status after the kill: {primary:#}"
+    );
+    assert!(
+        primary["lag_unknown_since_unix_ms"].is_u64(),
+        "the lag is unknown since the loss: {primary:#}"
+    );
+    let text = a.run(&["status"], &[]).ok("dyad status").stdout;
+    assert!(
+        text.contains("last sync          INTERRUPTED")
+            && text.contains("lag                unknown since"),
+        "dyad status on the primary after the kill:\n{text}"
     );
 
     let server_b = b.serve();

@@ -50,6 +50,7 @@ fn templates() -> &'static [Vec<u8>] {
         state.last_sync = Some(SyncRecord {
             finished_unix_ms: 1_700_000_000_000,
             succeeded: false,
+            interrupted: true,
             text: "the link was lost".into(),
             sessions_pulled: 3,
             bytes_pulled: 12_345,

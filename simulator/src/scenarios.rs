@@ -976,6 +976,7 @@ fn break_reestablish_few_hundred_sessions_64mib(world: &mut World) -> Result<Out
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dyad_engine::replica::CommandError;
 
     /// A role change whose save failed used to stay in memory: the command failed, yet status
     /// showed the new role until a restart put the saved one back. Now a failed save puts the
@@ -992,6 +993,201 @@ mod tests {
             let status = world.status(a).expect("appliance a is up");
             assert_eq!(status.role, Role::Primary, "seed {seed}");
             assert!(status.storage_failure.is_some(), "seed {seed}");
+        }
+    }
+
+    /// A break whose save failed used to report "relationship broken" and tell the peer, which
+    /// went standalone, while this appliance came back as primary after its rollback. The save
+    /// now comes first: if it fails, the command fails with the storage reason and the peer
+    /// hears nothing of a break.
+    #[test]
+    fn a_break_whose_save_fails_fails_and_is_not_announced() {
+        for seed in 0..5 {
+            let mut world = World::new(seed);
+            let (a, b) = pair(&mut world);
+            establish(&mut world, a, b).expect("the pair establishes");
+            world.appliances[a].disk.fail_next_sync();
+            let id = world.command(a, Command::Break);
+            world.run_for(1_000).expect("the world runs");
+            match world.outcome(id) {
+                Some(Err(CommandError::Local(text))) => {
+                    assert!(text.contains("local storage failed"), "seed {seed}: {text}")
+                }
+                other => panic!("seed {seed}: the break should fail locally, got {other:?}"),
+            }
+            let peer = world.status(b).expect("appliance b is up");
+            assert_eq!(
+                peer.role,
+                Role::Backup,
+                "seed {seed}: b was told of a break"
+            );
+        }
+    }
+
+    /// A pair with `count` one-MiB sessions on the primary `a`, established, the first sync
+    /// not yet due.
+    fn pair_with_sessions_on_the_primary(seed: u64, count: u64) -> (World, usize, usize) {
+        let mut world = World::new(seed);
+        let (a, b) = pair(&mut world);
+        for _ in 0..count {
+            world.complete_session(a, 1024 * KIB);
+        }
+        establish(&mut world, a, b).expect("the pair establishes");
+        (world, a, b)
+    }
+
+    /// Runs until appliance `index` has sent `bytes` recording bytes to its peer.
+    fn run_until_sent(world: &mut World, index: usize, bytes: u64) {
+        let sent = world
+            .run_until_true(MINUTE_MS, |world| {
+                world
+                    .status(index)
+                    .is_some_and(|status| status.counters.bytes_sent >= bytes)
+            })
+            .expect("the world runs");
+        assert!(sent, "appliance {index} sent {bytes} bytes within a minute");
+    }
+
+    /// The backup killed in the middle of the Sync Now it asked for: the primary, which had
+    /// finished its own (empty) half and was serving the backup's, used to say "last sync
+    /// succeeded" and "lag 0". It saw the Sync Now cut off, so it says so.
+    #[test]
+    fn a_sync_now_cut_by_the_backup_crashing_is_interrupted_on_the_primary() {
+        for seed in 0..3 {
+            let (mut world, a, b) = pair_with_sessions_on_the_primary(seed, 20);
+            world.command(b, Command::SyncNow);
+            run_until_sent(&mut world, a, 4 * 1024 * KIB);
+            world.crash(b, false);
+            world.run_for(1_000).expect("the world runs");
+            let status = world.status(a).expect("appliance a is up");
+            let last = status.last_sync.expect("a saw a sync");
+            assert!(!last.succeeded && last.interrupted, "seed {seed}: {last:?}");
+            assert_eq!(status.lag, None, "seed {seed}: the lag is not known");
+            let since = status
+                .lag_unknown_since_unix_ms
+                .expect("unknown since the loss");
+            assert_eq!(since, last.finished_unix_ms, "seed {seed}");
+        }
+    }
+
+    /// The link lost in the middle of a Sync Now issued on the primary: the backup, whose job
+    /// it interrupted, and the primary, which waited for it, both record the sync as
+    /// interrupted and show no lag figure (the backup used to show "lag 0" when its job was
+    /// cut off before it had compared catalogs).
+    #[test]
+    fn a_sync_now_cut_by_a_link_reset_is_interrupted_on_both_sides() {
+        for seed in 0..3 {
+            let (mut world, a, b) = pair_with_sessions_on_the_primary(seed, 20);
+            world.command(a, Command::SyncNow);
+            run_until_sent(&mut world, a, 4 * 1024 * KIB);
+            world.reset_all_links();
+            world.run_for(1_000).expect("the world runs");
+            for index in [a, b] {
+                let status = world.status(index).expect("both are up");
+                let last = status.last_sync.expect("both saw the sync");
+                assert!(
+                    !last.succeeded && last.interrupted,
+                    "seed {seed}, appliance {index}: {last:?}"
+                );
+                assert_eq!(status.lag, None, "seed {seed}, appliance {index}");
+                let since = status
+                    .lag_unknown_since_unix_ms
+                    .expect("the lag is unknown since the comparison or the loss");
+                if index == b {
+                    // b's job had compared catalogs before the loss: unknown since then.
+                    assert!(
+                        since < last.finished_unix_ms,
+                        "seed {seed}: {since} {last:?}"
+                    );
+                } else {
+                    assert_eq!(since, last.finished_unix_ms, "seed {seed}: since the loss");
+                }
+            }
+        }
+    }
+
+    /// A Sync Now that finished on both sides stays a success when the link drops later: the
+    /// side that asked tells the serving side when its part ended, so the serving side does
+    /// not take the later loss for a cut-off.
+    #[test]
+    fn a_finished_sync_now_is_not_marked_interrupted_by_a_later_link_loss() {
+        for seed in 0..3 {
+            let (mut world, a, b) = pair_with_sessions_on_the_primary(seed, 5);
+            let id = world.command(b, Command::SyncNow);
+            let done = world
+                .run_until_true(MINUTE_MS, |world| world.outcome(id).is_some())
+                .expect("the world runs");
+            assert!(done, "seed {seed}: Sync Now finishes");
+            assert!(
+                matches!(world.outcome(id), Some(Ok(_))),
+                "seed {seed}: {:?}",
+                world.outcome(id)
+            );
+            // The asking side's word that its part ended is one trip away.
+            world.run_for(100).expect("the world runs");
+            world.reset_all_links();
+            world.run_for(1_000).expect("the world runs");
+            for index in [a, b] {
+                let status = world.status(index).expect("both are up");
+                let last = status.last_sync.expect("both ran a sync");
+                assert!(last.succeeded, "seed {seed}, appliance {index}: {last:?}");
+                let lag = status.lag.expect("the lag is known");
+                assert_eq!(lag.sessions_missing, 0, "seed {seed}, appliance {index}");
+                assert_eq!(status.lag_unknown_since_unix_ms, None, "seed {seed}");
+            }
+        }
+    }
+
+    /// A sync cut off before it compared catalogs knows nothing about the lag; it used to
+    /// show "0 sessions, 0 bytes missing".
+    #[test]
+    fn a_sync_cut_before_its_comparison_shows_no_lag_figure() {
+        for seed in 0..3 {
+            let (mut world, _a, b) = pair_with_sessions_on_the_primary(seed, 5);
+            world.command(b, Command::SyncNow);
+            let running = world
+                .run_until_true(MINUTE_MS, |world| {
+                    world
+                        .status(b)
+                        .is_some_and(|status| status.running.is_some())
+                })
+                .expect("the world runs");
+            assert!(running, "seed {seed}: b's sync starts");
+            world.reset_all_links();
+            world.run_for(1_000).expect("the world runs");
+            let status = world.status(b).expect("appliance b is up");
+            let last = status.last_sync.expect("b's sync was recorded");
+            assert!(!last.succeeded && last.interrupted, "seed {seed}: {last:?}");
+            assert_eq!(status.lag, None, "seed {seed}: the lag is not known");
+            assert_eq!(
+                status.lag_unknown_since_unix_ms,
+                Some(last.finished_unix_ms),
+                "seed {seed}: unknown since the link was lost"
+            );
+        }
+    }
+
+    /// A forced promotion whose save failed said only "could not save the new role"; the
+    /// operator needs the storage reason to act on it.
+    #[test]
+    fn a_forced_promotion_whose_save_fails_says_why() {
+        for seed in 0..3 {
+            let mut world = World::new(seed);
+            let (a, b) = pair(&mut world);
+            establish(&mut world, a, b).expect("the pair establishes");
+            world.partition(a, b);
+            world.run_for(2 * MINUTE_MS).expect("the world runs");
+            world.appliances[b].disk.fail_next_sync();
+            let id = world.command(b, Command::Promote { force: true });
+            world.run_for(1_000).expect("the world runs");
+            match world.outcome(id) {
+                Some(Err(CommandError::Local(text))) => {
+                    assert!(text.contains("local storage failed"), "seed {seed}: {text}")
+                }
+                other => panic!("seed {seed}: the promotion should fail locally, got {other:?}"),
+            }
+            let status = world.status(b).expect("appliance b is up");
+            assert_eq!(status.role, Role::Backup, "seed {seed}");
         }
     }
 }

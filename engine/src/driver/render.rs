@@ -62,16 +62,22 @@ pub fn status(status: &Status, appliance: &Appliance, wire_bytes_sent: u64) -> V
         "last_sync": status.last_sync.as_ref().map(|sync| json!({
             "finished_unix_ms": sync.finished_unix_ms,
             "succeeded": sync.succeeded,
+            "interrupted": sync.interrupted,
             "result": sync.text,
             "sessions_pulled": sync.sessions_pulled,
             "bytes_pulled": sync.bytes_pulled,
             "last_success_unix_ms": sync.last_success_unix_ms,
         })),
+        // Null whenever the lag is not known, never zeros: readers of `lag` alone (from before
+        // `lag_known`) then see "no figure" rather than "nothing missing".
         "lag": status.lag.as_ref().map(|lag| json!({
             "sessions_missing": lag.sessions_missing,
             "bytes_missing": lag.bytes_missing,
             "oldest_missing_unix_ms": lag.oldest_missing_unix_ms,
+            "measured_unix_ms": lag.measured_unix_ms,
         })),
+        "lag_known": status.lag.is_some(),
+        "lag_unknown_since_unix_ms": status.lag_unknown_since_unix_ms,
         "bytes_sent": status.counters.bytes_sent,
         "bytes_resent": status.counters.bytes_resent,
         "running_sync": status.running.as_ref().map(|running| json!({

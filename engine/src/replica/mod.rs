@@ -303,10 +303,19 @@ struct PendingEstablish {
 #[derive(Clone, Debug)]
 struct SyncNowCommand {
     request: u64,
+    issued_unix_ms: u64,
     local: Option<Result<String, CommandError>>,
     remote: Option<Result<String, CommandError>>,
     /// Set while waiting for the link; the command fails if it is not up by then.
     link_deadline_unix_ms: Option<u64>,
+}
+
+/// A Sync Now the peer asked for, whose own part the peer has not reported finished yet:
+/// if the link is lost meanwhile, the Sync Now was cut off on the peer's side too.
+#[derive(Clone, Debug)]
+struct PeerSyncNow {
+    conn: ConnId,
+    received_unix_ms: u64,
 }
 
 /// Counters kept since the replica started.
@@ -334,6 +343,8 @@ pub struct Replica<S: ReplicaStore> {
     next_sync_unix_ms: Option<u64>,
     job: Option<SyncJob<S::CatalogDiff>>,
     sync_now_commands: BTreeMap<CommandId, SyncNowCommand>,
+    /// Sync Nows the peer asked for, by its request number, until it reports its part done.
+    peer_sync_nows: BTreeMap<u64, PeerSyncNow>,
     next_request: u64,
     counters: TransferCounters,
     /// For each recording served, which chunks were already sent (to count re-sent bytes).
@@ -344,7 +355,7 @@ pub struct Replica<S: ReplicaStore> {
     last_refusal: Option<String>,
     /// The peer's old hardware connected after its successor took over, and was refused.
     old_hardware_refused: Option<String>,
-    last_lag: Option<status::Lag>,
+    lag: status::LagKnowledge,
     /// The wall clock at the current call (commands complete with it).
     now_unix_ms: u64,
     next_internal_command: CommandId,
@@ -400,6 +411,7 @@ impl<S: ReplicaStore> Replica<S> {
             next_sync_unix_ms,
             job: None,
             sync_now_commands: BTreeMap::new(),
+            peer_sync_nows: BTreeMap::new(),
             next_request: 1,
             counters: TransferCounters::default(),
             chunks_sent: BTreeMap::new(),
@@ -408,7 +420,7 @@ impl<S: ReplicaStore> Replica<S> {
             failed: None,
             last_refusal: None,
             old_hardware_refused: None,
-            last_lag: None,
+            lag: status::LagKnowledge::default(),
             now_unix_ms,
             next_internal_command: INTERNAL_COMMAND_BASE,
             promotions: BTreeMap::new(),
@@ -679,6 +691,7 @@ impl<S: ReplicaStore> Replica<S> {
             id,
             SyncNowCommand {
                 request,
+                issued_unix_ms: now_unix_ms,
                 local: None,
                 remote: None,
                 link_deadline_unix_ms: None,
@@ -728,17 +741,32 @@ impl<S: ReplicaStore> Replica<S> {
             .as_ref()
             .map_or("the peer".to_string(), |peer| peer.name.clone());
         let link = self.peer_link();
+        // Save the break before anything acts on it: a failed save puts the relationship back
+        // as the disk holds it, so telling the peer (or the operator) it was broken would leave
+        // the peer standalone while this appliance comes back as before.
+        self.state.role = Role::Standalone;
+        self.state.epoch = epoch;
+        self.state.forced_promotion_unresolved = false;
+        self.state.first_sync_due_unix_ms = None;
+        self.state.break_unannounced = link.is_none();
+        if let Err(fault) = self.save_state() {
+            self.complete(
+                id,
+                Err(CommandError::Local(format!(
+                    "the break could not be saved, so the relationship with {former} is unchanged and {former} was not told: {fault}"
+                ))),
+            );
+            return;
+        }
         self.become_standalone(
             now_unix_ms,
             epoch,
             "the relationship was broken by the operator",
         );
-        self.state.break_unannounced = link.is_none();
         if let Some(conn) = link {
             self.send(conn, Message::Break(Break { epoch }));
             self.close(conn, None);
         }
-        self.persist();
         let told = if link.is_some() {
             format!("{former} was told")
         } else {
@@ -1148,13 +1176,44 @@ impl<S: ReplicaStore> Replica<S> {
 
     /// Ends everything that ran over `conn` as the relationship's link.
     fn unbind(&mut self, now_unix_ms: u64, conn: ConnId, reason: &str) {
+        let is_peer_link = self
+            .links
+            .get(&conn)
+            .is_some_and(|link| link.kind == LinkKind::Peer);
+        // A Sync Now cut off here is cut off on both sides, whichever side's part was still
+        // running: the peer's part of one it asked for, or of one issued here.
+        let served: Vec<u64> = self
+            .peer_sync_nows
+            .iter()
+            .filter(|(_, asked)| asked.conn == conn)
+            .map(|(request, _)| *request)
+            .collect();
+        let mut cut_since: Option<u64> = None;
+        for request in served {
+            if let Some(asked) = self.peer_sync_nows.remove(&request) {
+                cut_since = Some(cut_since.map_or(asked.received_unix_ms, |since| {
+                    since.min(asked.received_unix_ms)
+                }));
+            }
+        }
+        if is_peer_link {
+            for command in self.sync_now_commands.values() {
+                if command.remote.is_none() && command.link_deadline_unix_ms.is_none() {
+                    cut_since = Some(cut_since.map_or(command.issued_unix_ms, |since| {
+                        since.min(command.issued_unix_ms)
+                    }));
+                }
+            }
+        }
         if self.job.as_ref().is_some_and(|job| job.conn == conn) {
-            self.finish_job(
+            self.interrupt_job(
                 now_unix_ms,
-                Err(CommandError::Peer(format!(
+                CommandError::Peer(format!(
                     "the link to the peer was lost during the sync: {reason}"
-                ))),
+                )),
             );
+        } else if let Some(since) = cut_since {
+            self.record_cut_sync_now(now_unix_ms, since, reason);
         }
         let request_ids: Vec<CommandId> = self
             .sync_now_commands
@@ -1164,11 +1223,7 @@ impl<S: ReplicaStore> Replica<S> {
             })
             .map(|(id, _)| *id)
             .collect();
-        if self
-            .links
-            .get(&conn)
-            .is_some_and(|link| link.kind == LinkKind::Peer)
-        {
+        if is_peer_link {
             for id in request_ids {
                 self.resolve_sync_now(
                     id,
@@ -1498,12 +1553,14 @@ impl<S: ReplicaStore> Replica<S> {
         let first_sync = now_unix_ms + self.config.first_sync_delay_ms;
         self.state.first_sync_due_unix_ms = Some(first_sync);
         self.next_sync_unix_ms = Some(first_sync);
-        if !self.persist() {
+        if let Err(fault) = self.save_state() {
             self.complete(
                 command,
-                Err(CommandError::Local(
-                    "could not save the relationship".into(),
-                )),
+                Err(CommandError::Local(format!(
+                    "{} accepted, but this appliance could not save the relationship, so it stays standalone: {fault}; \
+                     after the restart, break the relationship on {} and establish again",
+                    handshake.hello.node_name, handshake.hello.node_name
+                ))),
             );
             return;
         }
@@ -1556,6 +1613,8 @@ impl<S: ReplicaStore> Replica<S> {
                 Err(CommandError::Refused(format!("sync stopped: {why}"))),
             );
         }
+        // The peer's part of a Sync Now it asked for stops too: it hears of the break.
+        self.peer_sync_nows.clear();
         let ids: Vec<CommandId> = self.sync_now_commands.keys().copied().collect();
         for id in ids {
             self.sync_now_commands.remove(&id);
@@ -1635,16 +1694,21 @@ impl<S: ReplicaStore> Replica<S> {
 
     /// Saves the replica state; on failure the replica stops (a terminal storage fault).
     fn persist(&mut self) -> bool {
+        self.save_state().is_ok()
+    }
+
+    /// [`Replica::persist`] with the fault, for commands: their error must say why.
+    fn save_state(&mut self) -> Result<(), StoreFault> {
         let bytes = self.state.to_json();
         match self.store.save_replica_state(&bytes) {
             Ok(()) => {
                 self.saved_state = self.state.clone();
-                true
+                Ok(())
             }
             Err(fault) => {
                 self.state = self.saved_state.clone();
                 self.note_fault(&fault);
-                false
+                Err(fault)
             }
         }
     }
@@ -1664,6 +1728,7 @@ impl<S: ReplicaStore> Replica<S> {
             }
             self.links.clear();
             self.job = None;
+            self.peer_sync_nows.clear();
             // Nothing will finish now: every Sync Now still waiting gets the failure, rather
             // than an answer that never comes.
             let waiting: Vec<CommandId> = std::mem::take(&mut self.sync_now_commands)

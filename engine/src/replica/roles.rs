@@ -75,10 +75,12 @@ impl<S: ReplicaStore> Replica<S> {
             self.state.role = Role::Primary;
             self.state.epoch = epoch;
             self.state.forced_promotion_unresolved = true;
-            if !self.persist() {
+            if let Err(fault) = self.save_state() {
                 self.complete(
                     id,
-                    Err(CommandError::Local("could not save the new role".into())),
+                    Err(CommandError::Local(format!(
+                        "the promotion could not be saved, so this appliance is still the backup: {fault}"
+                    ))),
                 );
                 return;
             }
@@ -116,6 +118,7 @@ impl<S: ReplicaStore> Replica<S> {
             id,
             super::SyncNowCommand {
                 request,
+                issued_unix_ms: now_unix_ms,
                 local: None,
                 remote: None,
                 link_deadline_unix_ms: None,
@@ -149,7 +152,16 @@ impl<S: ReplicaStore> Replica<S> {
             return;
         };
         let epoch = self.state.next_epoch(self.node.node_id);
-        self.persist();
+        // The proposed epoch must be saved before the primary hears of it: a restart that
+        // forgot it could propose the same epoch twice.
+        if let Err(fault) = self.save_state() {
+            self.promotion_failed_locally(
+                origin,
+                fault,
+                "nothing changed: both appliances keep their roles",
+            );
+            return;
+        }
         self.pending_swap = Some(PendingSwap {
             origin,
             epoch,
@@ -162,6 +174,24 @@ impl<S: ReplicaStore> Replica<S> {
                 config_version,
             }),
         );
+    }
+
+    /// A promotion stopped by this appliance's storage: the operator's command says so (the
+    /// peer's link is closed by the fault, so a peer-asked promotion has no one to answer).
+    fn promotion_failed_locally(
+        &mut self,
+        origin: PromoteOrigin,
+        fault: super::StoreFault,
+        consequence: &str,
+    ) {
+        if let PromoteOrigin::Command(command) = origin {
+            self.complete(
+                command,
+                Err(CommandError::Local(format!(
+                    "promotion aborted: this appliance could not save its new role: {fault}; {consequence}"
+                ))),
+            );
+        }
     }
 
     pub(super) fn promotion_failed(&mut self, origin: PromoteOrigin, text: String) {
@@ -236,7 +266,17 @@ impl<S: ReplicaStore> Replica<S> {
         self.state.observe_epoch(swap.epoch);
         self.state.role = Role::Backup;
         self.state.epoch = swap.epoch;
-        if !self.persist() {
+        if let Err(fault) = self.save_state() {
+            // No answer: the backup must not take over while this appliance, after its
+            // rollback, is still the primary. The fault closed the link, which ends its wait.
+            if let Some((command, _)) = self.pending_demote.take() {
+                self.complete(
+                    command,
+                    Err(CommandError::Local(format!(
+                        "demotion aborted: this appliance could not save its new role, so it is still the primary: {fault}"
+                    ))),
+                );
+            }
             return;
         }
         self.send(
@@ -305,7 +345,13 @@ impl<S: ReplicaStore> Replica<S> {
         self.state.role = Role::Primary;
         self.state.epoch = pending.epoch;
         self.state.forced_promotion_unresolved = false;
-        if !self.persist() {
+        if let Err(fault) = self.save_state() {
+            self.promotion_failed_locally(
+                pending.origin,
+                fault,
+                "the primary has already stepped down, so restart this appliance: it completes \
+                 the swap when it next reaches the old primary",
+            );
             return;
         }
         self.next_sync_unix_ms = Some(now_unix_ms + self.config.sync_interval_ms);
@@ -404,14 +450,16 @@ impl<S: ReplicaStore> Replica<S> {
             self.state.role = Role::Backup;
             self.state.epoch = peer_epoch;
             self.state.forced_promotion_unresolved = false;
-            self.disagreement = None;
-            if !self.persist() {
+            if let Err(fault) = self.save_state() {
                 self.complete(
                     id,
-                    Err(CommandError::Local("could not save the new role".into())),
+                    Err(CommandError::Local(format!(
+                        "the demotion could not be saved, so this appliance is still the primary: {fault}"
+                    ))),
                 );
                 return;
             }
+            self.disagreement = None;
             // Reconnect so that both sides classify the link afresh.
             let stale: Vec<ConnId> = self
                 .links

@@ -28,14 +28,30 @@ impl<S: ReplicaStore> Replica<S> {
             },
             Message::FetchSession(fetch) => self.serve_session(conn, fetch),
             Message::FetchChunks(fetch) => self.serve_chunks(conn, fetch),
-            Message::SyncNow(SyncNow { request }) => match &mut self.job {
-                Some(job) if job.conn == conn => job.waiters.push(Waiter::Peer { conn, request }),
-                Some(_) => {
-                    // A job on another link cannot exist while this one is the peer link.
+            Message::SyncNow(SyncNow { request }) => {
+                // The peer runs its own part of this Sync Now, pulling from here, and reports
+                // it with a SyncDone of the same number.
+                self.peer_sync_nows.insert(
+                    request,
+                    super::PeerSyncNow {
+                        conn,
+                        received_unix_ms: now_unix_ms,
+                    },
+                );
+                // Numbers of Sync Nows issued here from now on differ from the peer's so far,
+                // so that its SyncDones are rarely ambiguous.
+                self.next_request = self.next_request.max(request.saturating_add(1));
+                match &mut self.job {
+                    Some(job) if job.conn == conn => {
+                        job.waiters.push(Waiter::Peer { conn, request })
+                    }
+                    Some(_) => {
+                        // A job on another link cannot exist while this one is the peer link.
+                    }
+                    None => self.start_job(now_unix_ms, conn, Some(Waiter::Peer { conn, request })),
                 }
-                None => self.start_job(now_unix_ms, conn, Some(Waiter::Peer { conn, request })),
-            },
-            Message::SyncDone(done) => self.on_sync_done(done),
+            }
+            Message::SyncDone(done) => self.on_sync_done(conn, done),
             Message::ConfigUpdate(update) => self.on_config_update(now_unix_ms, conn, update),
             Message::CatalogAnswer(answer) => self.on_catalog_answer(now_unix_ms, conn, answer),
             Message::SessionHeader(header) => self.on_session_header(now_unix_ms, conn, header),
@@ -65,7 +81,18 @@ impl<S: ReplicaStore> Replica<S> {
         }
     }
 
-    fn on_sync_done(&mut self, done: SyncDone) {
+    /// A SyncDone is either the peer's part of a Sync Now it asked for (sent when that part
+    /// ended, before any answer to a Sync Now of ours with the same number could be), or the
+    /// answer to one issued here.
+    fn on_sync_done(&mut self, conn: ConnId, done: SyncDone) {
+        if self
+            .peer_sync_nows
+            .get(&done.request)
+            .is_some_and(|asked| asked.conn == conn)
+        {
+            self.peer_sync_nows.remove(&done.request);
+            return;
+        }
         let id = self
             .sync_now_commands
             .iter()

@@ -45,12 +45,17 @@ pub struct PeerRecord {
     pub address: String,
 }
 
-/// The outcome of the last sync this appliance ran.
+/// The outcome of the last sync this appliance ran or took part in.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRecord {
     pub finished_unix_ms: u64,
     pub succeeded: bool,
+    /// The link to the peer was lost before the sync finished: this appliance's own job, or
+    /// the peer's part of a Sync Now that this appliance was serving or waiting for. Always
+    /// with `succeeded` false. Absent from documents written before it existed.
+    #[serde(default)]
+    pub interrupted: bool,
     pub text: String,
     pub sessions_pulled: u64,
     pub bytes_pulled: u64,
@@ -264,6 +269,7 @@ mod tests {
         state.last_sync = Some(SyncRecord {
             finished_unix_ms: 5,
             succeeded: true,
+            interrupted: false,
             text: "ok".into(),
             sessions_pulled: 2,
             bytes_pulled: 10,
@@ -305,6 +311,14 @@ mod tests {
     fn state_round_trips_through_json() {
         let state = sample();
         assert_eq!(ReplicaState::from_json(&state.to_json()), Ok(state));
+    }
+
+    #[test]
+    fn a_sync_record_from_before_interruptions_were_recorded_still_loads() {
+        let good = String::from_utf8(sample().to_json()).expect("json is utf-8");
+        let old = good.replace("\"interrupted\": false,", "");
+        assert_ne!(old, good, "the field is written");
+        assert_eq!(ReplicaState::from_json(old.as_bytes()), Ok(sample()));
     }
 
     #[test]

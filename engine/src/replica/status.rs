@@ -19,10 +19,18 @@ pub struct Lag {
     pub bytes_missing: u64,
     /// The end time of the oldest session still missing, when known.
     pub oldest_missing_unix_ms: Option<u64>,
+    /// When the sync that measured these figures finished.
+    pub measured_unix_ms: u64,
 }
 
 impl Lag {
-    pub(super) fn after_sync<D>(job: &SyncJob<D>, progress: &SyncProgress) -> Lag {
+    /// The figures of a sync that ran to its end; only such a sync knows them (one cut off
+    /// has not fetched the headers of every missing session, or not even compared).
+    pub(super) fn after_sync<D>(
+        job: &SyncJob<D>,
+        progress: &SyncProgress,
+        now_unix_ms: u64,
+    ) -> Lag {
         let sessions_missing = progress
             .sessions_total
             .saturating_sub(progress.sessions_done);
@@ -34,7 +42,35 @@ impl Lag {
             } else {
                 job.oldest_missing_unix_ms
             },
+            measured_unix_ms: now_unix_ms,
         }
+    }
+}
+
+/// What this appliance knows of its lag. A figure is shown only when a sync measured it; an
+/// operator must never read "0 missing" when nobody knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) enum LagKnowledge {
+    /// No sync has finished or been cut off since the replica started.
+    #[default]
+    NotMeasured,
+    Known(Lag),
+    /// Not known since this time: the last catalog comparison of a sync that was then cut
+    /// off, or when a sync failed or its link was lost.
+    UnknownSince(u64),
+}
+
+impl<S: ReplicaStore> Replica<S> {
+    /// The lag stops being known: `compared_unix_ms` is when the sync that failed finished its
+    /// catalog comparison, if it got that far; otherwise it is unknown from `now_unix_ms` (or
+    /// from earlier, if it already was).
+    pub(super) fn lose_lag(&mut self, compared_unix_ms: Option<u64>, now_unix_ms: u64) {
+        let since = match (compared_unix_ms, &self.lag) {
+            (Some(at), _) => at,
+            (None, LagKnowledge::UnknownSince(since)) => *since,
+            (None, _) => now_unix_ms,
+        };
+        self.lag = LagKnowledge::UnknownSince(since);
     }
 }
 
@@ -70,7 +106,10 @@ pub struct Status {
     /// The peer's old hardware (replaced by a restore) connected and was refused.
     pub old_hardware_refused: Option<String>,
     pub last_sync: Option<SyncRecord>,
+    /// The lag measured by the last sync, only while it is known.
     pub lag: Option<Lag>,
+    /// Set when the lag is not known (a sync was cut off or failed): since when.
+    pub lag_unknown_since_unix_ms: Option<u64>,
     pub counters: TransferCounters,
     pub running: Option<RunningSync>,
     pub sessions_held: u64,
@@ -134,7 +173,14 @@ impl<S: ReplicaStore> Replica<S> {
             link_problem: self.last_refusal.clone(),
             old_hardware_refused: self.old_hardware_refused.clone(),
             last_sync: self.state.last_sync.clone(),
-            lag: self.last_lag.clone(),
+            lag: match &self.lag {
+                LagKnowledge::Known(lag) => Some(lag.clone()),
+                LagKnowledge::NotMeasured | LagKnowledge::UnknownSince(_) => None,
+            },
+            lag_unknown_since_unix_ms: match self.lag {
+                LagKnowledge::UnknownSince(since) => Some(since),
+                LagKnowledge::NotMeasured | LagKnowledge::Known(_) => None,
+            },
             counters: self.counters.clone(),
             running,
             sessions_held: self.store.session_count().unwrap_or(0),

@@ -91,6 +91,8 @@ pub(super) struct SyncJob<D> {
     failures: Vec<String>,
     /// Missing sessions' end times are unknown until their headers arrive; the oldest seen.
     pub(super) oldest_missing_unix_ms: Option<u64>,
+    /// When the catalog comparison finished (what was missing was known then).
+    compared_unix_ms: Option<u64>,
 }
 
 impl<S: ReplicaStore> Replica<S> {
@@ -116,6 +118,7 @@ impl<S: ReplicaStore> Replica<S> {
             progress_reported_bytes: 0,
             failures: Vec::new(),
             oldest_missing_unix_ms: None,
+            compared_unix_ms: None,
         };
         if pull_config {
             let since = match self.store.config_version() {
@@ -354,6 +357,7 @@ impl<S: ReplicaStore> Replica<S> {
                     missing_here.clear();
                 }
                 let Some(job) = &mut self.job else { return };
+                job.compared_unix_ms = Some(now_unix_ms);
                 job.progress.sessions_total += missing_here.len() as u64;
                 job.queue.extend(missing_here);
                 job.phase = Phase::Transfer;
@@ -764,6 +768,45 @@ impl<S: ReplicaStore> Replica<S> {
 
     /// Ends the running job, records its outcome and tells everyone who waited.
     pub(super) fn finish_job(&mut self, now_unix_ms: u64, result: Result<(), CommandError>) {
+        self.end_job(now_unix_ms, result, false);
+    }
+
+    /// Ends the running job because its link was lost: recorded as interrupted, and nobody
+    /// is told over that link.
+    pub(super) fn interrupt_job(&mut self, now_unix_ms: u64, error: CommandError) {
+        self.end_job(now_unix_ms, Err(error), true);
+    }
+
+    /// On the link's loss, when no job of this appliance's ran on it but a Sync Now did (the
+    /// peer's part, of one it asked for since `since_unix_ms` or of one issued here): the sync
+    /// is recorded as interrupted, not left as the success of this appliance's part.
+    pub(super) fn record_cut_sync_now(&mut self, now_unix_ms: u64, since_unix_ms: u64, why: &str) {
+        let previous = self.state.last_sync.clone();
+        // This appliance's own part of the same Sync Now, if it finished, pulled these.
+        let (sessions_pulled, bytes_pulled) = previous
+            .as_ref()
+            .filter(|record| record.finished_unix_ms >= since_unix_ms)
+            .map_or((0, 0), |record| {
+                (record.sessions_pulled, record.bytes_pulled)
+            });
+        self.state.last_sync = Some(SyncRecord {
+            finished_unix_ms: now_unix_ms,
+            succeeded: false,
+            interrupted: true,
+            text: format!(
+                "the link to the peer was lost before the peer's part of the Sync Now finished: {why}"
+            ),
+            sessions_pulled,
+            bytes_pulled,
+            last_success_unix_ms: previous.and_then(|record| record.last_success_unix_ms),
+        });
+        self.lose_lag(None, now_unix_ms);
+        if self.failed.is_none() {
+            self.persist();
+        }
+    }
+
+    fn end_job(&mut self, now_unix_ms: u64, result: Result<(), CommandError>, interrupted: bool) {
         self.report_progress(true);
         let Some(job) = self.job.take() else { return };
         let progress = job.progress.clone();
@@ -793,6 +836,7 @@ impl<S: ReplicaStore> Replica<S> {
         self.state.last_sync = Some(SyncRecord {
             finished_unix_ms: now_unix_ms,
             succeeded: outcome.is_ok(),
+            interrupted,
             text: match &outcome {
                 Ok(text) => text.clone(),
                 Err(error) => error.to_string(),
@@ -801,29 +845,46 @@ impl<S: ReplicaStore> Replica<S> {
             bytes_pulled: progress.bytes_done,
             last_success_unix_ms: last_success,
         });
-        self.last_lag = Some(super::status::Lag::after_sync(&job, &progress));
+        if outcome.is_ok() {
+            let lag = super::status::Lag::after_sync(&job, &progress, now_unix_ms);
+            self.lag = super::status::LagKnowledge::Known(lag);
+        } else {
+            self.lose_lag(job.compared_unix_ms, now_unix_ms);
+        }
         if self.failed.is_none() {
             self.persist();
         }
+        let (refusal_code, text) = match &outcome {
+            Ok(text) => (0, text.clone()),
+            Err(error) => (dyad_wire::ReasonCode::Internal.as_u16(), error.to_string()),
+        };
+        let done = |request| {
+            Message::SyncDone(SyncDone {
+                request,
+                refusal_code,
+                text: text.clone(),
+                sessions_pulled: progress.sessions_done,
+                bytes_pulled: progress.bytes_done,
+            })
+        };
+        // The job's link, if it is still the relationship's: an interrupted job's is gone, and
+        // a break unbinds it before stopping the job.
+        let link = (!interrupted && self.peer_link() == Some(job.conn)).then_some(job.conn);
         for waiter in job.waiters {
             match waiter {
-                Waiter::Command(id) => self.resolve_sync_now(id, Some(outcome.clone()), None),
-                Waiter::Peer { conn, request } => {
-                    let (refusal_code, text) = match &outcome {
-                        Ok(text) => (0, text.clone()),
-                        Err(error) => (dyad_wire::ReasonCode::Internal.as_u16(), error.to_string()),
-                    };
-                    self.send(
-                        conn,
-                        Message::SyncDone(SyncDone {
-                            request,
-                            refusal_code,
-                            text,
-                            sessions_pulled: progress.sessions_done,
-                            bytes_pulled: progress.bytes_done,
-                        }),
-                    );
+                Waiter::Command(id) => {
+                    // The peer serves this Sync Now's part here and waits to hear it ended:
+                    // otherwise losing the link later would look like cutting it off.
+                    let request = self
+                        .sync_now_commands
+                        .get(&id)
+                        .map(|command| command.request);
+                    if let (Some(conn), Some(request)) = (link, request) {
+                        self.send(conn, done(request));
+                    }
+                    self.resolve_sync_now(id, Some(outcome.clone()), None)
                 }
+                Waiter::Peer { conn, request } => self.send(conn, done(request)),
             }
         }
     }

@@ -9,7 +9,7 @@
 //! what reached the disk, so the only safe way on is to reopen, which recovers from what is
 //! durable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -249,7 +249,9 @@ pub(crate) struct Inner {
     /// Shared with the sync work that runs off the caller's thread ([`SyncWork`]).
     pub(crate) db: Arc<Database>,
     pub(crate) summary: SummaryIndex,
-    pub(crate) partials: HashMap<SessionId, recordings::OpenPartial>,
+    /// By session id, so that every walk over them (verify, listings) has one order, the
+    /// same in every process and in the simulator's replays.
+    pub(crate) partials: BTreeMap<SessionId, recordings::OpenPartial>,
     pub(crate) import_counter: u64,
     /// Numbers the syncs handed out by [`Store::begin_sync`].
     pub(crate) next_sync_ticket: u64,
@@ -329,7 +331,7 @@ impl Store {
             disk,
             db: Arc::new(db),
             summary: SummaryIndex::default(),
-            partials: HashMap::new(),
+            partials: BTreeMap::new(),
             import_counter: 0,
             next_sync_ticket: 1,
             format,

@@ -914,7 +914,7 @@ impl Store {
     /// Partial recordings (being received, or re-fetched after damage), sorted by id.
     pub fn list_partials(&self) -> Result<Vec<PartialInfo>, StoreError> {
         self.run(|inner| {
-            let mut out: Vec<PartialInfo> = inner
+            Ok(inner
                 .partials
                 .values()
                 .map(|partial| PartialInfo {
@@ -923,9 +923,7 @@ impl Store {
                     durable_chunks: partial.durable.iter().filter(|bit| **bit).count() as u64,
                     refetch: partial.record.refetch,
                 })
-                .collect();
-            out.sort_by_key(|info| info.meta.id);
-            Ok(out)
+                .collect())
         })
     }
 
@@ -1013,6 +1011,8 @@ impl Store {
                     withdraw(inner, &id, &bad)?;
                 }
             }
+            // In session id order (a BTreeMap), like the catalog above: the bitmap writes and
+            // the report are the same in every process and every replay.
             let partial_ids: Vec<SessionId> = inner.partials.keys().copied().collect();
             for id in partial_ids {
                 sync_partial(inner, &id)?;
@@ -1305,4 +1305,85 @@ fn import_publish(
     write.commit().map_err(db_error)?;
     inner.summary.insert(id, root);
     Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::sim::SimDisk;
+    use crate::disk::Disk;
+    use crate::store::tree::chunk_chaining_values;
+
+    /// `verify_all` reported the damaged chunks of partials in the order of a `HashMap`, which
+    /// differs between processes (and so did the order of its bitmap writes): two runs over
+    /// the same store must give the same report: complete recordings by session id, then
+    /// partials by session id.
+    #[test]
+    fn verify_reports_damaged_partials_in_session_id_order() {
+        let disk = SimDisk::new(5);
+        let store = Store::open(Arc::clone(&disk) as Arc<dyn Disk>).expect("a fresh store");
+        let content: Vec<u8> = (0..2 * CHUNK_SIZE_BYTES).map(|i| (i % 251) as u8).collect();
+        let (cvs, size_bytes, root) = chunk_chaining_values(&content[..]).expect("hash");
+        let mut partial_ids = Vec::new();
+        for k in 0..40u64 {
+            // Origins and sequences out of order, so insertion order is not the sorted order.
+            let id = SessionId {
+                origin: NodeId([(k % 3) as u8 + 1; 16]),
+                sequence: k * 7919 % 101,
+            };
+            let meta = SessionMeta {
+                id,
+                started_unix_ms: 1,
+                ended_unix_ms: 2,
+                size_bytes,
+                root: *root.as_bytes(),
+                chunk_size_bytes: CHUNK_SIZE_BYTES as u32,
+                ended_normally: true,
+            };
+            store.begin_incoming(&meta, cvs.clone()).expect("begin");
+            store
+                .write_chunk(&id, 0, &content[..CHUNK_SIZE_BYTES])
+                .expect("write");
+            store.sync_chunks(&id).expect("sync");
+            disk.flip_bit(&partial_name(&id), 3).expect("flip");
+            partial_ids.push(id);
+        }
+        // Complete recordings, damaged too: verifying withdraws them into partials, whose
+        // damaged chunks are then not reported twice.
+        let mut complete_ids = Vec::new();
+        for k in 0..3u8 {
+            let info = ImportInfo {
+                origin: NodeId([2; 16]),
+                started_unix_ms: 1,
+                ended_unix_ms: 2,
+                ended_normally: true,
+                expected_len: None,
+                expected_root: None,
+            };
+            let meta = store
+                .import_recording(&content[usize::from(k)..], info)
+                .expect("import");
+            disk.flip_bit(&complete_name(&meta.id), 3).expect("flip");
+            complete_ids.push(meta.id);
+        }
+        let report = store.verify_all().expect("verify");
+        let reported = |complete: bool| -> Vec<SessionId> {
+            report
+                .bad_chunks
+                .iter()
+                .filter(|bad| bad.was_complete == complete)
+                .map(|bad| bad.id)
+                .collect()
+        };
+        complete_ids.sort();
+        partial_ids.sort();
+        assert_eq!(reported(true), complete_ids, "complete ones by session id");
+        assert_eq!(reported(false), partial_ids, "partial ones by session id");
+        assert!(
+            report.bad_chunks[..complete_ids.len()]
+                .iter()
+                .all(|bad| bad.was_complete),
+            "complete recordings first"
+        );
+    }
 }
