@@ -921,6 +921,45 @@ fn a_failed_background_sync_stops_the_store() {
     assert_eq!(store.durable_chunks(&meta.id).ok(), None);
 }
 
+/// Issue 16, item 1: Linux reports an fsync error once and then marks the failed pages clean,
+/// so a later fsync of the same file returns 0. A failed sync must poison the store at once:
+/// the next sync of the same partial (another ticket, handed out before the failure was
+/// reported back) must not commit durable bits, nor may the store's own sync.
+#[test]
+fn a_failed_fsync_poisons_the_store_before_any_later_commit() {
+    let (disk, store, meta, _, content) = incoming_partial(24);
+    store
+        .write_chunk(&meta.id, 0, chunk(&content, 0))
+        .expect("write");
+    let first = store.begin_sync(&meta.id).expect("sync").expect("ticket");
+    store
+        .write_chunk(&meta.id, 1, chunk(&content, 1))
+        .expect("write");
+    let second = store.begin_sync(&meta.id).expect("sync").expect("ticket");
+    let (first_work, second_work) = (
+        store.sync_work(&meta.id, first).expect("work"),
+        store.sync_work(&meta.id, second).expect("work"),
+    );
+    disk.fail_next_sync();
+    assert!(matches!(first_work.run(), Err(StoreError::Io { .. })));
+    // The failure has not been reported to the store yet (the syncer thread runs ahead);
+    // the second sync's fsync succeeds, as Linux's would, but must commit nothing.
+    assert!(
+        second_work.run().is_err(),
+        "a sync after a failed fsync committed durable bits"
+    );
+    assert!(store.failure().is_some(), "the store is poisoned at once");
+    assert!(store.sync_chunks(&meta.id).is_err());
+    drop(store);
+    disk.crash(false);
+    let store = Store::open(Arc::clone(&disk) as Arc<dyn Disk>).expect("reopen");
+    assert_eq!(
+        store.durable_chunks(&meta.id).expect("bits"),
+        vec![false; 5],
+        "no chunk of a failed sync's file is durable"
+    );
+}
+
 #[test]
 fn chunks_hashed_by_the_caller_are_checked_against_the_chunk_list() {
     use dyad_engine::store::tree::chunk_subtree_cv;

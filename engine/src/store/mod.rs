@@ -262,7 +262,9 @@ pub(crate) struct Inner {
 /// Everything an appliance persists. Methods take `&self`; calls are serialized inside.
 pub struct Store {
     inner: Mutex<Inner>,
-    failure: Mutex<Option<StoreError>>,
+    /// Shared with the sync work running off the caller's thread, which poisons the store at
+    /// once when its fsync fails and checks it before it commits anything.
+    failure: Arc<Mutex<Option<StoreError>>>,
     open_report: OpenReport,
 }
 
@@ -339,7 +341,7 @@ impl Store {
         let open_report = recordings::recover(&mut inner)?;
         Ok(Store {
             inner: Mutex::new(inner),
-            failure: Mutex::new(None),
+            failure: Arc::new(Mutex::new(None)),
             open_report,
         })
     }
@@ -416,6 +418,11 @@ impl Store {
 
     fn failure_slot(&self) -> MutexGuard<'_, Option<StoreError>> {
         self.failure.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The failure slot itself, for work that runs outside the store's calls.
+    pub(crate) fn failure_handle(&self) -> Arc<Mutex<Option<StoreError>>> {
+        Arc::clone(&self.failure)
     }
 
     /// The error that stopped the store, if one did.

@@ -93,6 +93,9 @@ pub struct SyncWork {
     db: Arc<redb::Database>,
     chunks: Vec<u64>,
     chunk_count: u64,
+    /// The store's failure slot: Linux reports an fsync error once and then marks the pages
+    /// clean, so after any failed fsync no later sync may commit durable bits.
+    poison: Arc<std::sync::Mutex<Option<StoreError>>>,
 }
 
 impl SyncWork {
@@ -105,7 +108,31 @@ impl SyncWork {
     /// The bitmap is read and updated in one transaction, so syncs and the store's own
     /// commits never undo each other's bits.
     pub fn run(self) -> Result<(), StoreError> {
-        self.file.sync().map_err(io_error("syncing a recording"))?;
+        let poisoned = || {
+            self.poison
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        if let Some(first) = poisoned() {
+            return Err(StoreError::Failed {
+                first: Box::new(first),
+            });
+        }
+        if let Err(error) = self.file.sync() {
+            let error = StoreError::io("syncing a recording", error);
+            let mut slot = self.poison.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(error.clone());
+            }
+            return Err(error);
+        }
+        // A failure elsewhere while this fsync ran: its success proves nothing.
+        if let Some(first) = poisoned() {
+            return Err(StoreError::Failed {
+                first: Box::new(first),
+            });
+        }
         // The synced chunks are not read again before publication; their page cache is
         // better spent on the next chunks (and writing those back starts now).
         self.file.drop_cached();
@@ -876,6 +903,7 @@ impl Store {
                 db: Arc::clone(&inner.db),
                 chunks,
                 chunk_count: partial.record.cvs.len() as u64,
+                poison: self.failure_handle(),
             })
         })
     }
