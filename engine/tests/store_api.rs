@@ -521,32 +521,40 @@ fn a_failed_sync_stops_the_store_until_reopened() {
     assert!(value == b"1" || value == b"2");
 }
 
+/// A synchronous `ENOSPC` refuses the write and nothing more: nothing of it reached the file,
+/// so the store is not poisoned, and the same import succeeds once space is freed.
 #[test]
-fn a_full_disk_is_a_clear_terminal_error() {
+fn a_full_disk_refuses_the_write_and_the_store_goes_on() {
     let (disk, store) = sim_store(12);
     let used = disk.used_bytes();
     disk.set_faults(dyad_engine::disk::sim::SimFaults {
         quota_bytes: Some(used + CHUNK_SIZE_BYTES as u64),
         ..Default::default()
     });
+    let content = data(3 * CHUNK_SIZE_BYTES, 1);
     let err = store
-        .import_recording(&data(3 * CHUNK_SIZE_BYTES, 1)[..], info())
+        .import_recording(&content[..], info())
         .expect_err("full");
+    assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+    assert!(!err.is_terminal());
+    assert!(err.to_string().contains("disk is full"), "{err}");
     assert!(
-        matches!(
-            err,
-            StoreError::Io {
-                kind: std::io::ErrorKind::StorageFull,
-                ..
-            }
-        ),
-        "{err}"
+        store.failure().is_none(),
+        "a full disk does not poison the store"
     );
-    drop(store);
+    assert!(
+        !files(&disk).iter().any(|name| name.starts_with("import-")),
+        "the refused import left nothing behind: {:?}",
+        files(&disk)
+    );
+    store
+        .config_set("still", b"works", epoch(1))
+        .expect("store goes on");
     disk.set_faults(Default::default());
-    disk.crash(false);
-    let store = Store::open(disk as Arc<dyn Disk>).expect("reopen");
-    assert!(store.catalog_list().expect("list").is_empty());
+    let meta = store
+        .import_recording(&content[..], info())
+        .expect("space freed");
+    assert_eq!(read_all(&store, &meta).expect("read"), content);
 }
 
 /// Flips one bit in every one of several chunks across recordings; verify finds each one,
@@ -625,7 +633,7 @@ fn every_flipped_bit_is_detected() {
     );
     assert!(partials
         .iter()
-        .all(|p| p.refetch && p.durable_chunks < p.chunk_count));
+        .all(|p| p.is_damaged() && p.durable_chunks < p.chunk_count));
     // Re-fetching the damaged chunks from an intact copy restores them.
     let (_, intact) = sim_store(14);
     for partial in &partials {
@@ -747,7 +755,7 @@ fn a_vanished_recording_file_is_withdrawn_not_served() {
     assert!(store.catalog_list().expect("list").is_empty());
     let partials = store.list_partials().expect("partials");
     assert_eq!(partials.len(), 1);
-    assert!(partials[0].refetch);
+    assert!(partials[0].is_damaged());
     assert_eq!(partials[0].durable_chunks, 0);
     // A reopen keeps it as a resumable partial.
     drop(store);

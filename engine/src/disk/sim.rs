@@ -7,6 +7,18 @@
 //! tearing the last unsynced write of each file at a seeded point, and invalidates every open
 //! handle so the process that "died" cannot keep writing. Faults are drawn from a seeded
 //! generator (never a global RNG), so a seed replays the same run bit for bit.
+//!
+//! It fails the way Linux does, not more kindly:
+//! - a failed file sync reports its error **once**; the pages it failed to write stay
+//!   readable (the page cache still holds them) until the next crash, but they are marked
+//!   clean, so no later sync makes them durable unless they are written again;
+//! - chosen ranges of a file can be unreadable (a bad sector: `EIO` on every read that
+//!   touches them, until the range is written again);
+//! - a full disk is counted in allocated pages, so a sparse `set_len` fills nothing and the
+//!   write that needs a page fails with `StorageFull`, writing nothing;
+//! - a power loss can be armed to strike after a number of further disk operations
+//!   ([`SimDisk::crash_after_operations`]), that is inside a store operation or inside
+//!   recovery; the disk then refuses everything until [`SimDisk::power_on`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -68,7 +80,8 @@ pub struct SimFaults {
     pub sync_error: Ratio,
     /// Chance that a directory sync fails.
     pub sync_dir_error: Ratio,
-    /// Total bytes all files may hold; a write that would exceed it fails as a full disk.
+    /// Total bytes the files' allocated pages may take; a write that needs a page more fails
+    /// as a full disk (and writes nothing).
     pub quota_bytes: Option<u64>,
 }
 
@@ -82,6 +95,14 @@ pub struct SimDiskStats {
     pub faults_injected: u64,
     /// Unsynced writes a crash left in part (torn), over the disk's life.
     pub torn_writes: u64,
+    /// File syncs that failed and left pages that will never be durable unless rewritten.
+    pub failed_syncs: u64,
+    /// Reads refused because they touched an unreadable range.
+    pub read_errors: u64,
+    /// Power losses struck inside an operation ([`SimDisk::crash_after_operations`]).
+    pub crashes_inside_operations: u64,
+    /// Listings of the whole folder (work that grows with the folder's size).
+    pub folder_lists: u64,
 }
 
 /// The simulated disk. Share it as `Arc<SimDisk>`; clones of the `Arc` see the same files.
@@ -109,6 +130,11 @@ struct SimState {
     faults: SimFaults,
     fail_next_write: bool,
     fail_next_sync: bool,
+    /// An armed power loss: after this many more disk operations, with or without tearing.
+    crash_after: Option<(u64, bool)>,
+    /// Set by an armed power loss: every operation fails until [`SimDisk::power_on`], as
+    /// the process that was running is gone.
+    halted: bool,
     stats: SimDiskStats,
     /// The files whose last unsynced write a crash tore, in order, over the disk's life.
     torn_files: Vec<String>,
@@ -138,6 +164,12 @@ struct Inode {
     /// inode is gone.
     links: u64,
     durable_links: u64,
+    /// Pages whose writeback failed at a sync: clean in the page cache (readable), never
+    /// durable unless written again. Forgotten at a crash, which drops the cache.
+    failed_pages: std::collections::BTreeSet<usize>,
+    /// Unreadable byte ranges `[start, end)` of the medium (bad sectors); writing over a
+    /// range repairs it (the drive remaps the sector).
+    bad_ranges: Vec<(u64, u64)>,
 }
 
 /// Whole pages of equal content, shared between the disks of one simulated world: both
@@ -214,10 +246,17 @@ struct Pages {
     len: u64,
     /// `ceil(len / PAGE_BYTES)` entries, each page exactly `PAGE_BYTES` long.
     pages: Vec<Option<Arc<[u8]>>>,
+    /// How many entries of `pages` hold a page: what the file takes on the disk.
+    allocated: u64,
 }
 
 impl Pages {
     fn len(&self) -> u64 {
+        debug_assert_eq!(
+            self.allocated,
+            self.pages.iter().filter(|page| page.is_some()).count() as u64,
+            "the allocated-page count follows the pages"
+        );
         self.len
     }
 
@@ -256,6 +295,9 @@ impl Pages {
             let take = (PAGE_BYTES - within).min(data.len() - written);
             let source = &data[written..written + take];
             let slot = &mut self.pages[position / PAGE_BYTES];
+            if slot.is_none() {
+                self.allocated += 1;
+            }
             if take == PAGE_BYTES {
                 // A whole page: no need to zero it or to copy the old one first.
                 *slot = Some(match pool {
@@ -275,6 +317,11 @@ impl Pages {
     fn set_len(&mut self, len: u64) {
         let page_count = (len as usize).div_ceil(PAGE_BYTES);
         if len < self.len {
+            let freed = self.pages[page_count.min(self.pages.len())..]
+                .iter()
+                .filter(|page| page.is_some())
+                .count() as u64;
+            self.allocated -= freed;
             self.pages.truncate(page_count);
             // Bytes past the new end must read as zeros if the file grows again.
             let tail = len as usize % PAGE_BYTES;
@@ -291,6 +338,9 @@ impl Pages {
 
     /// Flips bits of the byte at `index` (< len), in place.
     fn flip(&mut self, index: usize, mask: u8) {
+        if self.pages[index / PAGE_BYTES].is_none() {
+            self.allocated += 1;
+        }
         let page = self.pages[index / PAGE_BYTES].get_or_insert_with(|| Arc::from(&ZERO_PAGE[..]));
         Arc::make_mut(page)[index % PAGE_BYTES] ^= mask;
     }
@@ -315,6 +365,13 @@ impl Pages {
             }
             remaining -= take;
         }
+    }
+
+    /// Pages that differ from `other`'s (by identity: a sync shares them, a write copies).
+    fn pages_differing_from(&self, other: &Pages) -> Vec<usize> {
+        (0..self.pages.len())
+            .filter(|index| !self.shares_page(other, *index))
+            .collect()
     }
 
     fn to_vec(&self) -> Vec<u8> {
@@ -345,6 +402,8 @@ impl SimDisk {
                 faults: SimFaults::default(),
                 fail_next_write: false,
                 fail_next_sync: false,
+                crash_after: None,
+                halted: false,
                 stats: SimDiskStats::default(),
                 torn_files: Vec::new(),
                 page_pool: pool,
@@ -375,53 +434,43 @@ impl SimDisk {
     /// is lost; with `tear`, the last unsynced write of each file survives in part (a prefix of
     /// seeded length). Every handle opened before the crash fails from now on.
     pub fn crash(&self, tear: bool) {
+        self.lock().crash(tear);
+    }
+
+    /// Arms a power loss that strikes after `operations` more disk operations (writes,
+    /// syncs, renames, removals, creations, length changes; 0: the next one), tearing like
+    /// [`SimDisk::crash`] with `tear`. The operation it strikes fails, and so does every
+    /// later one until [`SimDisk::power_on`]: the process is gone mid-operation.
+    pub fn crash_after_operations(&self, operations: u64, tear: bool) {
+        self.lock().crash_after = Some((operations, tear));
+    }
+
+    /// Disarms a power loss armed by [`SimDisk::crash_after_operations`] that has not struck.
+    pub fn disarm_crash(&self) {
+        self.lock().crash_after = None;
+    }
+
+    /// Whether an armed power loss struck and the disk waits for [`SimDisk::power_on`].
+    pub fn is_halted(&self) -> bool {
+        self.lock().halted
+    }
+
+    /// Powers the disk on again after an armed power loss struck.
+    pub fn power_on(&self) {
+        self.lock().halted = false;
+    }
+
+    /// Makes `len` bytes from `offset` of file `name` unreadable (a bad sector): every read
+    /// that touches them fails with an I/O error until they are written again.
+    pub fn fail_reads(&self, name: &str, offset: u64, len: u64) -> io::Result<()> {
         let mut state = self.lock();
-        state.generation += 1;
-        state.stats.crashes += 1;
-        state.names = state.durable_names.clone();
-        state.unsynced_name_changes.clear();
-        let inode_ids: Vec<u64> = state.inodes.keys().copied().collect();
-        let mut tears = Vec::new();
-        for id in &inode_ids {
-            let has_tear = state.inodes[id].last_unsynced_write.is_some();
-            let point = if tear && has_tear {
-                Some(state.next_random())
-            } else {
-                None
-            };
-            tears.push((*id, point));
-        }
-        let mut torn = Vec::new();
-        for (id, point) in tears {
-            let inode = state
-                .inodes
-                .get_mut(&id)
-                .expect("id was just read from the map");
-            inode.current = inode.durable.clone();
-            inode.open_handles = 0;
-            inode.links = inode.durable_links;
-            if let (Some(point), Some((offset, prefix))) = (point, inode.last_unsynced_write.take())
-            {
-                let keep = (point % (prefix.len() as u64 + 1)) as usize;
-                inode.current.write(offset, &prefix[..keep], None);
-                inode.durable = inode.current.clone();
-                torn.push(id);
-            }
-            inode.last_unsynced_write = None;
-        }
-        state.stats.torn_writes += torn.len() as u64;
-        for id in torn {
-            let names: Vec<String> = state
-                .names
-                .iter()
-                .filter(|(_, inode)| **inode == id)
-                .map(|(name, _)| name.clone())
-                .collect();
-            state.torn_files.extend(names);
-        }
-        state
+        let id = *state.names.get(name).ok_or_else(|| not_found(name))?;
+        let inode = state
             .inodes
-            .retain(|_, inode| inode.links > 0 || inode.durable_links > 0);
+            .get_mut(&id)
+            .expect("every name points at a live inode");
+        inode.bad_ranges.push((offset, offset.saturating_add(len)));
+        Ok(())
     }
 
     /// Flips one bit of the file `name` on the medium (durable and current bytes alike), as a
@@ -444,6 +493,9 @@ impl SimDisk {
             && inode.current.shares_page(&inode.durable, page_index);
         inode.current.flip(byte, mask);
         if shared {
+            if inode.durable.pages[page_index].is_none() {
+                inode.durable.allocated += 1;
+            }
             inode.durable.pages[page_index] = inode.current.pages[page_index].clone();
         } else if (byte as u64) < inode.durable.len() {
             inode.durable.flip(byte, mask);
@@ -529,6 +581,10 @@ fn past_end() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "past the end of the file")
 }
 
+fn powered_off() -> io::Error {
+    io::Error::other("simulated power loss: the disk is off until the appliance restarts")
+}
+
 fn injected(what: &str) -> io::Error {
     io::Error::other(format!("simulated {what} error"))
 }
@@ -543,6 +599,76 @@ impl SimState {
         z ^ (z >> 31)
     }
 
+    fn crash(&mut self, tear: bool) {
+        let state = self;
+        state.generation += 1;
+        state.stats.crashes += 1;
+        state.names = state.durable_names.clone();
+        state.unsynced_name_changes.clear();
+        let inode_ids: Vec<u64> = state.inodes.keys().copied().collect();
+        let mut tears = Vec::new();
+        for id in &inode_ids {
+            let has_tear = state.inodes[id].last_unsynced_write.is_some();
+            let point = if tear && has_tear {
+                Some(state.next_random())
+            } else {
+                None
+            };
+            tears.push((*id, point));
+        }
+        let mut torn = Vec::new();
+        for (id, point) in tears {
+            let inode = state
+                .inodes
+                .get_mut(&id)
+                .expect("id was just read from the map");
+            inode.current = inode.durable.clone();
+            inode.open_handles = 0;
+            inode.links = inode.durable_links;
+            if let (Some(point), Some((offset, prefix))) = (point, inode.last_unsynced_write.take())
+            {
+                let keep = (point % (prefix.len() as u64 + 1)) as usize;
+                inode.current.write(offset, &prefix[..keep], None);
+                inode.durable = inode.current.clone();
+                torn.push(id);
+            }
+            inode.last_unsynced_write = None;
+            inode.failed_pages.clear();
+        }
+        state.stats.torn_writes += torn.len() as u64;
+        for id in torn {
+            let names: Vec<String> = state
+                .names
+                .iter()
+                .filter(|(_, inode)| **inode == id)
+                .map(|(name, _)| name.clone())
+                .collect();
+            state.torn_files.extend(names);
+        }
+        state
+            .inodes
+            .retain(|_, inode| inode.links > 0 || inode.durable_links > 0);
+    }
+
+    /// Counts one disk operation against an armed power loss, and refuses every operation
+    /// once it struck (or while the disk waits to be powered on).
+    fn operation(&mut self) -> io::Result<()> {
+        if self.halted {
+            return Err(powered_off());
+        }
+        if let Some((left, tear)) = self.crash_after {
+            if left == 0 {
+                self.crash_after = None;
+                self.crash(tear);
+                self.halted = true;
+                self.stats.crashes_inside_operations += 1;
+                return Err(powered_off());
+            }
+            self.crash_after = Some((left - 1, tear));
+        }
+        Ok(())
+    }
+
     fn fires(&mut self, ratio: Ratio) -> bool {
         if ratio.numerator == 0 || ratio.denominator == 0 {
             return false;
@@ -554,10 +680,13 @@ impl SimState {
         fired
     }
 
+    /// Bytes the live files' allocated pages take (an unlinked file still open counts, as
+    /// on a real file system).
     fn used_bytes(&self) -> u64 {
-        self.names
+        self.inodes
             .values()
-            .map(|id| self.inodes[id].current.len())
+            .filter(|inode| inode.links > 0 || inode.open_handles > 0)
+            .map(|inode| inode.current.allocated * PAGE_BYTES as u64)
             .sum()
     }
 
@@ -638,6 +767,7 @@ impl Disk for SimDisk {
     fn open(&self, name: &str, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
         check_file_name(name)?;
         let mut state = self.lock();
+        state.operation()?;
         let id = match (mode, state.names.get(name).copied()) {
             (OpenMode::Existing, None) => return Err(not_found(name)),
             (_, Some(id)) => id,
@@ -652,6 +782,8 @@ impl Disk for SimDisk {
         if mode == OpenMode::CreateTruncate && !inode.current.is_empty() {
             inode.current = Pages::default();
             inode.last_unsynced_write = None;
+            inode.failed_pages.clear();
+            inode.bad_ranges.clear();
         }
         Ok(Arc::new(SimFile {
             state: Arc::clone(&self.state),
@@ -664,6 +796,7 @@ impl Disk for SimDisk {
         check_file_name(from)?;
         check_file_name(to)?;
         let mut state = self.lock();
+        state.operation()?;
         let id = *state.names.get(from).ok_or_else(|| not_found(from))?;
         if from == to {
             return Ok(());
@@ -677,6 +810,7 @@ impl Disk for SimDisk {
     fn remove(&self, name: &str) -> io::Result<()> {
         check_file_name(name)?;
         let mut state = self.lock();
+        state.operation()?;
         if !state.names.contains_key(name) {
             return Err(not_found(name));
         }
@@ -685,11 +819,15 @@ impl Disk for SimDisk {
     }
 
     fn list(&self) -> io::Result<Vec<String>> {
-        Ok(self.lock().names.keys().cloned().collect())
+        let mut state = self.lock();
+        state.operation()?;
+        state.stats.folder_lists += 1;
+        Ok(state.names.keys().cloned().collect())
     }
 
     fn sync_dir(&self) -> io::Result<()> {
         let mut state = self.lock();
+        state.operation()?;
         let sync_dir_error = state.faults.sync_dir_error;
         if std::mem::take(&mut state.fail_next_sync) || state.fires(sync_dir_error) {
             return Err(injected("directory sync"));
@@ -732,15 +870,28 @@ impl Drop for SimFile {
 impl DiskFile for SimFile {
     fn len(&self) -> io::Result<u64> {
         let mut state = lock_state(&self.state);
+        if state.halted {
+            return Err(powered_off());
+        }
         Ok(state.live_inode(self.generation, self.inode)?.current.len())
     }
 
     fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
         let mut state = lock_state(&self.state);
+        state.operation()?;
         let inode = state.live_inode(self.generation, self.inode)?;
         let end = offset.checked_add(out.len() as u64).ok_or_else(past_end)?;
         if end > inode.current.len() {
             return Err(past_end());
+        }
+        if inode
+            .bad_ranges
+            .iter()
+            .any(|(start, stop)| offset < *stop && *start < end)
+        {
+            state.stats.read_errors += 1;
+            state.stats.faults_injected += 1;
+            return Err(io::Error::from_raw_os_error(5)); // EIO
         }
         inode.current.read(offset, out);
         Ok(())
@@ -748,6 +899,7 @@ impl DiskFile for SimFile {
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut state = lock_state(&self.state);
+        state.operation()?;
         state.live_inode(self.generation, self.inode)?;
         let write_error = state.faults.write_error;
         if std::mem::take(&mut state.fail_next_write) || state.fires(write_error) {
@@ -757,9 +909,14 @@ impl DiskFile for SimFile {
             .checked_add(data.len() as u64)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflow"))?;
         if let Some(quota) = state.faults.quota_bytes {
-            let current_len = state.inodes[&self.inode].current.len();
-            let growth = end.saturating_sub(current_len);
-            if state.used_bytes() + growth > quota {
+            let pages = &state.inodes[&self.inode].current.pages;
+            let first_page = (offset as usize) / PAGE_BYTES;
+            let last_page = (end as usize).div_ceil(PAGE_BYTES);
+            let growth = (first_page..last_page)
+                .filter(|page| pages.get(*page).is_none_or(|slot| slot.is_none()))
+                .count() as u64
+                * PAGE_BYTES as u64;
+            if growth > 0 && state.used_bytes() + growth > quota {
                 state.stats.faults_injected += 1;
                 return Err(io::Error::new(
                     io::ErrorKind::StorageFull,
@@ -771,6 +928,16 @@ impl DiskFile for SimFile {
         let pool = Arc::clone(&state.page_pool);
         let inode = state.live_inode(self.generation, self.inode)?;
         inode.current.write(offset, data, Some(&pool));
+        // Written pages are dirty again (a later sync can make them durable), and a written
+        // range is readable again (the drive remaps a bad sector on write).
+        let first_page = (offset as usize) / PAGE_BYTES;
+        let last_page = (end as usize).div_ceil(PAGE_BYTES);
+        inode
+            .failed_pages
+            .retain(|page| !(first_page..last_page).contains(page));
+        inode
+            .bad_ranges
+            .retain(|(start, stop)| !(offset <= *start && *stop <= end));
         let prefix_len = data.len().min(TEAR_PREFIX_MAX_BYTES);
         inode.last_unsynced_write = Some((offset, data[..prefix_len].to_vec()));
         Ok(())
@@ -778,33 +945,50 @@ impl DiskFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = lock_state(&self.state);
-        let current_len = state.live_inode(self.generation, self.inode)?.current.len();
-        if let Some(quota) = state.faults.quota_bytes {
-            if state.used_bytes() + len.saturating_sub(current_len) > quota {
-                state.stats.faults_injected += 1;
-                return Err(io::Error::new(
-                    io::ErrorKind::StorageFull,
-                    "simulated disk is full",
-                ));
-            }
-        }
+        state.operation()?;
+        // Extending is sparse: it allocates nothing, so it never fills the disk.
+        state.live_inode(self.generation, self.inode)?;
         usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
         let inode = state.live_inode(self.generation, self.inode)?;
         inode.current.set_len(len);
+        let pages = (len as usize).div_ceil(PAGE_BYTES);
+        inode.failed_pages.retain(|page| *page < pages);
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
         let mut state = lock_state(&self.state);
+        state.operation()?;
         state.live_inode(self.generation, self.inode)?;
         let sync_error = state.faults.sync_error;
         if std::mem::take(&mut state.fail_next_sync) || state.fires(sync_error) {
+            // Linux: the writeback of every dirty page failed; the error is reported now,
+            // once, and the pages are marked clean (still readable from the cache, never
+            // written unless written again).
+            state.stats.failed_syncs += 1;
+            let inode = state.live_inode(self.generation, self.inode)?;
+            let dirty = inode.current.pages_differing_from(&inode.durable);
+            inode.failed_pages.extend(dirty);
+            inode.last_unsynced_write = None;
             return Err(injected("fsync"));
         }
         state.stats.file_syncs += 1;
         let inode = state.live_inode(self.generation, self.inode)?;
-        inode.durable = inode.current.clone();
+        let mut durable = inode.current.clone();
+        for page in &inode.failed_pages {
+            // What the medium holds there: the last durable content, or nothing.
+            let old = inode.durable.pages.get(*page).cloned().flatten();
+            if let Some(slot) = durable.pages.get_mut(*page) {
+                match (&slot, &old) {
+                    (Some(_), None) => durable.allocated -= 1,
+                    (None, Some(_)) => durable.allocated += 1,
+                    _ => {}
+                }
+                *slot = old;
+            }
+        }
+        inode.durable = durable;
         inode.last_unsynced_write = None;
         Ok(())
     }
@@ -881,14 +1065,115 @@ mod tests {
         disk.fail_next_sync();
         assert!(a.sync().is_err());
         disk.set_faults(SimFaults {
-            quota_bytes: Some(10),
+            quota_bytes: Some(PAGE_BYTES as u64),
             ..SimFaults::default()
         });
         a.write_at(0, &[7; 10]).expect("fits");
-        let full = a.write_at(10, b"y").expect_err("over quota");
+        a.write_at(10, &[7; PAGE_BYTES - 10])
+            .expect("fits in the same page");
+        let full = a.write_at(PAGE_BYTES as u64, b"y").expect_err("over quota");
         assert_eq!(full.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(a.len().expect("len"), PAGE_BYTES as u64, "nothing written");
         disk.flip_bit("a", 3).expect("flip");
         assert_eq!(disk.file_bytes("a").expect("a")[0], 7 ^ 8);
+    }
+
+    #[test]
+    fn a_full_disk_counts_allocated_pages_not_lengths() {
+        let disk = SimDisk::new(5);
+        disk.set_faults(SimFaults {
+            quota_bytes: Some(2 * PAGE_BYTES as u64),
+            ..SimFaults::default()
+        });
+        let a = disk.open("a", OpenMode::CreateIfMissing).expect("create");
+        a.set_len(1 << 30).expect("a sparse file fills nothing");
+        a.write_at(0, b"x").expect("one page");
+        a.write_at(5 * PAGE_BYTES as u64, b"y")
+            .expect("a second page");
+        let full = a
+            .write_at(9 * PAGE_BYTES as u64, b"z")
+            .expect_err("a third");
+        assert_eq!(full.kind(), io::ErrorKind::StorageFull);
+        a.write_at(1, b"same page")
+            .expect("rewriting an allocated page");
+        a.set_len(PAGE_BYTES as u64).expect("truncate frees a page");
+        a.write_at(3 * PAGE_BYTES as u64, b"z").expect("room again");
+    }
+
+    /// Linux reports a failed writeback once and marks the pages clean: the next sync
+    /// succeeds without writing them, the process still reads its own bytes, and a crash
+    /// shows what the medium holds. Writing the pages again makes them durable.
+    #[test]
+    fn a_failed_sync_reports_once_and_its_pages_never_become_durable() {
+        let disk = SimDisk::new(6);
+        let a = disk.open("a", OpenMode::CreateIfMissing).expect("create");
+        a.write_at(0, &[1; 2 * PAGE_BYTES]).expect("write");
+        a.sync().expect("sync");
+        disk.sync_dir().expect("sync dir");
+        a.write_at(0, &[2; PAGE_BYTES]).expect("write page 0");
+        disk.fail_next_sync();
+        assert!(a.sync().is_err(), "the error is reported");
+        a.write_at(PAGE_BYTES as u64, &[3; PAGE_BYTES])
+            .expect("write page 1");
+        a.sync().expect("reported once: the next sync succeeds");
+        assert_eq!(
+            a.read_vec_at(0, 1).expect("read"),
+            vec![2],
+            "the cache holds it"
+        );
+        let b = disk.open("b", OpenMode::CreateIfMissing).expect("b");
+        b.write_at(0, &[4; PAGE_BYTES]).expect("write b");
+        b.sync().expect("other files sync normally");
+        disk.crash(false);
+        let bytes = disk.file_bytes("a").expect("a");
+        assert_eq!(bytes[0], 1, "the failed page never reached the medium");
+        assert_eq!(bytes[PAGE_BYTES], 3, "the page written after it did");
+        let a = disk.open("a", OpenMode::Existing).expect("reopen");
+        a.write_at(0, &[5; PAGE_BYTES]).expect("rewrite");
+        a.sync().expect("sync");
+        disk.crash(false);
+        assert_eq!(
+            disk.file_bytes("a").expect("a")[0],
+            5,
+            "rewritten, it is durable"
+        );
+        assert_eq!(disk.stats().failed_syncs, 1);
+    }
+
+    #[test]
+    fn unreadable_ranges_fail_reads_until_written_again() {
+        let disk = SimDisk::new(7);
+        let a = disk.open("a", OpenMode::CreateIfMissing).expect("create");
+        a.write_at(0, &[1; 3000]).expect("write");
+        disk.fail_reads("a", 1000, 512).expect("bad sector");
+        assert!(a.read_vec_at(0, 1000).is_ok(), "before the range");
+        assert!(a.read_vec_at(1512, 100).is_ok(), "after the range");
+        let error = a.read_vec_at(900, 200).expect_err("touches the range");
+        assert_eq!(error.raw_os_error(), Some(5));
+        a.write_at(1000, &[2; 512]).expect("rewrite the sector");
+        assert_eq!(a.read_vec_at(1000, 1).expect("readable"), vec![2]);
+        assert_eq!(disk.stats().read_errors, 1);
+    }
+
+    #[test]
+    fn an_armed_power_loss_strikes_inside_an_operation_and_halts_the_disk() {
+        let disk = SimDisk::new(8);
+        let a = disk.open("a", OpenMode::CreateIfMissing).expect("create");
+        a.write_at(0, b"durable").expect("write");
+        a.sync().expect("sync");
+        disk.sync_dir().expect("sync dir");
+        disk.crash_after_operations(1, false);
+        a.write_at(0, b"LOST").expect("one operation left");
+        assert!(a.sync().is_err(), "the power loss strikes the sync");
+        assert!(disk.is_halted());
+        assert!(
+            disk.open("a", OpenMode::Existing).is_err(),
+            "off until powered on"
+        );
+        disk.power_on();
+        assert_eq!(disk.file_bytes("a").expect("a"), b"durable");
+        assert!(disk.open("a", OpenMode::Existing).is_ok());
+        assert_eq!(disk.stats().crashes_inside_operations, 1);
     }
 
     /// The paged file against a plain byte vector: any mix of writes (across page borders,

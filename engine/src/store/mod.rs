@@ -31,8 +31,8 @@ pub mod tree;
 
 pub use config::config_chain;
 pub use recordings::{
-    recording_file_name, BadChunk, BeginOutcome, ChunkOutcome, ImportInfo, PartialInfo, SyncWork,
-    VerifyReport,
+    recording_file_name, BadChunk, BeginOutcome, ChunkOutcome, DamagedExport, DamagedInfo,
+    ImportInfo, PartialInfo, RecordingCounts, SyncWork, VerifyReport,
 };
 pub use records::{
     ConfigChange, ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SessionMeta,
@@ -87,6 +87,11 @@ pub enum StoreError {
     Database { message: String },
     /// An earlier failure stopped the store; reopen it.
     Failed { first: Box<StoreError> },
+
+    // --- Local space: not terminal; nothing was written, the work can be retried. ---
+    /// A write was refused because the disk is full (a synchronous `ENOSPC`): nothing of it
+    /// reached the file, so the store goes on; the work succeeds once space is freed.
+    DiskFull { context: String },
 
     // --- Local data: found on disk, not caused by the caller. ---
     /// The data folder was written by a newer version of Dyad; run that version (or newer).
@@ -166,6 +171,11 @@ impl fmt::Display for StoreError {
                 f,
                 "the store stopped after an earlier failure ({first}); restart the service"
             ),
+            StoreError::DiskFull { context } => write!(
+                f,
+                "the disk is full while {context}; free space in the data folder's file \
+                 system, then sync again (nothing was lost)"
+            ),
             StoreError::NewerFormat { found, supported } => write!(
                 f,
                 "the data folder has format {found}, this version reads up to {supported}; \
@@ -243,9 +253,47 @@ pub(crate) fn corrupt(error: records::RecordError) -> StoreError {
     }
 }
 
+/// Where the store reads the time it stamps on what it finds (when a recording was found
+/// damaged): wall-clock milliseconds since the Unix epoch. The simulator gives its own.
+pub type StoreClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn system_clock() -> StoreClock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64)
+    })
+}
+
+/// The store's failure slot, shared by everything that commits (the syncer thread included).
+pub(crate) type FailureSlot = Arc<Mutex<Option<StoreError>>>;
+
+/// Records `error` as the store's failure unless one is recorded already; returns it.
+pub(crate) fn poison(slot: &FailureSlot, error: StoreError) -> StoreError {
+    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(error.clone());
+    }
+    error
+}
+
+/// `Err(Failed)` when the store has failed: checked before every commit.
+pub(crate) fn check_not_failed(slot: &FailureSlot) -> Result<(), StoreError> {
+    match slot.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(first) => Err(StoreError::Failed {
+            first: Box::new(first.clone()),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The state behind the store's lock.
 pub(crate) struct Inner {
     pub(crate) disk: Arc<dyn Disk>,
+    /// The same slot as [`Store`]'s: an fsync failure poisons it at once, before the lock
+    /// on the file's syncs is released.
+    pub(crate) failure: FailureSlot,
+    pub(crate) clock: StoreClock,
     /// Shared with the sync work that runs off the caller's thread ([`SyncWork`]).
     pub(crate) db: Arc<Database>,
     pub(crate) summary: SummaryIndex,
@@ -264,7 +312,7 @@ pub struct Store {
     inner: Mutex<Inner>,
     /// Shared with the sync work running off the caller's thread, which poisons the store at
     /// once when its fsync fails and checks it before it commits anything.
-    failure: Arc<Mutex<Option<StoreError>>>,
+    failure: FailureSlot,
     open_report: OpenReport,
 }
 
@@ -293,6 +341,10 @@ pub struct OpenReport {
     /// Completed recordings whose file was missing or had the wrong length: withdrawn from
     /// the catalog and marked for re-fetch.
     pub recordings_withdrawn: Vec<SessionId>,
+    /// Chunks of partial recordings whose durable bit was set but which did not verify when
+    /// recovery re-read them (a sync whose failure was never seen, a bad sector): forgotten,
+    /// to be fetched again.
+    pub partial_chunks_forgotten: u64,
 }
 
 impl Store {
@@ -329,8 +381,11 @@ impl Store {
             .create_with_backend(backend::DiskBackend::new(file))
             .map_err(db_error)?;
         let format = init_tables(&db, new_format)?;
+        let failure: FailureSlot = Arc::new(Mutex::new(None));
         let mut inner = Inner {
             disk,
+            failure: Arc::clone(&failure),
+            clock: system_clock(),
             db: Arc::new(db),
             summary: SummaryIndex::default(),
             partials: BTreeMap::new(),
@@ -341,9 +396,14 @@ impl Store {
         let open_report = recordings::recover(&mut inner)?;
         Ok(Store {
             inner: Mutex::new(inner),
-            failure: Arc::new(Mutex::new(None)),
+            failure,
             open_report,
         })
+    }
+
+    /// Replaces the clock the store stamps its findings with (the simulator's virtual time).
+    pub fn set_clock(&self, clock: StoreClock) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clock = clock;
     }
 
     /// What opening found and repaired.
@@ -421,7 +481,7 @@ impl Store {
     }
 
     /// The failure slot itself, for work that runs outside the store's calls.
-    pub(crate) fn failure_handle(&self) -> Arc<Mutex<Option<StoreError>>> {
+    pub(crate) fn failure_handle(&self) -> FailureSlot {
         Arc::clone(&self.failure)
     }
 

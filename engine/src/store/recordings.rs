@@ -8,13 +8,16 @@
 //! durable → rename to `rec-<id>.dat` → sync the folder → move the record from the partials
 //! to the catalog in one transaction. Opening the store reconciles files and records (see
 //! [`recover`]), so a crash at any step leaves each recording complete, absent, or partial and
-//! resumable. Reads verify every chunk; a damaged chunk withdraws the recording from the
-//! catalog into a partial marked for re-fetch, so it is never served as valid.
+//! resumable. Reads verify every chunk; a chunk that fails verification or cannot be read
+//! (a bad sector) makes the recording *damaged*: it leaves the catalog, is listed as damaged
+//! with its bytes kept, is never served as complete, and is fetched again from a peer that
+//! holds it (see [`DamagedInfo`]). Storage errors are classed in `docs/storage.md`: a failed
+//! fsync poisons the store, a full disk refuses the write, a read error damages one recording.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dyad_wire::{NodeId, SessionId};
@@ -34,8 +37,8 @@ use super::tree::{
     MAX_RECORDING_BYTES,
 };
 use super::{
-    corrupt, db_error, Inner, OpenReport, Store, StoreError, PARTIALS, PARTIAL_CHUNKS, SESSIONS,
-    SESSION_CVS,
+    check_not_failed, corrupt, db_error, poison, FailureSlot, Inner, OpenReport, Store, StoreError,
+    PARTIALS, PARTIAL_CHUNKS, SESSIONS, SESSION_CVS,
 };
 use crate::disk::{DiskFile, OpenMode};
 
@@ -55,12 +58,69 @@ pub(crate) struct OpenPartial {
     /// Chunks handed to a sync that runs off the caller's thread ([`Store::begin_sync`]), by
     /// ticket; durable once [`Store::finish_sync`] reports that sync done.
     syncing: BTreeMap<u64, Vec<u64>>,
+    /// Held across every fsync of this file and the commit that follows it: at most one
+    /// fsync in flight per file, so the one that Linux reports a writeback error to is the
+    /// one whose chunks it concerns, and it poisons the store before any other may commit.
+    sync_lock: Arc<Mutex<()>>,
+    /// A damaged recording whose chunks not known to be bad were kept without re-reading
+    /// them (the withdrawal had found one bad chunk): they are checked, off the store's lock,
+    /// before it can be published again ([`Store::recheck_damaged`]).
+    unchecked: bool,
 }
 
 impl OpenPartial {
+    fn new(record: PartialRecord, file: Arc<dyn DiskFile>, durable: Vec<bool>) -> OpenPartial {
+        let count = durable.len();
+        OpenPartial {
+            record,
+            file,
+            durable,
+            written: vec![false; count],
+            unsynced: 0,
+            syncing: BTreeMap::new(),
+            sync_lock: Arc::new(Mutex::new(())),
+            unchecked: false,
+        }
+    }
+
     fn missing(&self) -> u64 {
         self.durable.iter().filter(|bit| !**bit).count() as u64
     }
+}
+
+/// What reading one stored chunk found.
+enum ChunkRead {
+    Data(Vec<u8>),
+    /// The file ends before the chunk does.
+    Short,
+    /// The disk refused the read (`EIO` from a bad sector): damage to this recording.
+    Unreadable,
+}
+
+/// Re-reads and verifies the given chunks of a recording's file; returns those that fail
+/// (unreadable, short or not matching) and the bytes read. Takes no lock: callers hold a
+/// handle and chunks that are durable, which no one rewrites.
+fn check_chunks(
+    file: &dyn DiskFile,
+    cvs: &[[u8; 32]],
+    size_bytes: u64,
+    chunks: impl Iterator<Item = u64>,
+) -> (BTreeSet<u64>, u64) {
+    let mut bad = BTreeSet::new();
+    let mut bytes_checked = 0;
+    for index in chunks {
+        let good = match read_chunk_bytes(file, index, size_bytes) {
+            ChunkRead::Data(data) => {
+                bytes_checked += data.len() as u64;
+                verify_chunk(index, &data, &cvs[index as usize], size_bytes).is_ok()
+            }
+            ChunkRead::Short | ChunkRead::Unreadable => false,
+        };
+        if !good {
+            bad.insert(index);
+        }
+    }
+    (bad, bytes_checked)
 }
 
 /// What [`Store::begin_incoming`] found.
@@ -95,7 +155,9 @@ pub struct SyncWork {
     chunk_count: u64,
     /// The store's failure slot: Linux reports an fsync error once and then marks the pages
     /// clean, so after any failed fsync no later sync may commit durable bits.
-    poison: Arc<std::sync::Mutex<Option<StoreError>>>,
+    poison: FailureSlot,
+    /// The partial's one-fsync-at-a-time lock ([`OpenPartial`]).
+    sync_lock: Arc<Mutex<()>>,
 }
 
 impl SyncWork {
@@ -108,31 +170,16 @@ impl SyncWork {
     /// The bitmap is read and updated in one transaction, so syncs and the store's own
     /// commits never undo each other's bits.
     pub fn run(self) -> Result<(), StoreError> {
-        let poisoned = || {
-            self.poison
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        };
-        if let Some(first) = poisoned() {
-            return Err(StoreError::Failed {
-                first: Box::new(first),
-            });
-        }
+        let _one_fsync_per_file = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        check_not_failed(&self.poison)?;
         if let Err(error) = self.file.sync() {
-            let error = StoreError::io("syncing a recording", error);
-            let mut slot = self.poison.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                *slot = Some(error.clone());
-            }
-            return Err(error);
+            return Err(poison(
+                &self.poison,
+                StoreError::io("syncing a recording", error),
+            ));
         }
         // A failure elsewhere while this fsync ran: its success proves nothing.
-        if let Some(first) = poisoned() {
-            return Err(StoreError::Failed {
-                first: Box::new(first),
-            });
-        }
+        check_not_failed(&self.poison)?;
         // The synced chunks are not read again before publication; their page cache is
         // better spent on the next chunks (and writing those back starts now).
         self.file.drop_cached();
@@ -158,6 +205,7 @@ impl SyncWork {
                 .insert(key.as_slice(), encode_bitmap(&bits).as_slice())
                 .map_err(db_error)?;
         }
+        check_not_failed(&self.poison)?;
         write.commit().map_err(db_error)
     }
 }
@@ -168,8 +216,49 @@ pub struct PartialInfo {
     pub meta: SessionMeta,
     pub chunk_count: u64,
     pub durable_chunks: u64,
-    /// The recording was complete once and is being fetched again after damage.
-    pub refetch: bool,
+    /// When the recording, complete once, was found damaged (`Some(0)`: before times were
+    /// recorded); `None` for a recording still being received for the first time.
+    pub damaged_since_unix_ms: Option<u64>,
+}
+
+impl PartialInfo {
+    /// Whether this is a damaged recording (complete once) rather than one being received.
+    pub fn is_damaged(&self) -> bool {
+        self.damaged_since_unix_ms.is_some()
+    }
+}
+
+/// A damaged recording, as `dyad session damaged list` shows it: never served, its bytes
+/// kept, fetched again once a linked peer holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedInfo {
+    pub meta: SessionMeta,
+    pub chunk_count: u64,
+    /// The chunks not (yet) verified and durable: the damaged ones, less any re-fetched.
+    pub bad_chunks: Vec<u64>,
+    /// When it was found damaged (0: before times were recorded).
+    pub since_unix_ms: u64,
+}
+
+/// How many recordings a store holds in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordingCounts {
+    /// Verified and listed in the catalog; served.
+    pub complete: u64,
+    /// Complete once, then found damaged; listed as damaged, never served.
+    pub damaged: u64,
+    /// Being received; never listed.
+    pub partial: u64,
+}
+
+/// What [`Store::export_damaged`] wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DamagedExport {
+    pub bytes_written: u64,
+    /// Chunks that did not verify: written as they are on disk.
+    pub unverified_chunks: Vec<u64>,
+    /// Chunks the disk refused to read: written as zeros.
+    pub unreadable_chunks: Vec<u64>,
 }
 
 /// A chunk that failed verification.
@@ -177,7 +266,7 @@ pub struct PartialInfo {
 pub struct BadChunk {
     pub id: SessionId,
     pub index: u64,
-    /// Whether the recording was complete (and is now withdrawn for re-fetch).
+    /// Whether the recording was complete (and is now listed as damaged).
     pub was_complete: bool,
 }
 
@@ -229,6 +318,29 @@ fn io_error(context: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |error| StoreError::io(context, error)
 }
 
+/// For a write to a recording file: a full disk refuses the write (nothing of it reached the
+/// file, so the store goes on); any other error is terminal.
+fn write_error(context: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |error| {
+        if error.kind() == std::io::ErrorKind::StorageFull {
+            StoreError::DiskFull {
+                context: context.to_string(),
+            }
+        } else {
+            StoreError::io(context, error)
+        }
+    }
+}
+
+fn not_damaged(id: &SessionId) -> StoreError {
+    StoreError::InvalidInput {
+        problem: format!(
+            "no damaged recording {}:{}; `dyad session damaged list` shows them",
+            id.origin, id.sequence
+        ),
+    }
+}
+
 fn invalid(id: Option<SessionId>, problem: impl ToString) -> StoreError {
     StoreError::InvalidRecording {
         id,
@@ -245,6 +357,7 @@ fn commit_bitmap(inner: &Inner, id: &SessionId, bits: &[bool]) -> Result<(), Sto
             .insert(session_key(id).as_slice(), encode_bitmap(bits).as_slice())
             .map_err(db_error)?;
     }
+    check_not_failed(&inner.failure)?;
     write.commit().map_err(db_error)
 }
 
@@ -257,10 +370,16 @@ fn sync_partial(inner: &mut Inner, id: &SessionId) -> Result<(), StoreError> {
     if partial.unsynced == 0 {
         return Ok(());
     }
-    partial
-        .file
-        .sync()
-        .map_err(io_error("syncing a recording"))?;
+    let sync_lock = Arc::clone(&partial.sync_lock);
+    let _one_fsync_per_file = sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+    check_not_failed(&inner.failure)?;
+    if let Err(error) = partial.file.sync() {
+        return Err(poison(
+            &inner.failure,
+            StoreError::io("syncing a recording", error),
+        ));
+    }
+    check_not_failed(&inner.failure)?;
     // The sync covers every chunk written so far, those handed to a pending background sync
     // included.
     let mut bits: Vec<bool> = partial
@@ -300,6 +419,15 @@ fn publish_partial(inner: &mut Inner, id: &SessionId, renamed: bool) -> Result<(
         });
     }
     sync_partial(inner, id)?;
+    if inner
+        .partials
+        .get(id)
+        .is_some_and(|partial| partial.unchecked)
+    {
+        // Rare: a re-fetch finished before the check of the chunks a withdrawal kept (which
+        // runs off the lock) did; checked here, so nothing unverified is ever published.
+        recheck_locked(inner, id)?;
+    }
     let partial = inner
         .partials
         .get(id)
@@ -347,60 +475,40 @@ fn publish_partial(inner: &mut Inner, id: &SessionId, renamed: bool) -> Result<(
     Ok(())
 }
 
-/// Withdraws a complete recording whose chunks `bad` failed verification (or whose file is
-/// gone): it leaves the catalog and becomes a partial marked for re-fetch, keeping the other
-/// chunks that still verify.
-fn withdraw(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<(), StoreError> {
+/// Withdraws a complete recording whose chunks `bad` failed verification or could not be
+/// read (or whose file is gone): it leaves the catalog and becomes a damaged partial, listed
+/// as damaged, keeping its bytes and the bits of the chunks not known to be bad. O(1) in the
+/// folder's size, and it hashes nothing under the store's lock: unless `rest_checked` (the
+/// caller verified every chunk), the kept chunks are re-checked later, off the lock
+/// ([`Store::recheck_damaged`]), and in any case before the recording is published again.
+fn withdraw(
+    inner: &mut Inner,
+    id: &SessionId,
+    bad: &BTreeSet<u64>,
+    rest_checked: bool,
+) -> Result<(), StoreError> {
     let key = session_key(id);
-    let (meta, cvs) = {
-        let read = inner.db.begin_read().map_err(db_error)?;
-        let sessions = read.open_table(SESSIONS).map_err(db_error)?;
-        let Some(meta) = sessions.get(key.as_slice()).map_err(db_error)? else {
-            return Err(StoreError::NotFound { id: *id });
-        };
-        let meta = decode_session_meta(meta.value()).map_err(corrupt)?;
-        let cvs_table = read.open_table(SESSION_CVS).map_err(db_error)?;
-        let cvs = match cvs_table.get(key.as_slice()).map_err(db_error)? {
-            Some(bytes) => {
-                decode_chaining_values(bytes.value(), meta.size_bytes).map_err(corrupt)?
-            }
-            None => {
-                return Err(StoreError::CorruptRecord {
-                    problem: "a session has no chunk hash list".to_string(),
-                })
-            }
-        };
-        (meta, cvs)
+    let (meta, cvs) = read_cvs(inner, id)?.ok_or(StoreError::NotFound { id: *id })?;
+    let old_file = open_complete(inner, id)?;
+    let old_len = match &old_file {
+        Some(file) => Some(
+            file.len()
+                .map_err(io_error("reading a recording's length"))?,
+        ),
+        None => None,
     };
-    let file_exists = inner
-        .disk
-        .list()
-        .map_err(io_error("listing the data folder"))?
-        .contains(&complete_name(id));
-    // Damage rarely comes alone: the chunks not known to be bad are checked now, so that the
-    // re-fetch repairs the whole recording rather than publishing it again with damage a
-    // later read would find.
-    let old_file = if file_exists {
-        open_complete(inner, id)?
-    } else {
-        None
-    };
+    // Chunks past the file's end (a truncated file) are gone whatever was claimed.
     let bits: Vec<bool> = (0..cvs.len() as u64)
         .map(|index| {
-            !bad.contains(&index)
-                && old_file.as_ref().is_some_and(|file| {
-                    matches!(
-                        read_chunk_bytes(file.as_ref(), index, meta.size_bytes),
-                        Ok(Some(data)) if verify_chunk(index, &data, &cvs[index as usize], meta.size_bytes).is_ok()
-                    )
-                })
+            let end = ((index + 1) * CHUNK_SIZE_BYTES as u64).min(meta.size_bytes);
+            !bad.contains(&index) && old_len.is_some_and(|len| end <= len)
         })
         .collect();
     drop(old_file);
     let record = PartialRecord {
         meta,
         cvs,
-        refetch: true,
+        damaged_since_unix_ms: Some((inner.clock)()),
     };
     let write = inner.db.begin_write().map_err(db_error)?;
     {
@@ -418,47 +526,75 @@ fn withdraw(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<()
             .insert(key.as_slice(), encode_bitmap(&bits).as_slice())
             .map_err(db_error)?;
     }
+    check_not_failed(&inner.failure)?;
     write.commit().map_err(db_error)?;
     inner.summary.remove(id);
-    let file = if file_exists {
-        inner
-            .disk
-            .rename(&complete_name(id), &partial_name(id))
-            .map_err(io_error("withdrawing a damaged recording"))?;
-        let file = inner
-            .disk
-            .open(&partial_name(id), OpenMode::Existing)
-            .map_err(io_error("opening a partial recording"))?;
-        if file
-            .len()
-            .map_err(io_error("reading a recording's length"))?
-            != record.meta.size_bytes
-        {
-            file.set_len(record.meta.size_bytes)
-                .map_err(io_error("sizing a partial recording"))?;
-            file.sync()
-                .map_err(io_error("syncing a partial recording"))?;
+    let file = match old_len {
+        Some(len) => {
+            inner
+                .disk
+                .rename(&complete_name(id), &partial_name(id))
+                .map_err(io_error("withdrawing a damaged recording"))?;
+            let file = inner
+                .disk
+                .open(&partial_name(id), OpenMode::Existing)
+                .map_err(io_error("opening a partial recording"))?;
+            if len != record.meta.size_bytes {
+                file.set_len(record.meta.size_bytes)
+                    .map_err(write_error("sizing a partial recording"))?;
+                file.sync()
+                    .map_err(io_error("syncing a partial recording"))?;
+            }
+            file
         }
-        file
-    } else {
-        create_partial_file(inner, &record.meta)?
+        None => create_partial_file(inner, &record.meta)?,
     };
     inner
         .disk
         .sync_dir()
         .map_err(io_error("syncing the data folder"))?;
-    let count = bits.len();
-    inner.partials.insert(
-        *id,
-        OpenPartial {
-            record,
-            file,
-            durable: bits,
-            written: vec![false; count],
-            unsynced: 0,
-            syncing: BTreeMap::new(),
-        },
+    let mut partial = OpenPartial::new(record, file, bits);
+    partial.unchecked = !rest_checked && old_len.is_some();
+    inner.partials.insert(*id, partial);
+    Ok(())
+}
+
+/// Checks the kept chunks of a damaged partial under the lock (see [`publish_partial`]).
+fn recheck_locked(inner: &mut Inner, id: &SessionId) -> Result<(), StoreError> {
+    let Some(partial) = inner.partials.get(id) else {
+        return Ok(());
+    };
+    let kept = (0..partial.durable.len() as u64).filter(|index| partial.durable[*index as usize]);
+    let (bad, _) = check_chunks(
+        partial.file.as_ref(),
+        &partial.record.cvs,
+        partial.record.meta.size_bytes,
+        kept,
     );
+    forget_chunks(inner, id, &bad)?;
+    if let Some(partial) = inner.partials.get_mut(id) {
+        partial.unchecked = false;
+    }
+    Ok(())
+}
+
+/// Clears the durable bits of chunks `bad` of a partial (found bad by a re-read), so they
+/// are fetched again.
+fn forget_chunks(inner: &mut Inner, id: &SessionId, bad: &BTreeSet<u64>) -> Result<(), StoreError> {
+    let Some(partial) = inner.partials.get(id) else {
+        return Ok(());
+    };
+    if !bad.iter().any(|index| partial.durable[*index as usize]) {
+        return Ok(());
+    }
+    let mut bits = partial.durable.clone();
+    for index in bad {
+        bits[*index as usize] = false;
+    }
+    commit_bitmap(inner, id, &bits)?;
+    if let Some(partial) = inner.partials.get_mut(id) {
+        partial.durable = bits;
+    }
     Ok(())
 }
 
@@ -468,7 +604,7 @@ fn create_partial_file(inner: &Inner, meta: &SessionMeta) -> Result<Arc<dyn Disk
         .open(&partial_name(&meta.id), OpenMode::CreateTruncate)
         .map_err(io_error("creating a partial recording"))?;
     file.set_len(meta.size_bytes)
-        .map_err(io_error("sizing a partial recording"))?;
+        .map_err(write_error("sizing a partial recording"))?;
     file.sync()
         .map_err(io_error("syncing a partial recording"))?;
     Ok(file)
@@ -553,21 +689,23 @@ pub(crate) fn recover(inner: &mut Inner) -> Result<OpenReport, StoreError> {
                 .open(&part, OpenMode::Existing)
                 .map_err(io_error("opening a partial recording"))?
         } else {
-            // The file never became durable: start it again.
+            // The file never became durable: start it again. The cleared bits are committed
+            // before the file is made, so a crash in between never leaves bits over zeros.
+            bits.iter_mut().for_each(|bit| *bit = false);
+            commit_bitmap(inner, &id, &bits)?;
             let file = create_partial_file(inner, &record.meta)?;
             inner
                 .disk
                 .sync_dir()
                 .map_err(io_error("syncing the data folder"))?;
-            bits.iter_mut().for_each(|bit| *bit = false);
-            commit_bitmap(inner, &id, &bits)?;
             file
         };
         let len = file
             .len()
             .map_err(io_error("reading a recording's length"))?;
         if len != record.meta.size_bytes {
-            // Chunks reaching past the durable end of the file cannot be durable.
+            // Chunks reaching past the durable end of the file cannot be durable; their bits
+            // are cleared durably before the file is extended with zeros.
             let mut changed = false;
             for (index, bit) in bits.iter_mut().enumerate() {
                 let end = (index as u64 + 1) * CHUNK_SIZE_BYTES as u64;
@@ -576,26 +714,30 @@ pub(crate) fn recover(inner: &mut Inner) -> Result<OpenReport, StoreError> {
                     changed = true;
                 }
             }
-            file.set_len(record.meta.size_bytes)
-                .map_err(io_error("sizing a partial recording"))?;
-            file.sync()
-                .map_err(io_error("syncing a partial recording"))?;
             if changed {
                 commit_bitmap(inner, &id, &bits)?;
             }
+            file.set_len(record.meta.size_bytes)
+                .map_err(write_error("sizing a partial recording"))?;
+            file.sync()
+                .map_err(io_error("syncing a partial recording"))?;
         }
-        let count = bits.len();
-        inner.partials.insert(
-            id,
-            OpenPartial {
-                record,
-                file,
-                durable: bits,
-                written: vec![false; count],
-                unsynced: 0,
-                syncing: BTreeMap::new(),
-            },
-        );
+        // A set bit proves only that a sync returned success, and Linux reports a failed
+        // writeback once: a process that died before it saw the error (or an older release)
+        // may have committed bits over chunks that never reached the disk. Every durable
+        // chunk of a partial is re-verified before it counts, or is published.
+        let claimed = (0..bits.len() as u64).filter(|index| bits[*index as usize]);
+        let (bad, _) = check_chunks(file.as_ref(), &record.cvs, record.meta.size_bytes, claimed);
+        if !bad.is_empty() {
+            for index in &bad {
+                bits[*index as usize] = false;
+            }
+            commit_bitmap(inner, &id, &bits)?;
+            report.partial_chunks_forgotten += bad.len() as u64;
+        }
+        inner
+            .partials
+            .insert(id, OpenPartial::new(record, file, bits));
         if inner.partials[&id].missing() == 0 {
             publish_partial(inner, &id, renamed)?;
             // The published file must not be mistaken for an orphan below.
@@ -615,7 +757,7 @@ pub(crate) fn recover(inner: &mut Inner) -> Result<OpenReport, StoreError> {
                 == meta.size_bytes;
         if !intact {
             let bad = (0..chunk_count(meta.size_bytes)).collect();
-            withdraw(inner, &meta.id, &bad)?;
+            withdraw(inner, &meta.id, &bad, true)?;
             expected.insert(partial_name(&meta.id));
             report.recordings_withdrawn.push(meta.id);
         }
@@ -670,17 +812,17 @@ fn open_complete(inner: &Inner, id: &SessionId) -> Result<Option<Arc<dyn DiskFil
     }
 }
 
-/// Reads chunk `index` of `file`; `Ok(None)` when the file is too short (damage, not I/O).
-fn read_chunk_bytes(
-    file: &dyn DiskFile,
-    index: u64,
-    size_bytes: u64,
-) -> Result<Option<Vec<u8>>, StoreError> {
-    let len = chunk_len(index, size_bytes).map_err(|error| invalid(None, error))?;
+/// Reads chunk `index` of `file` (an index the caller checked against the chunk list). A
+/// read error is damage to this recording, never a failure of the store: on Linux a bad
+/// sector reads as `EIO` again and again until the chunk is written anew.
+fn read_chunk_bytes(file: &dyn DiskFile, index: u64, size_bytes: u64) -> ChunkRead {
+    let Ok(len) = chunk_len(index, size_bytes) else {
+        return ChunkRead::Short;
+    };
     match file.read_vec_at(index * CHUNK_SIZE_BYTES as u64, len as usize) {
-        Ok(data) => Ok(Some(data)),
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-        Err(error) => Err(StoreError::io("reading a recording", error)),
+        Ok(data) => ChunkRead::Data(data),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => ChunkRead::Short,
+        Err(_) => ChunkRead::Unreadable,
     }
 }
 
@@ -729,7 +871,7 @@ impl Store {
             let record = PartialRecord {
                 meta: *meta,
                 cvs: chunk_cvs,
-                refetch: false,
+                damaged_since_unix_ms: None,
             };
             let count = record.cvs.len();
             let key = session_key(&id);
@@ -753,17 +895,9 @@ impl Store {
                 .disk
                 .sync_dir()
                 .map_err(io_error("syncing the data folder"))?;
-            inner.partials.insert(
-                id,
-                OpenPartial {
-                    record,
-                    file,
-                    durable: vec![false; count],
-                    written: vec![false; count],
-                    unsynced: 0,
-                    syncing: BTreeMap::new(),
-                },
-            );
+            inner
+                .partials
+                .insert(id, OpenPartial::new(record, file, vec![false; count]));
             Ok(BeginOutcome::Started)
         })
     }
@@ -831,7 +965,7 @@ impl Store {
             partial
                 .file
                 .write_at(index * CHUNK_SIZE_BYTES as u64, data)
-                .map_err(io_error("writing a recording"))?;
+                .map_err(write_error("writing a recording"))?;
             if !partial.written[index as usize] {
                 partial.written[index as usize] = true;
                 partial.unsynced += 1;
@@ -904,6 +1038,7 @@ impl Store {
                 chunks,
                 chunk_count: partial.record.cvs.len() as u64,
                 poison: self.failure_handle(),
+                sync_lock: Arc::clone(&partial.sync_lock),
             })
         })
     }
@@ -949,7 +1084,7 @@ impl Store {
                     meta: partial.record.meta,
                     chunk_count: partial.record.cvs.len() as u64,
                     durable_chunks: partial.durable.iter().filter(|bit| **bit).count() as u64,
-                    refetch: partial.record.refetch,
+                    damaged_since_unix_ms: partial.record.damaged_since_unix_ms,
                 })
                 .collect())
         })
@@ -968,114 +1103,302 @@ impl Store {
         })
     }
 
-    /// Reads and verifies chunk `index` of a complete recording. A damaged chunk is never
-    /// returned: the recording is withdrawn for re-fetch and [`StoreError::ChunkCorrupt`]
-    /// returned.
+    /// Reads and verifies chunk `index` of a complete recording. A damaged chunk (one that
+    /// does not verify, or that the disk cannot read) is never returned: the recording is
+    /// withdrawn as damaged and [`StoreError::ChunkCorrupt`] returned. The read and the
+    /// hashing run off the store's lock.
     pub fn read_chunk(&self, id: &SessionId, index: u64) -> Result<Bytes, StoreError> {
-        self.run(|inner| {
+        let found = self.run(|inner| {
             let (meta, cvs) = read_cvs(inner, id)?.ok_or(StoreError::NotFound { id: *id })?;
             let cv = *cvs
                 .get(index as usize)
                 .ok_or_else(|| invalid(Some(*id), format!("chunk {index} is past the end")))?;
-            let Some(file) = open_complete(inner, id)? else {
-                let all = (0..cvs.len() as u64).collect();
-                withdraw(inner, id, &all)?;
-                return Err(StoreError::ChunkCorrupt { id: *id, index });
-            };
-            let data = read_chunk_bytes(file.as_ref(), index, meta.size_bytes)?;
-            match data {
-                Some(data) if verify_chunk(index, &data, &cv, meta.size_bytes).is_ok() => {
-                    Ok(Bytes::from(data))
-                }
-                _ => {
-                    withdraw(inner, id, &BTreeSet::from([index]))?;
-                    Err(StoreError::ChunkCorrupt { id: *id, index })
+            match open_complete(inner, id)? {
+                Some(file) => Ok(Some((meta, cv, file))),
+                None => {
+                    let all = (0..cvs.len() as u64).collect();
+                    withdraw(inner, id, &all, true)?;
+                    Ok(None)
                 }
             }
+        })?;
+        let Some((meta, cv, file)) = found else {
+            return Err(StoreError::ChunkCorrupt { id: *id, index });
+        };
+        if let ChunkRead::Data(data) = read_chunk_bytes(file.as_ref(), index, meta.size_bytes) {
+            if verify_chunk(index, &data, &cv, meta.size_bytes).is_ok() {
+                return Ok(Bytes::from(data));
+            }
+        }
+        drop(file);
+        self.run(|inner| {
+            // Still the recording that was read (not withdrawn or replaced meanwhile).
+            if read_cvs(inner, id)?.is_some_and(|(listed, _)| listed.root == meta.root) {
+                withdraw(inner, id, &BTreeSet::from([index]), false)?;
+            }
+            Ok(())
+        })?;
+        self.recheck_damaged(id)?;
+        Err(StoreError::ChunkCorrupt { id: *id, index })
+    }
+
+    /// Re-verifies the chunks a withdrawal kept without reading them (damage rarely comes
+    /// alone), off the store's lock, and forgets those that fail so the re-fetch repairs the
+    /// whole recording. Nothing to do for other recordings.
+    pub fn recheck_damaged(&self, id: &SessionId) -> Result<(), StoreError> {
+        let snapshot = self.run(|inner| {
+            Ok(inner
+                .partials
+                .get(id)
+                .filter(|partial| partial.unchecked)
+                .map(|partial| {
+                    (
+                        Arc::clone(&partial.file),
+                        partial.record.cvs.clone(),
+                        partial.record.meta.size_bytes,
+                        partial.durable.clone(),
+                    )
+                }))
+        })?;
+        let Some((file, cvs, size_bytes, kept)) = snapshot else {
+            return Ok(());
+        };
+        // Kept chunks are durable, so nobody rewrites them while this reads.
+        let claimed = (0..kept.len() as u64).filter(|index| kept[*index as usize]);
+        let (bad, _) = check_chunks(file.as_ref(), &cvs, size_bytes, claimed);
+        self.run(|inner| {
+            if !inner
+                .partials
+                .get(id)
+                .is_some_and(|partial| partial.unchecked)
+            {
+                return Ok(());
+            }
+            forget_chunks(inner, id, &bad)?;
+            if let Some(partial) = inner.partials.get_mut(id) {
+                partial.unchecked = false;
+            }
+            Ok(())
         })
     }
 
     /// Re-hashes every stored chunk (complete recordings and the durable chunks of partials)
-    /// and reports each bad one. Damaged complete recordings are withdrawn for re-fetch;
-    /// damaged chunks of partials are forgotten so they are fetched again.
+    /// and reports each bad one (failing verification or unreadable). Damaged complete
+    /// recordings are withdrawn and listed as damaged; bad chunks of partials are forgotten
+    /// so they are fetched again. Runs recording by recording, reading off the store's lock,
+    /// so replication and status go on meanwhile.
     pub fn verify_all(&self) -> Result<VerifyReport, StoreError> {
-        self.run(|inner| {
-            let mut report = VerifyReport::default();
-            let ids: Vec<SessionId> = {
-                let read = inner.db.begin_read().map_err(db_error)?;
-                let table = read.open_table(SESSIONS).map_err(db_error)?;
-                let mut ids = Vec::new();
-                for entry in table.iter().map_err(db_error)? {
-                    let (key, _) = entry.map_err(db_error)?;
-                    ids.push(decode_session_key(key.value()).map_err(corrupt)?);
-                }
-                ids
-            };
-            for id in ids {
-                let (meta, cvs) = read_cvs(inner, &id)?.ok_or(StoreError::NotFound { id })?;
-                report.recordings_checked += 1;
-                let file = open_complete(inner, &id)?;
-                let mut bad = BTreeSet::new();
-                for (index, cv) in cvs.iter().enumerate() {
-                    let index = index as u64;
-                    let data = match &file {
-                        Some(file) => read_chunk_bytes(file.as_ref(), index, meta.size_bytes)?,
-                        None => None,
-                    };
-                    report.bytes_checked += data.as_ref().map_or(0, |d| d.len() as u64);
-                    let good = data.is_some_and(|data| {
-                        verify_chunk(index, &data, cv, meta.size_bytes).is_ok()
-                    });
-                    if !good {
-                        bad.insert(index);
-                        report.bad_chunks.push(BadChunk {
-                            id,
-                            index,
-                            was_complete: true,
-                        });
-                    }
-                }
-                if !bad.is_empty() {
-                    withdraw(inner, &id, &bad)?;
-                }
+        let mut report = VerifyReport::default();
+        let ids: Vec<SessionId> = self.run(|inner| {
+            let read = inner.db.begin_read().map_err(db_error)?;
+            let table = read.open_table(SESSIONS).map_err(db_error)?;
+            let mut ids = Vec::new();
+            for entry in table.iter().map_err(db_error)? {
+                let (key, _) = entry.map_err(db_error)?;
+                ids.push(decode_session_key(key.value()).map_err(corrupt)?);
             }
-            // In session id order (a BTreeMap), like the catalog above: the bitmap writes and
-            // the report are the same in every process and every replay.
-            let partial_ids: Vec<SessionId> = inner.partials.keys().copied().collect();
-            for id in partial_ids {
+            Ok(ids)
+        })?;
+        for id in ids {
+            let found = self.run(|inner| match read_cvs(inner, &id)? {
+                Some((meta, cvs)) => Ok(Some((meta, cvs, open_complete(inner, &id)?))),
+                // Withdrawn meanwhile.
+                None => Ok(None),
+            })?;
+            let Some((meta, cvs, file)) = found else {
+                continue;
+            };
+            report.recordings_checked += 1;
+            let all = 0..cvs.len() as u64;
+            let (bad, bytes) = match &file {
+                Some(file) => check_chunks(file.as_ref(), &cvs, meta.size_bytes, all),
+                None => (all.collect(), 0),
+            };
+            drop(file);
+            report.bytes_checked += bytes;
+            if bad.is_empty() {
+                continue;
+            }
+            report.bad_chunks.extend(bad.iter().map(|index| BadChunk {
+                id,
+                index: *index,
+                was_complete: true,
+            }));
+            self.run(|inner| {
+                if read_cvs(inner, &id)?.is_some_and(|(listed, _)| listed.root == meta.root) {
+                    withdraw(inner, &id, &bad, true)?;
+                }
+                Ok(())
+            })?;
+        }
+        // In session id order (a BTreeMap), like the catalog above: the bitmap writes and
+        // the report are the same in every process and every replay.
+        let partial_ids: Vec<SessionId> =
+            self.run(|inner| Ok(inner.partials.keys().copied().collect()))?;
+        for id in partial_ids {
+            let snapshot = self.run(|inner| {
+                if !inner.partials.contains_key(&id) {
+                    return Ok(None);
+                }
                 sync_partial(inner, &id)?;
                 let partial = &inner.partials[&id];
-                report.recordings_checked += 1;
-                let size = partial.record.meta.size_bytes;
-                let mut bits = partial.durable.clone();
-                let mut changed = false;
-                for (index, cv) in partial.record.cvs.iter().enumerate() {
-                    if !bits[index] {
-                        continue;
-                    }
-                    let data = read_chunk_bytes(partial.file.as_ref(), index as u64, size)?;
-                    report.bytes_checked += data.as_ref().map_or(0, |d| d.len() as u64);
-                    if data.is_none_or(|data| verify_chunk(index as u64, &data, cv, size).is_err())
-                    {
-                        bits[index] = false;
-                        changed = true;
-                        report.bad_chunks.push(BadChunk {
-                            id,
-                            index: index as u64,
-                            was_complete: false,
-                        });
-                    }
+                Ok(Some((
+                    Arc::clone(&partial.file),
+                    partial.record.cvs.clone(),
+                    partial.record.meta.size_bytes,
+                    partial.durable.clone(),
+                )))
+            })?;
+            let Some((file, cvs, size_bytes, durable)) = snapshot else {
+                continue;
+            };
+            report.recordings_checked += 1;
+            let claimed = (0..durable.len() as u64).filter(|index| durable[*index as usize]);
+            let (bad, bytes) = check_chunks(file.as_ref(), &cvs, size_bytes, claimed);
+            drop(file);
+            report.bytes_checked += bytes;
+            report.bad_chunks.extend(bad.iter().map(|index| BadChunk {
+                id,
+                index: *index,
+                was_complete: false,
+            }));
+            self.run(|inner| {
+                forget_chunks(inner, &id, &bad)?;
+                if let Some(partial) = inner.partials.get_mut(&id) {
+                    // Every chunk it held durable at the snapshot was just checked.
+                    partial.unchecked = false;
                 }
-                if changed {
-                    commit_bitmap(inner, &id, &bits)?;
-                    inner
-                        .partials
-                        .get_mut(&id)
-                        .expect("the partial was read above under the same lock")
-                        .durable = bits;
+                Ok(())
+            })?;
+        }
+        Ok(report)
+    }
+
+    /// The damaged recordings (complete once, then found damaged), sorted by id.
+    pub fn list_damaged(&self) -> Result<Vec<DamagedInfo>, StoreError> {
+        self.run(|inner| {
+            Ok(inner
+                .partials
+                .values()
+                .filter_map(|partial| {
+                    let since_unix_ms = partial.record.damaged_since_unix_ms?;
+                    Some(DamagedInfo {
+                        meta: partial.record.meta,
+                        chunk_count: partial.record.cvs.len() as u64,
+                        bad_chunks: (0..partial.durable.len() as u64)
+                            .filter(|index| !partial.durable[*index as usize])
+                            .collect(),
+                        since_unix_ms,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    /// How many recordings are complete, damaged and being received.
+    pub fn recording_counts(&self) -> Result<RecordingCounts, StoreError> {
+        let complete = self.catalog_len()?;
+        self.run(|inner| {
+            let damaged = inner
+                .partials
+                .values()
+                .filter(|partial| partial.record.damaged_since_unix_ms.is_some())
+                .count() as u64;
+            Ok(RecordingCounts {
+                complete,
+                damaged,
+                partial: inner.partials.len() as u64 - damaged,
+            })
+        })
+    }
+
+    /// Writes the bytes of damaged recording `id` as they are on disk to `out`, so the
+    /// operator keeps what is left when no peer holds a copy: chunks that do not verify are
+    /// written as they are, chunks the disk cannot read as zeros; the report names both.
+    /// Reads off the store's lock.
+    pub fn export_damaged(
+        &self,
+        id: &SessionId,
+        out: &mut dyn std::io::Write,
+    ) -> Result<DamagedExport, StoreError> {
+        let (file, cvs, size_bytes) = self.run(|inner| {
+            let partial = inner
+                .partials
+                .get(id)
+                .filter(|partial| partial.record.damaged_since_unix_ms.is_some())
+                .ok_or_else(|| not_damaged(id))?;
+            Ok((
+                Arc::clone(&partial.file),
+                partial.record.cvs.clone(),
+                partial.record.meta.size_bytes,
+            ))
+        })?;
+        let mut export = DamagedExport::default();
+        for (index, cv) in cvs.iter().enumerate() {
+            let index = index as u64;
+            let len = chunk_len(index, size_bytes).map_err(|error| invalid(Some(*id), error))?;
+            let data = match read_chunk_bytes(file.as_ref(), index, size_bytes) {
+                ChunkRead::Data(data) => {
+                    if verify_chunk(index, &data, cv, size_bytes).is_err() {
+                        export.unverified_chunks.push(index);
+                    }
+                    data
                 }
+                ChunkRead::Short | ChunkRead::Unreadable => {
+                    export.unreadable_chunks.push(index);
+                    vec![0u8; len as usize]
+                }
+            };
+            out.write_all(&data)
+                .map_err(|error| StoreError::InvalidInput {
+                    problem: format!("cannot write the export: {error}"),
+                })?;
+            export.bytes_written += data.len() as u64;
+        }
+        Ok(export)
+    }
+
+    /// Forgets damaged recording `id`: its record and its bytes are removed. For a recording
+    /// no peer holds (export it first); if a peer does hold it, the next sync fetches it anew.
+    pub fn forget_damaged(&self, id: &SessionId) -> Result<SessionMeta, StoreError> {
+        self.run(|inner| {
+            let partial = inner
+                .partials
+                .get(id)
+                .filter(|partial| partial.record.damaged_since_unix_ms.is_some())
+                .ok_or_else(|| not_damaged(id))?;
+            if !partial.syncing.is_empty() {
+                return Err(StoreError::InvalidInput {
+                    problem: format!(
+                        "recording {}:{} is being fetched again right now; try again when the \
+                         sync has ended",
+                        id.origin, id.sequence
+                    ),
+                });
             }
-            Ok(report)
+            let meta = partial.record.meta;
+            let key = session_key(id);
+            let write = inner.db.begin_write().map_err(db_error)?;
+            {
+                let mut partials = write.open_table(PARTIALS).map_err(db_error)?;
+                partials.remove(key.as_slice()).map_err(db_error)?;
+                let mut chunks = write.open_table(PARTIAL_CHUNKS).map_err(db_error)?;
+                chunks.remove(key.as_slice()).map_err(db_error)?;
+            }
+            check_not_failed(&inner.failure)?;
+            write.commit().map_err(db_error)?;
+            inner.partials.remove(id);
+            match inner.disk.remove(&partial_name(id)) {
+                Ok(()) => {}
+                // A file with no record is an orphan the next open removes anyway.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(StoreError::io("removing a damaged recording", error)),
+            }
+            inner
+                .disk
+                .sync_dir()
+                .map_err(io_error("syncing the data folder"))?;
+            Ok(meta)
         })
     }
 
@@ -1198,7 +1521,7 @@ fn copy_and_hash_one_chunk(
         return Ok((Vec::new(), 0));
     }
     file.write_at(0, &buffer[..filled])
-        .map_err(io_error("writing an imported recording"))?;
+        .map_err(write_error("writing an imported recording"))?;
     let cv = chunk_chaining_value(0, &buffer[..filled], filled as u64);
     Ok((vec![cv], filled as u64))
 }
@@ -1240,7 +1563,7 @@ fn copy_chunks(
         }
         let index = total_len / CHUNK_SIZE_BYTES as u64;
         file.write_at(total_len, &buffer[..filled])
-            .map_err(io_error("writing an imported recording"))?;
+            .map_err(write_error("writing an imported recording"))?;
         total_len += filled as u64;
         if total_len > MAX_RECORDING_BYTES || info.expected_len.is_some_and(|len| total_len > len) {
             return Err(StoreError::ImportSource {

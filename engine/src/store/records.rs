@@ -133,9 +133,18 @@ pub use dyad_wire::SessionMeta;
 pub(crate) struct PartialRecord {
     pub meta: SessionMeta,
     pub cvs: Vec<[u8; 32]>,
-    /// Set when a published recording failed verification and must be fetched again.
-    pub refetch: bool,
+    /// Set when a published recording was found damaged (a chunk that failed verification or
+    /// could not be read): it is listed as damaged, fetched again from a peer that holds it,
+    /// and kept until then. The time it was found, when known (`Some(0)`: a store from before
+    /// the time was recorded).
+    pub damaged_since_unix_ms: Option<u64>,
 }
+
+/// The partial record's state byte: being received, damaged before the time was recorded,
+/// damaged with its time following.
+const PARTIAL_RECEIVING: u8 = 0;
+const PARTIAL_DAMAGED_UNTIMED: u8 = 1;
+const PARTIAL_DAMAGED: u8 = 2;
 
 struct Writer(Vec<u8>);
 
@@ -447,10 +456,16 @@ pub fn decode_chaining_values(bytes: &[u8], size_bytes: u64) -> Result<Vec<[u8; 
 
 pub(crate) fn encode_partial(record: &PartialRecord) -> Vec<u8> {
     let mut writer = Writer(Vec::with_capacity(
-        SESSION_META_LEN + 1 + record.cvs.len() * 32,
+        SESSION_META_LEN + 9 + record.cvs.len() * 32,
     ));
     write_meta(&mut writer, &record.meta);
-    writer.u8(u8::from(record.refetch));
+    match record.damaged_since_unix_ms {
+        None => writer.u8(PARTIAL_RECEIVING),
+        Some(since_unix_ms) => {
+            writer.u8(PARTIAL_DAMAGED);
+            writer.u64(since_unix_ms);
+        }
+    }
     for cv in &record.cvs {
         writer.0.extend_from_slice(cv);
     }
@@ -460,10 +475,19 @@ pub(crate) fn encode_partial(record: &PartialRecord) -> Vec<u8> {
 pub(crate) fn decode_partial(bytes: &[u8]) -> Result<PartialRecord, RecordError> {
     let mut reader = Reader::new(bytes, "partial recording");
     let meta = read_meta(&mut reader)?;
-    let refetch = reader.flag()?;
+    let damaged_since_unix_ms = match reader.u8()? {
+        PARTIAL_RECEIVING => None,
+        PARTIAL_DAMAGED_UNTIMED => Some(0),
+        PARTIAL_DAMAGED => Some(reader.u64()?),
+        _ => return Err(reader.error("unknown partial recording state")),
+    };
     let cvs = decode_chaining_values(reader.take(reader.bytes.len())?, meta.size_bytes)
         .map_err(|_| reader.error("chunk hash list does not match the recording size"))?;
-    Ok(PartialRecord { meta, cvs, refetch })
+    Ok(PartialRecord {
+        meta,
+        cvs,
+        damaged_since_unix_ms,
+    })
 }
 
 /// One bit per chunk, chunk 0 in the lowest bit of byte 0; unused high bits must be zero.
@@ -563,9 +587,27 @@ mod tests {
         let partial = PartialRecord {
             meta,
             cvs: vec![[1; 32], [2; 32], [3; 32]],
-            refetch: true,
+            damaged_since_unix_ms: Some(1_700_000_000_123),
         };
-        assert_eq!(decode_partial(&encode_partial(&partial)), Ok(partial));
+        assert_eq!(
+            decode_partial(&encode_partial(&partial)),
+            Ok(partial.clone())
+        );
+        let receiving = PartialRecord {
+            damaged_since_unix_ms: None,
+            ..partial.clone()
+        };
+        assert_eq!(decode_partial(&encode_partial(&receiving)), Ok(receiving));
+        // A store from before damage was timed: state byte 1, no time.
+        let mut legacy = encode_session_meta(&meta);
+        legacy.push(1);
+        for cv in &partial.cvs {
+            legacy.extend_from_slice(cv);
+        }
+        assert_eq!(
+            decode_partial(&legacy).map(|record| record.damaged_since_unix_ms),
+            Ok(Some(0))
+        );
         let conflict = ConflictRecord {
             recorded_unix_ms: 5,
             local_version: version(1, 2),
