@@ -154,7 +154,12 @@ pub fn key_set(data_dir: &Path, psk_file: &Path) -> CliResult {
     Ok(())
 }
 
-pub fn serve(data_dir: &Path, first_sync_delay_s: u64, sync_interval_s: u64) -> CliResult {
+pub fn serve(
+    data_dir: &Path,
+    first_sync_delay_s: u64,
+    sync_interval_s: u64,
+    storage_failure_exit_s: u64,
+) -> CliResult {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -166,8 +171,22 @@ pub fn serve(data_dir: &Path, first_sync_delay_s: u64, sync_interval_s: u64) -> 
         sync_interval_ms: sync_interval_s.max(1).saturating_mul(1000),
         ..ReplicaConfig::default()
     };
-    driver::serve(DataDir::new(data_dir), config, None)?;
-    Ok(())
+    let options = driver::ServeOptions {
+        storage_failure_exit_ms: (storage_failure_exit_s > 0)
+            .then(|| storage_failure_exit_s.saturating_mul(1000)),
+    };
+    match driver::serve_with(DataDir::new(data_dir), config, None, options)? {
+        driver::ServeEnd::Shutdown => Ok(()),
+        driver::ServeEnd::StorageFailed { message } => {
+            eprintln!(
+                "dyad: the store stopped after a storage failure ({message}); exiting with code \
+                 {} so the service manager restarts dyad and recovery runs; if it fails again, \
+                 check the disk (`dmesg`, SMART) before restarting",
+                driver::STORAGE_FAILURE_EXIT_CODE
+            );
+            std::process::exit(i32::from(driver::STORAGE_FAILURE_EXIT_CODE));
+        }
+    }
 }
 
 /// Sends `request` to the running appliance, or answers it offline when none runs.
@@ -194,6 +213,20 @@ fn request(
             "dyad serve ended its answer with a progress line".into(),
         )),
     }
+}
+
+/// A string field of an answer, `-` when absent.
+fn text(value: &Value, key: &str) -> String {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or("-")
+        .to_string()
+}
+
+/// A number field of an answer.
+fn number(value: &Value, key: &str) -> Option<u64> {
+    value.get(key).and_then(Value::as_u64)
 }
 
 fn print_text(value: &Value) {
@@ -333,14 +366,6 @@ pub fn status(data_dir: &Path, json: bool) -> CliResult {
         );
         return Ok(());
     }
-    let text = |value: &Value, key: &str| {
-        value
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-            .to_string()
-    };
-    let number = |value: &Value, key: &str| value.get(key).and_then(Value::as_u64);
     println!("{} ({})", text(&value, "name"), text(&value, "role"));
     println!("  epoch              {}", text(&value, "epoch"));
     println!("  software           {}", text(&value, "software"));
@@ -452,6 +477,18 @@ pub fn status(data_dir: &Path, json: bool) -> CliResult {
         "  sessions held      {}",
         number(&value, "sessions_held").unwrap_or(0)
     );
+    if let Some(recordings) = value.get("recordings").filter(|r| !r.is_null()) {
+        let damaged = number(recordings, "damaged").unwrap_or(0);
+        println!(
+            "  recordings         {} complete, {} damaged, {} being received",
+            number(recordings, "complete").unwrap_or(0),
+            damaged,
+            number(recordings, "partial").unwrap_or(0)
+        );
+        if damaged > 0 {
+            println!("  DAMAGED            {damaged} recording(s) kept but not served; see `dyad session damaged list`");
+        }
+    }
     println!("  config version     {}", text(&value, "config_version"));
     println!(
         "  bytes sent         {} (re-sent {})",
@@ -529,11 +566,119 @@ pub fn session_import(
     Ok(())
 }
 
-pub fn session_list(data_dir: &Path) -> CliResult {
+pub fn session_list(data_dir: &Path, as_json: bool) -> CliResult {
+    if as_json {
+        let value = request(data_dir, AdminRequest::SessionDetails, |_| {})?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(());
+    }
     let value = request(data_dir, AdminRequest::SessionList, |_| {})?;
     for line in value.as_array().into_iter().flatten() {
         println!("{}", line.as_str().unwrap_or_default());
     }
+    Ok(())
+}
+
+pub fn damaged_list(data_dir: &Path, as_json: bool) -> CliResult {
+    let value = request(data_dir, AdminRequest::SessionDamagedList, |_| {})?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let damaged = value.as_array().cloned().unwrap_or_default();
+    if damaged.is_empty() {
+        println!("no damaged recordings");
+        return Ok(());
+    }
+    for entry in &damaged {
+        let bad: Vec<String> = entry
+            .get("bad_chunks")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .map(|index| index.to_string())
+            .collect();
+        let since = number(entry, "damaged_since_unix_ms").unwrap_or(0);
+        println!(
+            "{} {} bytes, found damaged {}: {} of {} chunks bad ({})",
+            text(entry, "id"),
+            number(entry, "size_bytes").unwrap_or(0),
+            if since == 0 {
+                "at an unknown time".to_string()
+            } else {
+                format_time(since)
+            },
+            bad.len(),
+            number(entry, "chunk_count").unwrap_or(0),
+            bad.join(", ")
+        );
+    }
+    println!(
+        "{} damaged recording(s): never served; each is fetched again at the next sync if the \
+         peer holds it. Without a peer that does: `dyad session damaged export --session ID --out \
+         FILE`, then `dyad session damaged forget --session ID --yes`.",
+        damaged.len()
+    );
+    Ok(())
+}
+
+pub fn damaged_export(data_dir: &Path, session: String, out: PathBuf) -> CliResult {
+    let path = if out.is_absolute() {
+        out
+    } else {
+        std::env::current_dir()
+            .map_err(|error| CliError(format!("--out: {error}")))?
+            .join(out)
+    };
+    let value = request(
+        data_dir,
+        AdminRequest::SessionDamagedExport {
+            session,
+            path: path.display().to_string(),
+        },
+        |_| {},
+    )?;
+    let list = |key: &str| -> String {
+        value
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .map(|index| index.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "wrote {} bytes to {}; chunks that do not verify (as they are): [{}]; unreadable chunks \
+         (zeros): [{}]",
+        number(&value, "bytes_written").unwrap_or(0),
+        path.display(),
+        list("unverified_chunks"),
+        list("unreadable_chunks")
+    );
+    Ok(())
+}
+
+pub fn damaged_forget(data_dir: &Path, session: String, yes: bool) -> CliResult {
+    if !yes {
+        return Err(CliError(format!(
+            "forgetting {session} deletes its bytes for good; export it first if no peer holds \
+             it (`dyad session damaged export --session {session} --out FILE`), then add --yes"
+        )));
+    }
+    print_text(&request(
+        data_dir,
+        AdminRequest::SessionDamagedForget { session },
+        |_| {},
+    )?);
     Ok(())
 }
 
@@ -565,7 +710,8 @@ pub fn session_verify(data_dir: &Path) -> CliResult {
         println!("BAD {line}");
     }
     Err(CliError(format!(
-        "{} bad chunk(s); the recordings were withdrawn and will be fetched again from the peer",
+        "{} bad chunk(s); the recordings are listed as damaged (`dyad session damaged list`), \
+         never served, and fetched again from the peer if it holds them",
         bad.len()
     )))
 }

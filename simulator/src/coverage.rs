@@ -38,10 +38,22 @@ pub enum CoverageEvent {
     InstallRolledBack,
     /// A crashed install was completed at the next start.
     InstallCompletedByRecovery,
+    /// A failed fsync stopped the store (and no later sync made its chunks durable).
+    FsyncErrorStoppedTheStore,
+    /// A read hit a bad sector: one recording was damaged, the store went on.
+    ReadErrorDamagedOneRecording,
+    /// A full disk refused a write, and the store went on.
+    FullDiskRefusedWithoutStopping,
+    /// Power was lost inside a store operation (between two of its disk operations).
+    CrashInsideStoreOperation,
+    /// Power was lost inside recovery, and the next start recovered.
+    CrashInsideRecovery,
+    /// A damaged recording no peer held stayed listed as damaged, its bytes kept.
+    DamagedRecordingKeptWithoutPeer,
 }
 
 impl CoverageEvent {
-    pub const ALL: [CoverageEvent; 13] = [
+    pub const ALL: [CoverageEvent; 19] = [
         CoverageEvent::CrashDuringChunkTransfer,
         CoverageEvent::CrashDuringStoreMigration,
         CoverageEvent::SessionsOnBothSidesAtReconciliation,
@@ -55,6 +67,12 @@ impl CoverageEvent {
         CoverageEvent::ClientGateRefusedCheckIn,
         CoverageEvent::InstallRolledBack,
         CoverageEvent::InstallCompletedByRecovery,
+        CoverageEvent::FsyncErrorStoppedTheStore,
+        CoverageEvent::ReadErrorDamagedOneRecording,
+        CoverageEvent::FullDiskRefusedWithoutStopping,
+        CoverageEvent::CrashInsideStoreOperation,
+        CoverageEvent::CrashInsideRecovery,
+        CoverageEvent::DamagedRecordingKeptWithoutPeer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +92,12 @@ impl CoverageEvent {
             CoverageEvent::ClientGateRefusedCheckIn => "client_gate_refused_check_in",
             CoverageEvent::InstallRolledBack => "install_rolled_back",
             CoverageEvent::InstallCompletedByRecovery => "install_completed_by_recovery",
+            CoverageEvent::FsyncErrorStoppedTheStore => "fsync_error_stopped_the_store",
+            CoverageEvent::ReadErrorDamagedOneRecording => "read_error_damaged_one_recording",
+            CoverageEvent::FullDiskRefusedWithoutStopping => "full_disk_refused_without_stopping",
+            CoverageEvent::CrashInsideStoreOperation => "crash_inside_store_operation",
+            CoverageEvent::CrashInsideRecovery => "crash_inside_recovery",
+            CoverageEvent::DamagedRecordingKeptWithoutPeer => "damaged_recording_kept_without_peer",
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod runner;
 pub mod scenarios;
 mod scenarios_migration;
 mod scenarios_roles;
+mod scenarios_storage;
 mod scenarios_upgrade;
 pub mod shrink;
 pub mod swarm;

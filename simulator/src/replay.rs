@@ -103,6 +103,23 @@ pub fn action_text(action: &Action) -> String {
             format!("disk-full on={on} room_kib={room_kib} ms={ms}")
         }
         Action::BitFlips { on, files } => format!("bit-flips on={on} files={files}"),
+        Action::ReadErrors { on, files } => format!("read-errors on={on} files={files}"),
+        Action::CrashInside {
+            on,
+            operations,
+            tear,
+        } => format!(
+            "crash-inside on={on} operations={operations} tear={}",
+            yes_no(tear)
+        ),
+        Action::CrashInsideRecovery {
+            on,
+            operations,
+            tear,
+        } => format!(
+            "crash-inside-recovery on={on} operations={operations} tear={}",
+            yes_no(tear)
+        ),
         Action::Break { on } => format!("break on={on}"),
         Action::Reestablish { primary } => format!("reestablish primary={primary}"),
         Action::Swap { swing, ttl_ms } => {
@@ -262,6 +279,20 @@ pub fn parse_action(text: &str) -> Result<Action, String> {
         "bit-flips" => Action::BitFlips {
             on: p.side("on")?,
             files: p.number("files")?,
+        },
+        "read-errors" => Action::ReadErrors {
+            on: p.side("on")?,
+            files: p.number("files")?,
+        },
+        "crash-inside" => Action::CrashInside {
+            on: p.side("on")?,
+            operations: p.number("operations")?,
+            tear: p.flag("tear")?,
+        },
+        "crash-inside-recovery" => Action::CrashInsideRecovery {
+            on: p.side("on")?,
+            operations: p.number("operations")?,
+            tear: p.flag("tear")?,
         },
         "break" => Action::Break { on: p.side("on")? },
         "reestablish" => Action::Reestablish {

@@ -52,6 +52,26 @@ pub const SCENARIOS: &[Scenario] = &[
         run: crash_mid_transfer_resumes_without_resending,
     },
     Scenario {
+        name: "fsync_error_never_makes_unsynced_chunks_durable",
+        about: "one fsync fails mid-transfer (reported once, pages never written); restart, power loss: nothing unverified listed",
+        run: crate::scenarios_storage::fsync_error_never_makes_unsynced_chunks_durable,
+    },
+    Scenario {
+        name: "read_errors_damage_one_recording_not_the_store",
+        about: "bad sectors under backup recordings: listed damaged, the store goes on, re-fetched intact",
+        run: crate::scenarios_storage::read_errors_damage_one_recording_not_the_store,
+    },
+    Scenario {
+        name: "damaged_recording_without_a_peer_is_kept_and_shown",
+        about: "verify on a standalone appliance: the only copy stays listed as damaged with its bytes, never served",
+        run: crate::scenarios_storage::damaged_recording_without_a_peer_is_kept_and_shown,
+    },
+    Scenario {
+        name: "power_lost_inside_operations_and_recovery",
+        about: "power lost between two disk operations of a store operation, and again inside recovery",
+        run: crate::scenarios_storage::power_lost_inside_operations_and_recovery,
+    },
+    Scenario {
         name: "backup_bit_flips_detected_by_reads_and_refetched",
         about: "bits rot in the backup's recordings and a faulty sender flips chunk bits; reads detect, sync re-fetches, nothing corrupt is served",
         run: backup_bit_flips_detected_by_reads_and_refetched,
@@ -174,7 +194,7 @@ pub const SCENARIOS: &[Scenario] = &[
 ];
 
 pub(crate) const MINUTE_MS: u64 = 60_000;
-const KIB: u64 = 1024;
+pub(crate) const KIB: u64 = 1024;
 
 pub(crate) fn software() -> SoftwareVersion {
     SoftwareVersion {

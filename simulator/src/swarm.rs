@@ -64,8 +64,15 @@ pub enum FaultClass {
     ServiceRestarts,
     /// Writes failing on a disk.
     DiskWriteErrors,
-    /// fsync failing on a disk (terminal for the store).
+    /// fsync failing on a disk as Linux fails it: reported once, the pages never written
+    /// (terminal for the store until it restarts).
     FsyncErrors,
+    /// Bad sectors under stored recordings: reads of them fail with EIO.
+    ReadErrors,
+    /// Power lost inside a store operation (between two of its disk operations).
+    CrashesInsideOperations,
+    /// Power lost inside recovery, as the appliance restarts after a crash.
+    CrashesInsideRecovery,
     /// A disk running out of space.
     DiskFull,
     /// Bits rotting in stored recordings.
@@ -85,7 +92,7 @@ pub enum FaultClass {
 }
 
 impl FaultClass {
-    pub const ALL: [FaultClass; 24] = [
+    pub const ALL: [FaultClass; 27] = [
         FaultClass::NetworkResets,
         FaultClass::DelaySpikes,
         FaultClass::FaultySender,
@@ -102,6 +109,9 @@ impl FaultClass {
         FaultClass::ServiceRestarts,
         FaultClass::DiskWriteErrors,
         FaultClass::FsyncErrors,
+        FaultClass::ReadErrors,
+        FaultClass::CrashesInsideOperations,
+        FaultClass::CrashesInsideRecovery,
         FaultClass::DiskFull,
         FaultClass::BitFlips,
         FaultClass::Upgrades,
@@ -130,6 +140,9 @@ impl FaultClass {
             FaultClass::ServiceRestarts => "service-restarts",
             FaultClass::DiskWriteErrors => "disk-write-errors",
             FaultClass::FsyncErrors => "fsync-errors",
+            FaultClass::ReadErrors => "read-errors",
+            FaultClass::CrashesInsideOperations => "crashes-inside-operations",
+            FaultClass::CrashesInsideRecovery => "crashes-inside-recovery",
             FaultClass::DiskFull => "disk-full",
             FaultClass::BitFlips => "bit-flips",
             FaultClass::Upgrades => "upgrades",
@@ -249,6 +262,24 @@ pub enum Action {
     BitFlips {
         on: usize,
         files: u64,
+    },
+    /// Bad sectors under `files` recordings of `on` that the other appliance holds.
+    ReadErrors {
+        on: usize,
+        files: u64,
+    },
+    /// `on` loses power after `operations` more disk operations (Sync Now first, so that
+    /// they are likely a transfer's).
+    CrashInside {
+        on: usize,
+        operations: u64,
+        tear: bool,
+    },
+    /// `on` crashes and loses power again `operations` disk operations into recovery.
+    CrashInsideRecovery {
+        on: usize,
+        operations: u64,
+        tear: bool,
     },
     Break {
         on: usize,
@@ -512,6 +543,20 @@ impl SwarmPlan {
             FaultClass::BitFlips => Action::BitFlips {
                 on,
                 files: rng.between(1, 3),
+            },
+            FaultClass::ReadErrors => Action::ReadErrors {
+                on,
+                files: rng.between(1, 3),
+            },
+            FaultClass::CrashesInsideOperations => Action::CrashInside {
+                on,
+                operations: rng.between(0, 40 + rate * 20),
+                tear: rng.chance(1, 2),
+            },
+            FaultClass::CrashesInsideRecovery => Action::CrashInsideRecovery {
+                on,
+                operations: rng.between(0, 30 + rate),
+                tear: rng.chance(1, 2),
             },
             FaultClass::Upgrades | FaultClass::CrashesDuringUpgrade => {
                 if *upgraded {
@@ -812,6 +857,34 @@ fn act(world: &mut World, action: &Action) -> Result<Option<String>, Violation> 
             // Clients play some recordings back: reads find the damage.
             world.play_back_some(on, 2);
         }
+        Action::ReadErrors { on, files } => {
+            for _ in 0..files {
+                world.fail_replicated_recording_reads(on);
+            }
+            world.play_back_some(on, 2);
+            // Now and then the damage hits a session's only copy (not synced yet).
+            if files == 3 {
+                world.damage_only_copy(on)?;
+            }
+        }
+        Action::CrashInside {
+            on,
+            operations,
+            tear,
+        } => {
+            if let Some(backup) = backup_of(world) {
+                world.command(backup, Command::SyncNow);
+            }
+            world.arm_power_loss(on, operations, tear);
+            run(world, 30_000)?;
+            // Not struck within the while (an idle appliance): disarmed.
+            world.appliances[on].disk.disarm_crash();
+        }
+        Action::CrashInsideRecovery {
+            on,
+            operations,
+            tear,
+        } => world.crash_inside_recovery(on, operations, tear),
         Action::Break { on } => {
             tolerate(command(world, on, Command::Break, 2 * MINUTE_MS).map(|_| ()))?;
         }
@@ -1030,7 +1103,7 @@ mod tests {
             "class names are distinct"
         );
         // Every action the plans can hold, by its replay name.
-        assert_eq!(actions.len(), 25, "{actions:?}");
+        assert_eq!(actions.len(), 28, "{actions:?}");
         assert_eq!(mixes.len(), 300);
     }
 }

@@ -425,6 +425,11 @@ pub struct World {
     epoch_floor: Vec<Option<Epoch>>,
     /// Torn writes each disk had when its appliance last started.
     torn_seen: Vec<u64>,
+    /// Each appliance's disk counters when last looked at, to notice the storage faults that
+    /// fired since (for the coverage the sweep requires).
+    disk_stats_seen: Vec<dyad_engine::disk::sim::SimDiskStats>,
+    /// True time, shared with the stores' clocks (they stamp what they find with it).
+    time_cell: Arc<std::sync::atomic::AtomicU64>,
     /// Recordings a read found damaged (appliance, session), not yet seen intact again.
     damage_found: BTreeSet<(usize, SessionId)>,
     /// Sessions a corrupt chunk was sent for (receiver, session), not yet seen intact there.
@@ -478,6 +483,8 @@ impl World {
             clients: crate::clients::ClientPopulation::default(),
             epoch_floor: Vec::new(),
             torn_seen: Vec::new(),
+            disk_stats_seen: Vec::new(),
+            time_cell: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             damage_found: BTreeSet::new(),
             corrupt_sent: BTreeSet::new(),
             trace: blake3::Hasher::new(),
@@ -538,6 +545,7 @@ impl World {
         self.last_sync_seen.push(None);
         self.epoch_floor.push(None);
         self.torn_seen.push(0);
+        self.disk_stats_seen.push(Default::default());
         self.appliances.len() - 1
     }
 
@@ -618,31 +626,53 @@ impl World {
         // `dyad serve` first finishes or rolls back an install a crash interrupted.
         self.recover_install(index);
         let now = self.local_now(index);
+        let mut power_losses = 0;
+        let replica = loop {
+            let appliance = &self.appliances[index];
+            let disk = appliance.disk.clone();
+            // Power lost inside recovery (opening the store, or the replica's first reads and
+            // writes): the next start recovers from what is durable.
+            let mut lost_power = |world: &mut World, what: String| {
+                if disk.is_halted() && power_losses < 3 {
+                    power_losses += 1;
+                    disk.power_on();
+                    world.coverage.note(CoverageEvent::CrashInsideRecovery);
+                    world.trace("power-lost-in-recovery", &[index as u64]);
+                } else {
+                    panic!(
+                        "appliance {} could not start: {what}",
+                        world.appliances[index].name
+                    );
+                }
+            };
+            let store = match Store::open_or_create_with_format(
+                appliance.disk.clone(),
+                appliance.store_format_new,
+            ) {
+                Ok(store) => store,
+                Err(error) => {
+                    lost_power(self, format!("its store did not open: {error}"));
+                    continue;
+                }
+            };
+            let clock = appliance.clock;
+            let time_cell = Arc::clone(&self.time_cell);
+            store.set_clock(Arc::new(move || {
+                clock.local(time_cell.load(std::sync::atomic::Ordering::Relaxed))
+            }));
+            let node = LocalNode {
+                node_id: appliance.node_id,
+                predecessors: appliance.predecessors.clone(),
+                name: appliance.name.clone(),
+                software: appliance.software,
+                site_hostname: appliance.site_hostname.clone(),
+            };
+            match Replica::open(store, node, appliance.config.clone(), now) {
+                Ok(replica) => break replica,
+                Err(fault) => lost_power(self, format!("its replica did not open: {fault}")),
+            }
+        };
         let appliance = &mut self.appliances[index];
-        let store = match Store::open_or_create_with_format(
-            appliance.disk.clone(),
-            appliance.store_format_new,
-        ) {
-            Ok(store) => store,
-            Err(error) => panic!(
-                "appliance {} could not reopen its store: {error}",
-                appliance.name
-            ),
-        };
-        let node = LocalNode {
-            node_id: appliance.node_id,
-            predecessors: appliance.predecessors.clone(),
-            name: appliance.name.clone(),
-            software: appliance.software,
-            site_hostname: appliance.site_hostname.clone(),
-        };
-        let replica = match Replica::open(store, node, appliance.config.clone(), now) {
-            Ok(replica) => replica,
-            Err(fault) => panic!(
-                "appliance {} could not open its replica: {fault}",
-                appliance.name
-            ),
-        };
         let torn = appliance.disk.torn_files();
         let epoch = replica.state().epoch;
         appliance.replica = Some(replica);
@@ -952,6 +982,8 @@ impl World {
             }
         }
         self.now_ms = at_ms;
+        self.time_cell
+            .store(at_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A client that addresses appliance `index` directly (not through the site address).
@@ -1170,6 +1202,29 @@ impl World {
     /// (listed, and its file undamaged): a medium failing where another copy exists. Damage to
     /// the only copy of a session loses it by the hardware's doing, which no engine can undo.
     pub fn flip_replicated_recording_bits(&mut self, index: usize, count: u64) -> bool {
+        let intact_elsewhere = self.intact_elsewhere(index);
+        self.flip_bits_where(index, count, |_, name| intact_elsewhere.contains(name))
+    }
+
+    /// A recording file of appliance `index` that another appliance holds intact, drawn.
+    fn replicated_recording_file(&mut self, index: usize) -> Option<String> {
+        let intact_elsewhere = self.intact_elsewhere(index);
+        let names: Vec<String> = self.appliances[index]
+            .disk
+            .list()
+            .ok()?
+            .into_iter()
+            .filter(|name| name.starts_with("rec-") && intact_elsewhere.contains(name))
+            .collect();
+        if names.is_empty() {
+            return None;
+        }
+        let pick = self.rng.below(names.len() as u64) as usize;
+        Some(names[pick].clone())
+    }
+
+    /// The recording files other appliances list and the world never damaged there.
+    fn intact_elsewhere(&self, index: usize) -> BTreeSet<String> {
         let mut intact_elsewhere = BTreeSet::new();
         for other in (0..self.appliances.len()).filter(|other| *other != index) {
             let listed = self
@@ -1183,7 +1238,7 @@ impl World {
                 }
             }
         }
-        self.flip_bits_where(index, count, |_, name| intact_elsewhere.contains(name))
+        intact_elsewhere
     }
 
     fn flip_bits_where(
@@ -1392,7 +1447,129 @@ impl World {
                 }
             }
         }
+        self.notice_storage_faults();
         Ok(())
+    }
+
+    /// Restarts every appliance whose disk lost power inside an operation (its process is
+    /// gone), and notes the storage faults that fired since the last look.
+    fn notice_storage_faults(&mut self) {
+        for index in 0..self.appliances.len() {
+            let disk = Arc::clone(&self.appliances[index].disk);
+            if disk.is_halted() {
+                self.stop_process(index, "peer lost power");
+                disk.power_on();
+                self.trace("power-lost-inside-an-operation", &[index as u64]);
+                self.start(index);
+            }
+            let stats = disk.stats();
+            let seen = std::mem::replace(&mut self.disk_stats_seen[index], stats);
+            if stats.crashes_inside_operations > seen.crashes_inside_operations {
+                self.coverage.note(CoverageEvent::CrashInsideStoreOperation);
+            }
+            let failed = self.storage_failed(index);
+            if stats.failed_syncs > seen.failed_syncs && failed {
+                self.coverage.note(CoverageEvent::FsyncErrorStoppedTheStore);
+            }
+            if stats.read_errors > seen.read_errors && !failed && self.appliances[index].is_up() {
+                self.coverage
+                    .note(CoverageEvent::ReadErrorDamagedOneRecording);
+            }
+            if stats.full_disk_refusals > seen.full_disk_refusals && !failed {
+                self.coverage
+                    .note(CoverageEvent::FullDiskRefusedWithoutStopping);
+            }
+        }
+    }
+
+    /// Arms a power loss on appliance `index` after `operations` more disk operations: it
+    /// strikes inside whatever store operation runs then (a sync, a publication, an import).
+    pub fn arm_power_loss(&mut self, index: usize, operations: u64, tear: bool) {
+        self.trace("power-loss-armed", &[index as u64, operations]);
+        self.appliances[index]
+            .disk
+            .crash_after_operations(operations, tear);
+    }
+
+    /// Appliance `index` loses power, and loses it again after `operations` disk operations
+    /// of the restart: inside recovery.
+    pub fn crash_inside_recovery(&mut self, index: usize, operations: u64, tear: bool) {
+        if !self.appliances[index].is_up() {
+            return;
+        }
+        self.crash(index, tear);
+        self.arm_power_loss(index, operations, tear);
+        self.start(index);
+        // An armed loss recovery did not reach is not left to strike later.
+        self.appliances[index].disk.disarm_crash();
+    }
+
+    /// A client completes a session on appliance `index`, and at once, before any sync could
+    /// copy it, its only copy is damaged and an operator runs `session verify`. It must stay
+    /// listed as damaged with its bytes (the session itself is lost by the hardware's doing
+    /// and leaves the world's list of sessions that must survive). Returns whether it was.
+    pub fn damage_only_copy(&mut self, index: usize) -> Result<bool, Violation> {
+        let size = self.rng.between(1, 3 * 1024 * 1024);
+        let Some(id) = self.complete_session(index, size) else {
+            return Ok(false);
+        };
+        let name = recording_file_name(&id);
+        let disk = Arc::clone(&self.appliances[index].disk);
+        let Some(len) = disk.file_len(&name).filter(|len| *len > 0) else {
+            return Ok(false);
+        };
+        let bit = self.rng.below(len * 8);
+        if disk.flip_bit(&name, bit).is_err() {
+            return Ok(false);
+        }
+        self.trace("only-copy-damaged", &[index as u64, id.sequence, bit]);
+        let Some(store) = self.replica(index).map(|replica| replica.store()) else {
+            return Ok(false);
+        };
+        if store.verify_all().is_err() {
+            return Ok(false);
+        }
+        let kept = store
+            .list_damaged()
+            .map(|damaged| damaged.iter().any(|entry| entry.meta.id == id))
+            .unwrap_or(false);
+        if !kept {
+            return Err(Violation::new(
+                "damaged_recordings_listed",
+                format!(
+                    "{} found its only copy of {}#{} damaged but does not list it as damaged",
+                    self.appliances[index].name, id.origin, id.sequence
+                ),
+            ));
+        }
+        self.coverage
+            .note(CoverageEvent::DamagedRecordingKeptWithoutPeer);
+        if let Some(root) = self.completed_sessions.remove(&id) {
+            self.completed_sizes.remove(&id);
+            self.lost_with_hardware.insert(id, root);
+        }
+        Ok(true)
+    }
+
+    /// Makes a stretch of a recording that another appliance holds intact unreadable on
+    /// appliance `index` (a bad sector). Returns whether one was found.
+    pub fn fail_replicated_recording_reads(&mut self, index: usize) -> bool {
+        let Some(name) = self.replicated_recording_file(index) else {
+            return false;
+        };
+        let disk = Arc::clone(&self.appliances[index].disk);
+        let len = disk.file_len(&name).unwrap_or(0);
+        if len == 0 {
+            return false;
+        }
+        let offset = self.rng.below(len);
+        let span = self.rng.between(1, 64 * 1024);
+        if disk.fail_reads(&name, offset, span).is_err() {
+            return false;
+        }
+        self.trace("bad-sector", &[index as u64, offset, span]);
+        self.damaged_files.insert((index, name));
+        true
     }
 
     /// The appliance whose process handles `event`.
@@ -2431,7 +2608,9 @@ impl World {
         list.into_iter()
             .filter_map(|meta| {
                 let name = recording_file_name(&meta.id);
-                let good = disk.file_hash(&name) == Some(meta.root);
+                // Unreadable bytes are as bad as wrong ones: nobody can serve them.
+                let good =
+                    disk.file_hash(&name) == Some(meta.root) && !disk.has_unreadable_ranges(&name);
                 (!good).then_some((meta.id, name))
             })
             .collect()

@@ -81,6 +81,11 @@ enum Commands {
         /// Seconds between periodic syncs.
         #[arg(long, default_value_t = 300)]
         sync_interval_s: u64,
+        /// After a storage failure (a failed write or fsync stops the store), keep answering
+        /// status this many seconds, then exit with code 75 so the service manager restarts
+        /// dyad and recovery runs; 0 keeps it running until stopped.
+        #[arg(long, default_value_t = 60)]
+        storage_failure_exit_s: u64,
     },
     /// On the appliance meant to be primary: pair with a backup.
     Establish {
@@ -453,15 +458,57 @@ enum SessionAction {
         #[arg(long)]
         ended_unix_ms: Option<u64>,
     },
-    /// One line per session (id and content hash), sorted, to diff between appliances.
+    /// One line per session (id and content hash), sorted, to diff between appliances;
+    /// damaged recordings follow, marked DAMAGED.
     List {
         #[command(flatten)]
         dir: DataDirArg,
+        /// Print JSON objects with each session's state (complete or damaged).
+        #[arg(long)]
+        json: bool,
     },
     /// Re-hash every recording from disk and report bad chunks.
     Verify {
         #[command(flatten)]
         dir: DataDirArg,
+    },
+    /// Recordings found damaged: kept, never served, fetched again once a linked peer holds
+    /// them. Without a peer that does, export what is left or forget them.
+    Damaged {
+        #[command(subcommand)]
+        action: DamagedAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DamagedAction {
+    /// The damaged recordings, their bad chunks and when they were found.
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a damaged recording's bytes as they are on disk to a new file (unreadable
+    /// chunks as zeros; both kinds of bad chunk are named).
+    Export {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The session, as `session damaged list` prints it (`<node id>#<number>`).
+        #[arg(long)]
+        session: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Remove a damaged recording and its bytes for good (export it first if no peer holds it).
+    Forget {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long)]
+        session: String,
+        /// Confirms that the recording's bytes are to be deleted.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -559,7 +606,13 @@ fn main() -> ExitCode {
             dir,
             first_sync_delay_s,
             sync_interval_s,
-        } => cli::serve(&dir.data_dir, first_sync_delay_s, sync_interval_s),
+            storage_failure_exit_s,
+        } => cli::serve(
+            &dir.data_dir,
+            first_sync_delay_s,
+            sync_interval_s,
+            storage_failure_exit_s,
+        ),
         Commands::Establish {
             dir,
             backup,
@@ -583,8 +636,17 @@ fn main() -> ExitCode {
                 started_unix_ms,
                 ended_unix_ms,
             } => cli::session_import(&dir.data_dir, file, started_unix_ms, ended_unix_ms),
-            SessionAction::List { dir } => cli::session_list(&dir.data_dir),
+            SessionAction::List { dir, json } => cli::session_list(&dir.data_dir, json),
             SessionAction::Verify { dir } => cli::session_verify(&dir.data_dir),
+            SessionAction::Damaged { action } => match action {
+                DamagedAction::List { dir, json } => cli::damaged_list(&dir.data_dir, json),
+                DamagedAction::Export { dir, session, out } => {
+                    cli::damaged_export(&dir.data_dir, session, out)
+                }
+                DamagedAction::Forget { dir, session, yes } => {
+                    cli::damaged_forget(&dir.data_dir, session, yes)
+                }
+            },
         },
         Commands::Promote { dir, force } => cli::promote(&dir.data_dir, force),
         Commands::Demote { dir } => cli::demote(&dir.data_dir),

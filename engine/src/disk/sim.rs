@@ -103,6 +103,8 @@ pub struct SimDiskStats {
     pub crashes_inside_operations: u64,
     /// Listings of the whole folder (work that grows with the folder's size).
     pub folder_lists: u64,
+    /// Writes refused because the disk was full.
+    pub full_disk_refusals: u64,
 }
 
 /// The simulated disk. Share it as `Arc<SimDisk>`; clones of the `Arc` see the same files.
@@ -428,6 +430,16 @@ impl SimDisk {
     /// Makes the next file or directory sync fail.
     pub fn fail_next_sync(&self) {
         self.lock().fail_next_sync = true;
+    }
+
+    /// Whether file `name` has an unreadable range (a bad sector not yet written over).
+    pub fn has_unreadable_ranges(&self, name: &str) -> bool {
+        let state = self.lock();
+        state.names.get(name).is_some_and(|id| {
+            let inode = &state.inodes[id];
+            let len = inode.current.len();
+            inode.bad_ranges.iter().any(|(start, _)| *start < len)
+        })
     }
 
     /// Simulated power loss: every write, create, rename and remove that was not made durable
@@ -918,6 +930,7 @@ impl DiskFile for SimFile {
                 * PAGE_BYTES as u64;
             if growth > 0 && state.used_bytes() + growth > quota {
                 state.stats.faults_injected += 1;
+                state.stats.full_disk_refusals += 1;
                 return Err(io::Error::new(
                     io::ErrorKind::StorageFull,
                     "simulated disk is full",
@@ -935,9 +948,16 @@ impl DiskFile for SimFile {
         inode
             .failed_pages
             .retain(|page| !(first_page..last_page).contains(page));
-        inode
-            .bad_ranges
-            .retain(|(start, stop)| !(offset <= *start && *stop <= end));
+        inode.bad_ranges = std::mem::take(&mut inode.bad_ranges)
+            .into_iter()
+            .flat_map(|(start, stop)| {
+                // What the write did not cover stays unreadable.
+                let before = (start < offset).then_some((start, stop.min(offset)));
+                let after = (stop > end).then_some((start.max(end), stop));
+                before.into_iter().chain(after)
+            })
+            .filter(|(start, stop)| start < stop)
+            .collect();
         let prefix_len = data.len().min(TEAR_PREFIX_MAX_BYTES);
         inode.last_unsynced_write = Some((offset, data[..prefix_len].to_vec()));
         Ok(())
@@ -955,6 +975,26 @@ impl DiskFile for SimFile {
         let pages = (len as usize).div_ceil(PAGE_BYTES);
         inode.failed_pages.retain(|page| *page < pages);
         Ok(())
+    }
+
+    /// Linux drops clean pages on this advice, and the pages of a failed writeback are clean:
+    /// their cached content goes, and reads see what the medium holds.
+    fn drop_cached(&self) {
+        let mut state = lock_state(&self.state);
+        let Ok(inode) = state.live_inode(self.generation, self.inode) else {
+            return;
+        };
+        for page in std::mem::take(&mut inode.failed_pages) {
+            let medium = inode.durable.pages.get(page).cloned().flatten();
+            if let Some(slot) = inode.current.pages.get_mut(page) {
+                match (&slot, &medium) {
+                    (Some(_), None) => inode.current.allocated -= 1,
+                    (None, Some(_)) => inode.current.allocated += 1,
+                    _ => {}
+                }
+                *slot = medium;
+            }
+        }
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -1138,6 +1178,18 @@ mod tests {
             "rewritten, it is durable"
         );
         assert_eq!(disk.stats().failed_syncs, 1);
+        // Dropping the cache after a failed sync shows the medium without a crash.
+        let a = disk.open("a", OpenMode::Existing).expect("reopen");
+        a.write_at(0, &[6; PAGE_BYTES]).expect("write");
+        disk.fail_next_sync();
+        assert!(a.sync().is_err());
+        assert_eq!(a.read_vec_at(0, 1).expect("read"), vec![6]);
+        a.drop_cached();
+        assert_eq!(
+            a.read_vec_at(0, 1).expect("read"),
+            vec![5],
+            "the medium's bytes"
+        );
     }
 
     #[test]
@@ -1150,9 +1202,12 @@ mod tests {
         assert!(a.read_vec_at(1512, 100).is_ok(), "after the range");
         let error = a.read_vec_at(900, 200).expect_err("touches the range");
         assert_eq!(error.raw_os_error(), Some(5));
-        a.write_at(1000, &[2; 512]).expect("rewrite the sector");
-        assert_eq!(a.read_vec_at(1000, 1).expect("readable"), vec![2]);
-        assert_eq!(disk.stats().read_errors, 1);
+        a.write_at(1000, &[2; 256]).expect("rewrite half the range");
+        assert_eq!(a.read_vec_at(1000, 256).expect("readable"), vec![2; 256]);
+        assert!(a.read_vec_at(1256, 1).is_err(), "the rest is still bad");
+        a.write_at(1200, &[3; 400]).expect("rewrite the rest");
+        assert!(a.read_vec_at(0, 3000).is_ok(), "all readable again");
+        assert_eq!(disk.stats().read_errors, 2);
     }
 
     #[test]

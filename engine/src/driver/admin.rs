@@ -52,7 +52,20 @@ pub enum AdminRequest {
         ended_unix_ms: Option<u64>,
     },
     SessionList,
+    /// Every complete and damaged session as JSON objects (`session list --json`).
+    SessionDetails,
     SessionVerify,
+    /// The damaged recordings, with their bad chunks and when they were found.
+    SessionDamagedList,
+    /// Writes a damaged recording's bytes as they are to `path` (a new file).
+    SessionDamagedExport {
+        session: String,
+        path: String,
+    },
+    /// Removes a damaged recording's record and bytes.
+    SessionDamagedForget {
+        session: String,
+    },
     Conflicts,
     /// The store's part of a settings backup, read in one transaction (`backup create`).
     BackupSnapshot,

@@ -66,6 +66,32 @@ impl std::fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
+/// The exit code of `dyad serve` after a storage failure stopped its store (`EX_TEMPFAIL`):
+/// a service manager restarts it, and opening the store runs recovery, which re-verifies what
+/// it cannot prove durable. See docs/operator-guide.md.
+pub const STORAGE_FAILURE_EXIT_CODE: u8 = 75;
+
+/// How long `dyad serve` keeps answering status after its store failed, so that an operator
+/// (or monitoring) sees why, before it exits with [`STORAGE_FAILURE_EXIT_CODE`].
+pub const STORAGE_FAILURE_EXIT_DEFAULT_MS: u64 = 60_000;
+
+/// What the driver does beyond the replica's configuration.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServeOptions {
+    /// After a storage failure, exit this long after it (`None`: keep running, answering
+    /// status, until shut down).
+    pub storage_failure_exit_ms: Option<u64>,
+}
+
+/// Why `dyad serve` ended without an error of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServeEnd {
+    /// Asked to shut down.
+    Shutdown,
+    /// The store failed (a failed write or fsync) and the grace period ran out.
+    StorageFailed { message: String },
+}
+
 /// The wall clock, in milliseconds since the Unix epoch.
 pub fn wall_clock_ms() -> u64 {
     SystemTime::now()
@@ -177,6 +203,16 @@ pub fn serve(
     replica_config: ReplicaConfig,
     shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<(), ServeError> {
+    serve_with(dir, replica_config, shutdown, ServeOptions::default()).map(|_| ())
+}
+
+/// [`serve`] with the driver's own options; says why it ended.
+pub fn serve_with(
+    dir: DataDir,
+    replica_config: ReplicaConfig,
+    shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
+    options: ServeOptions,
+) -> Result<ServeEnd, ServeError> {
     // Checked before taking the lock, which would otherwise create `serve.lock` in a folder
     // that is not an appliance's (or fail on a missing folder with a confusing message).
     if !dir.settings().exists() {
@@ -271,6 +307,8 @@ pub fn serve(
             crate::update::clients::MAX_CONCURRENT_UPGRADES_DEFAULT,
         ),
         clock_seen_unix_ms: wall_clock_ms(),
+        options,
+        storage_failed_since_unix_ms: None,
     };
     let thread = std::thread::Builder::new()
         .name("dyad-replica".into())
@@ -452,10 +490,38 @@ struct ReplicaThread {
     /// Which clients may update now after an application upgrade (kept in memory: a restart
     /// forgets grants, and clients simply check in again).
     clients: crate::update::clients::ClientGate,
+    options: ServeOptions,
+    /// When the store was first seen failed (status keeps saying why until the exit).
+    storage_failed_since_unix_ms: Option<u64>,
 }
 
 impl ReplicaThread {
-    fn run(&mut self, mut inbound: mpsc::Receiver<Input>) -> Result<(), ServeError> {
+    /// After a storage failure: logs it once, and says when the grace period is over.
+    fn storage_failure_exit(&mut self, now: u64) -> Option<ServeEnd> {
+        let failure = self.replica.store().failure()?;
+        let since = *self.storage_failed_since_unix_ms.get_or_insert_with(|| {
+            match self.options.storage_failure_exit_ms {
+                Some(grace_ms) => tracing::error!(
+                    "storage failure: {failure}; replication stopped; status keeps answering for \
+                     {} s, then dyad serve exits with code {STORAGE_FAILURE_EXIT_CODE} so the \
+                     service manager restarts it and recovery runs",
+                    grace_ms / 1000
+                ),
+                None => tracing::error!(
+                    "storage failure: {failure}; replication stopped; restart the service once \
+                     the disk is checked"
+                ),
+            }
+            now
+        });
+        let grace_ms = self.options.storage_failure_exit_ms?;
+        (now.saturating_sub(since) >= grace_ms).then(|| ServeEnd::StorageFailed {
+            message: failure.to_string(),
+        })
+    }
+
+    fn run(&mut self, mut inbound: mpsc::Receiver<Input>) -> Result<ServeEnd, ServeError> {
+        let mut end = ServeEnd::Shutdown;
         while let Some(input) = inbound.blocking_recv() {
             let now = wall_clock_ms();
             match input {
@@ -516,11 +582,15 @@ impl ReplicaThread {
                 self.replica.handle_timeout(now);
             }
             self.drain(now);
+            if let Some(storage_failed) = self.storage_failure_exit(now) {
+                end = storage_failed;
+                break;
+            }
         }
         for (_, handle) in std::mem::take(&mut self.conns) {
             let _ = handle.writer.send(WriterCommand::Close(None));
         }
-        Ok(())
+        Ok(end)
     }
 
     /// Carries out the replica's actions, feeding back the events they raise, and keeps the

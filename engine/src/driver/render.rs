@@ -8,7 +8,7 @@ use dyad_wire::Role;
 use crate::appliance::Appliance;
 use crate::replica::state::{hex, role_name};
 use crate::replica::{Replica, ReplicaStore, Status, SyncProgress};
-use crate::store::Store;
+use crate::store::{DamagedInfo, Store};
 
 use super::admin::{AdminReply, AdminRequest};
 
@@ -122,7 +122,37 @@ fn session_line(meta: &crate::store::SessionMeta) -> String {
     )
 }
 
-/// Sorted one-line descriptions of every complete session: two appliances' lists diff cleanly.
+/// How a damaged recording's bad chunks read in one line: the count, and the first few.
+fn bad_chunks_text(damaged: &DamagedInfo) -> String {
+    const SHOWN: usize = 8;
+    let mut shown: Vec<String> = damaged
+        .bad_chunks
+        .iter()
+        .take(SHOWN)
+        .map(u64::to_string)
+        .collect();
+    if damaged.bad_chunks.len() > SHOWN {
+        shown.push("…".to_string());
+    }
+    format!(
+        "{} of {} chunks bad: {}",
+        damaged.bad_chunks.len(),
+        damaged.chunk_count,
+        shown.join(", ")
+    )
+}
+
+fn damaged_line(damaged: &DamagedInfo) -> String {
+    format!(
+        "{} DAMAGED since {} ({}); not served; see `dyad session damaged list`",
+        session_line(&damaged.meta),
+        damaged.since_unix_ms,
+        bad_chunks_text(damaged)
+    )
+}
+
+/// Sorted one-line descriptions of every complete session, then of every damaged one
+/// (marked DAMAGED): two appliances' lists diff cleanly, and damage shows in the diff.
 pub fn session_lines(store: &Store) -> Result<Vec<String>, String> {
     let mut lines: Vec<String> = store
         .catalog_list()
@@ -131,7 +161,110 @@ pub fn session_lines(store: &Store) -> Result<Vec<String>, String> {
         .map(session_line)
         .collect();
     lines.sort();
+    let mut damaged: Vec<String> = store
+        .list_damaged()
+        .map_err(|error| error.to_string())?
+        .iter()
+        .map(damaged_line)
+        .collect();
+    damaged.sort();
+    lines.extend(damaged);
     Ok(lines)
+}
+
+fn damaged_json(damaged: &DamagedInfo) -> Value {
+    json!({
+        "id": format!("{}#{}", damaged.meta.id.origin, damaged.meta.id.sequence),
+        "state": "damaged",
+        "root": hex(&damaged.meta.root),
+        "size_bytes": damaged.meta.size_bytes,
+        "ended_normally": damaged.meta.ended_normally,
+        "damaged_since_unix_ms": damaged.since_unix_ms,
+        "chunk_count": damaged.chunk_count,
+        "bad_chunks": damaged.bad_chunks,
+    })
+}
+
+/// Every complete and damaged session as objects with their `state`, sorted by id.
+pub fn session_details(store: &Store) -> Result<Value, String> {
+    let mut sessions: Vec<Value> = store
+        .catalog_list()
+        .map_err(|error| error.to_string())?
+        .iter()
+        .map(|meta| {
+            json!({
+                "id": format!("{}#{}", meta.id.origin, meta.id.sequence),
+                "state": "complete",
+                "root": hex(&meta.root),
+                "size_bytes": meta.size_bytes,
+                "ended_normally": meta.ended_normally,
+            })
+        })
+        .chain(
+            store
+                .list_damaged()
+                .map_err(|error| error.to_string())?
+                .iter()
+                .map(damaged_json),
+        )
+        .collect();
+    sessions.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(Value::Array(sessions))
+}
+
+/// The recording counts by state, for status.
+pub fn recording_counts(store: &Store) -> Value {
+    match store.recording_counts() {
+        Ok(counts) => json!({
+            "complete": counts.complete,
+            "damaged": counts.damaged,
+            "partial": counts.partial,
+        }),
+        Err(_) => Value::Null,
+    }
+}
+
+/// A session id as the listings print it: `<origin node id>#<sequence>`.
+pub fn parse_session_id(text: &str) -> Result<dyad_wire::SessionId, String> {
+    let problem = || {
+        format!(
+            "--session {text:?} is not a session id; use the `<node id>#<number>` that \
+             `dyad session damaged list` prints"
+        )
+    };
+    let (origin, sequence) = text.split_once('#').ok_or_else(problem)?;
+    let origin = crate::replica::state::parse_node_id(origin).map_err(|_| problem())?;
+    let sequence = sequence.parse::<u64>().map_err(|_| problem())?;
+    Ok(dyad_wire::SessionId { origin, sequence })
+}
+
+/// Writes damaged recording `session` to a new file at `path` (never over an existing one),
+/// private to this user.
+fn export_damaged(store: &Store, session: &str, path: &str) -> Result<Value, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let id = parse_session_id(session)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|error| format!("--out {path}: {error} (give a new file's path)"))?;
+    let export = match store.export_damaged(&id, &mut file) {
+        Ok(export) => export,
+        Err(error) => {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(error.to_string());
+        }
+    };
+    file.sync_all()
+        .map_err(|error| format!("--out {path}: {error}"))?;
+    Ok(json!({
+        "path": path,
+        "bytes_written": export.bytes_written,
+        "unverified_chunks": export.unverified_chunks,
+        "unreadable_chunks": export.unreadable_chunks,
+    }))
 }
 
 fn value_text(value: &[u8]) -> String {
@@ -179,6 +312,7 @@ pub fn answer_locally(
         AdminRequest::Status => {
             let mut value = status(&replica.status(now_unix_ms), appliance, wire_bytes_sent);
             value["store_format"] = json!(replica.store().format_version().ok());
+            value["recordings"] = recording_counts(replica.store());
             Ok(value)
         }
         AdminRequest::ConfigSet { key, value } => replica
@@ -210,6 +344,22 @@ pub fn answer_locally(
                 .map(|meta| json!(session_line(&meta)))
         }
         AdminRequest::SessionList => session_lines(replica.store()).map(|lines| json!(lines)),
+        AdminRequest::SessionDetails => session_details(replica.store()),
+        AdminRequest::SessionDamagedList => replica
+            .store()
+            .list_damaged()
+            .map(|damaged| Value::Array(damaged.iter().map(damaged_json).collect()))
+            .map_err(|error| error.to_string()),
+        AdminRequest::SessionDamagedExport { session, path } => {
+            export_damaged(replica.store(), &session, &path)
+        }
+        AdminRequest::SessionDamagedForget { session } => parse_session_id(&session).and_then(|id| {
+            replica
+                .store()
+                .forget_damaged(&id)
+                .map(|meta| json!(format!("forgot damaged session {}", session_line(&meta))))
+                .map_err(|error| error.to_string())
+        }),
         AdminRequest::SessionVerify => replica
             .store()
             .verify_all()
@@ -217,7 +367,7 @@ pub fn answer_locally(
                 json!({
                     "recordings_checked": report.recordings_checked,
                     "bytes_checked": report.bytes_checked,
-                    "bad_chunks": report.bad_chunks.iter().map(|bad| format!("{}#{} chunk {}{}", bad.id.origin, bad.id.sequence, bad.index, if bad.was_complete { " (withdrawn; will be fetched again)" } else { "" })).collect::<Vec<_>>(),
+                    "bad_chunks": report.bad_chunks.iter().map(|bad| format!("{}#{} chunk {}{}", bad.id.origin, bad.id.sequence, bad.index, if bad.was_complete { " (recording now listed as damaged; fetched again from the peer if it holds it)" } else { " (being received; fetched again)" })).collect::<Vec<_>>(),
                 })
             })
             .map_err(|error| error.to_string()),

@@ -372,6 +372,10 @@ impl Store {
         let file = disk
             .open(META_FILE_NAME, OpenMode::CreateIfMissing)
             .map_err(|error| StoreError::io("opening the metadata database", error))?;
+        // After a failed fsync (the previous process stopped on it), Linux keeps the pages it
+        // failed to write in the cache, marked clean: the database must be read from the
+        // medium, not from them, or it would trust commits that never reached the disk.
+        file.drop_cached();
         // The database's file name must be durable before anything in it counts.
         disk.sync_dir()
             .map_err(|error| StoreError::io("syncing the data folder", error))?;

@@ -700,6 +700,8 @@ pub(crate) fn recover(inner: &mut Inner) -> Result<OpenReport, StoreError> {
                 .map_err(io_error("syncing the data folder"))?;
             file
         };
+        // Read what the medium holds, not pages a failed writeback left in the cache.
+        file.drop_cached();
         let len = file
             .len()
             .map_err(io_error("reading a recording's length"))?;
