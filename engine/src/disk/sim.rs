@@ -369,6 +369,18 @@ impl Pages {
         }
     }
 
+    /// Puts `page` in slot `index` (if the file reaches it), keeping the allocated count.
+    fn replace_page(&mut self, index: usize, page: Option<Arc<[u8]>>) {
+        if let Some(slot) = self.pages.get_mut(index) {
+            match (slot.is_some(), page.is_some()) {
+                (true, false) => self.allocated -= 1,
+                (false, true) => self.allocated += 1,
+                _ => {}
+            }
+            *slot = page;
+        }
+    }
+
     /// Pages that differ from `other`'s (by identity: a sync shares them, a write copies).
     fn pages_differing_from(&self, other: &Pages) -> Vec<usize> {
         (0..self.pages.len())
@@ -986,14 +998,7 @@ impl DiskFile for SimFile {
         };
         for page in std::mem::take(&mut inode.failed_pages) {
             let medium = inode.durable.pages.get(page).cloned().flatten();
-            if let Some(slot) = inode.current.pages.get_mut(page) {
-                match (&slot, &medium) {
-                    (Some(_), None) => inode.current.allocated -= 1,
-                    (None, Some(_)) => inode.current.allocated += 1,
-                    _ => {}
-                }
-                *slot = medium;
-            }
+            inode.current.replace_page(page, medium);
         }
     }
 
@@ -1018,15 +1023,8 @@ impl DiskFile for SimFile {
         let mut durable = inode.current.clone();
         for page in &inode.failed_pages {
             // What the medium holds there: the last durable content, or nothing.
-            let old = inode.durable.pages.get(*page).cloned().flatten();
-            if let Some(slot) = durable.pages.get_mut(*page) {
-                match (&slot, &old) {
-                    (Some(_), None) => durable.allocated -= 1,
-                    (None, Some(_)) => durable.allocated += 1,
-                    _ => {}
-                }
-                *slot = old;
-            }
+            let medium = inode.durable.pages.get(*page).cloned().flatten();
+            durable.replace_page(*page, medium);
         }
         inode.durable = durable;
         inode.last_unsynced_write = None;

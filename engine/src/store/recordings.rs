@@ -171,15 +171,7 @@ impl SyncWork {
     /// commits never undo each other's bits.
     pub fn run(self) -> Result<(), StoreError> {
         let _one_fsync_per_file = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
-        check_not_failed(&self.poison)?;
-        if let Err(error) = self.file.sync() {
-            return Err(poison(
-                &self.poison,
-                StoreError::io("syncing a recording", error),
-            ));
-        }
-        // A failure elsewhere while this fsync ran: its success proves nothing.
-        check_not_failed(&self.poison)?;
+        fsync_or_poison(self.file.as_ref(), &self.poison)?;
         // The synced chunks are not read again before publication; their page cache is
         // better spent on the next chunks (and writing those back starts now).
         self.file.drop_cached();
@@ -208,6 +200,20 @@ impl SyncWork {
         check_not_failed(&self.poison)?;
         write.commit().map_err(db_error)
     }
+}
+
+/// Fsyncs a recording file, to be called with its sync lock held: refuses if the store has
+/// failed, poisons it at once if this fsync fails, and refuses if it failed meanwhile (then
+/// this fsync's success proves nothing). Returns Ok only when the caller may commit.
+fn fsync_or_poison(file: &dyn DiskFile, failure: &FailureSlot) -> Result<(), StoreError> {
+    check_not_failed(failure)?;
+    if let Err(error) = file.sync() {
+        return Err(poison(
+            failure,
+            StoreError::io("syncing a recording", error),
+        ));
+    }
+    check_not_failed(failure)
 }
 
 /// A partial recording, for listing.
@@ -372,14 +378,7 @@ fn sync_partial(inner: &mut Inner, id: &SessionId) -> Result<(), StoreError> {
     }
     let sync_lock = Arc::clone(&partial.sync_lock);
     let _one_fsync_per_file = sync_lock.lock().unwrap_or_else(|p| p.into_inner());
-    check_not_failed(&inner.failure)?;
-    if let Err(error) = partial.file.sync() {
-        return Err(poison(
-            &inner.failure,
-            StoreError::io("syncing a recording", error),
-        ));
-    }
-    check_not_failed(&inner.failure)?;
+    fsync_or_poison(partial.file.as_ref(), &inner.failure)?;
     // The sync covers every chunk written so far, those handed to a pending background sync
     // included.
     let mut bits: Vec<bool> = partial
