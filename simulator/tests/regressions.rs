@@ -119,3 +119,14 @@ fn swarm_heal_restarts_a_store_that_stopped_late() {
 fn swarm_heal_reads_recordings_once_the_stores_are_healthy() {
     replay_passes("swarm-5940-reads-after-stores-healthy.replay");
 }
+
+/// Swarm seed 1000254, shrunk: bad sectors under the primary's copies of sessions the backup
+/// held, then the backup moved to new hardware. The world counted the primary's unreadable
+/// copies as intact (their bytes still hashed to the root), so it expected sessions that only
+/// damaged media held; and a bad range reaching past a file's end was never written over, so
+/// it counted as damage forever. Fix (the world): unreadable files are not intact, and only
+/// unreadable bytes inside the file count.
+#[test]
+fn swarm_unreadable_copies_are_not_counted_as_surviving() {
+    replay_passes("swarm-1000254-bad-sector-only-copy-after-migration.replay");
+}

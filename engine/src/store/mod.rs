@@ -100,8 +100,9 @@ pub enum StoreError {
     OlderFormat { found: u64, oldest: u64 },
     /// A stored record does not follow its layout (disk corruption or tampering).
     CorruptRecord { problem: String },
-    /// A chunk of a stored recording failed verification; the recording was withdrawn from
-    /// the catalog and marked to be fetched again from the peer.
+    /// A chunk of a stored recording failed verification or could not be read; the recording
+    /// was withdrawn from the catalog and is listed as damaged, to be fetched again from a
+    /// peer that holds it.
     ChunkCorrupt { id: SessionId, index: u64 },
 
     // --- Caller or peer input: nothing was changed. ---
@@ -191,8 +192,9 @@ impl fmt::Display for StoreError {
             }
             StoreError::ChunkCorrupt { id, index } => write!(
                 f,
-                "chunk {index} of recording {}:{} is damaged on disk; the recording is marked \
-                 to be fetched again from the peer",
+                "chunk {index} of recording {}:{} is damaged on disk (it does not verify or \
+                 cannot be read); the recording is listed as damaged and fetched again from the \
+                 peer if it holds it",
                 id.origin, id.sequence
             ),
             StoreError::IdConflict { id, .. } => write!(
