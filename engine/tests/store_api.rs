@@ -1026,3 +1026,32 @@ fn chunks_hashed_by_the_caller_are_checked_against_the_chunk_list() {
         .write_chunk_hashed(&small_meta.id, 0, &small, Some(chunk_subtree_cv(0, &small)))
         .expect("verified in full");
 }
+
+/// The time of the last configuration change is recorded in the change's own transaction,
+/// whichever way the change came (a write here, changes or a snapshot from the peer), by the
+/// store's clock: the install's settings-backup check needs no polling to know it.
+#[test]
+fn every_configuration_change_records_its_time() {
+    let (_, primary) = sim_store(40);
+    let (_, backup) = sim_store(41);
+    assert_eq!(primary.config_changed_unix_ms().expect("read"), None);
+    primary.set_clock(Arc::new(|| 5_000));
+    primary.config_set("a", b"1", epoch(1)).expect("set");
+    assert_eq!(primary.config_changed_unix_ms().expect("read"), Some(5_000));
+    backup.set_clock(Arc::new(|| 6_000));
+    let changes = primary
+        .config_changes_since(CONFIG_VERSION_ZERO)
+        .expect("changes")
+        .expect("continuous");
+    backup.config_apply_changes(&changes).expect("apply");
+    assert_eq!(backup.config_changed_unix_ms().expect("read"), Some(6_000));
+    backup.set_clock(Arc::new(|| 7_000));
+    backup
+        .config_replace(&primary.config_snapshot().expect("snapshot"), None)
+        .expect("replace");
+    assert_eq!(backup.config_changed_unix_ms().expect("read"), Some(7_000));
+    // A refused write records nothing.
+    primary.set_clock(Arc::new(|| 9_000));
+    assert!(primary.config_set("a", b"2", epoch(0)).is_err());
+    assert_eq!(primary.config_changed_unix_ms().expect("read"), Some(5_000));
+}

@@ -363,6 +363,8 @@ fn a_relationship_a_running_serve_a_missing_backup_or_vendor_key_refuse() {
     // The configuration changed and no backup was taken since.
     {
         let store = open_store(&dir);
+        // The store records the change's time in the change's own transaction.
+        store.set_clock(std::sync::Arc::new(|| 1_000));
         store
             .config_set(
                 "site/retention_days",
@@ -373,7 +375,7 @@ fn a_relationship_a_running_serve_a_missing_backup_or_vendor_key_refuse() {
                 },
             )
             .expect("config");
-        update::note_config_change(&store, 1_000).expect("note");
+        assert_eq!(store.config_changed_unix_ms().expect("read"), Some(1_000));
     }
     let no_check = InstallOptions {
         skip_backup_check: false,

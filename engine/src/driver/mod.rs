@@ -526,11 +526,8 @@ impl ReplicaThread {
             let now = wall_clock_ms();
             match input {
                 Input::Shutdown => break,
-                Input::Tick => {
-                    // Keeps the time of the last configuration change for the update's
-                    // settings-backup check; a failure here shows in the store's own status.
-                    let _ = crate::update::note_config_change(self.replica.store(), now);
-                }
+                // A tick only wakes the loop for the replica's timers (below).
+                Input::Tick => {}
                 Input::Net(event) => {
                     let known = match &event {
                         Event::Received { conn, .. }

@@ -318,14 +318,12 @@ pub fn answer_locally(
         AdminRequest::ConfigSet { key, value } => replica
             .write_config(&key, Some(value.as_bytes()))
             .map(|version| {
-                let _ = crate::update::note_config_change(replica.store(), now_unix_ms);
                 json!(format!("{key} set (version {}#{})", version.epoch, version.sequence))
             })
             .map_err(|error| error.to_string()),
         AdminRequest::ConfigDelete { key } => replica
             .write_config(&key, None)
             .map(|version| {
-                let _ = crate::update::note_config_change(replica.store(), now_unix_ms);
                 json!(format!("{key} deleted (version {}#{})", version.epoch, version.sequence))
             })
             .map_err(|error| error.to_string()),

@@ -110,6 +110,19 @@ fn set_state(
     Ok(())
 }
 
+/// Where the time of the last change to the site configuration is kept (8 bytes, little-endian
+/// milliseconds since the Unix epoch by the store's clock), written in the transaction of the
+/// change itself: the install's settings-backup check reads it (`update::check_backup`).
+const CHANGED_KEY: &str = "changed_unix_ms";
+
+fn note_changed(write: &WriteTransaction, now_unix_ms: u64) -> Result<(), StoreError> {
+    let mut table = write.open_table(CONFIG_STATE).map_err(db_error)?;
+    table
+        .insert(CHANGED_KEY, now_unix_ms.to_le_bytes().as_slice())
+        .map_err(db_error)?;
+    Ok(())
+}
+
 /// A logged change with its chain; `None` when the store logged it before chains were kept.
 fn read_logged(
     chains: &impl ReadableTable<u64, &'static [u8]>,
@@ -195,6 +208,26 @@ impl Store {
     }
 
     /// One configuration value.
+    /// When the site configuration last changed here (a write, or changes or a snapshot
+    /// applied from the peer), by the store's clock; `None` if never since this was recorded.
+    pub fn config_changed_unix_ms(&self) -> Result<Option<u64>, StoreError> {
+        self.run(|inner| {
+            let read = inner.db.begin_read().map_err(db_error)?;
+            let state = read.open_table(CONFIG_STATE).map_err(db_error)?;
+            let Some(bytes) = state.get(CHANGED_KEY).map_err(db_error)? else {
+                return Ok(None);
+            };
+            let bytes: [u8; 8] =
+                bytes
+                    .value()
+                    .try_into()
+                    .map_err(|_| StoreError::CorruptRecord {
+                        problem: "the configuration's change time is not 8 bytes".to_string(),
+                    })?;
+            Ok(Some(u64::from_le_bytes(bytes)))
+        })
+    }
+
     pub fn config_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
         self.run(|inner| {
@@ -269,6 +302,7 @@ impl Store {
                 },
             )?;
             compact(&write)?;
+            note_changed(&write, (inner.clock)())?;
             write.commit().map_err(db_error)?;
             Ok(Some(version))
         })
@@ -395,6 +429,7 @@ impl Store {
             }
             set_state(&write, VERSION_KEY, &snapshot.version)?;
             set_state(&write, FLOOR_KEY, &snapshot.version)?;
+            note_changed(&write, (inner.clock)())?;
             write.commit().map_err(db_error)?;
             Ok(number)
         })
@@ -451,6 +486,7 @@ impl Store {
                 apply_change(&write, change)?;
             }
             compact(&write)?;
+            note_changed(&write, (inner.clock)())?;
             write.commit().map_err(db_error)
         })
     }

@@ -37,8 +37,7 @@ use dyad_wire::{Role, SoftwareVersion};
 
 use crate::appliance::{parse_version, Appliance, DataDir};
 use crate::disk::real::RealDisk;
-use crate::replica::state::{hex, role_name, ReplicaState};
-use crate::store::records::encode_config_version;
+use crate::replica::state::{role_name, ReplicaState};
 use crate::store::replica_port::REPLICA_STATE_KEY;
 use crate::store::{Store, StoreError, CONFIG_VERSION_ZERO, FORMAT_VERSION};
 
@@ -288,37 +287,12 @@ fn lock(dir: &DataDir) -> Result<crate::driver::ServeLock, UpdateError> {
 // ---------------------------------------------------------------------------------------------
 // Settings-backup check
 
+/// What an older release noted under [`CONFIG_CHANGED_KEY`] (read for stores it wrote).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigChanged {
     version: String,
     unix_ms: u64,
-}
-
-/// Records when the site configuration was first seen at its current version. Called by the
-/// running appliance on every tick and after each configuration command, and by the install
-/// check itself, so the recorded time is at most a tick after the real change (and never
-/// earlier). Writes only when the version moved.
-pub fn note_config_change(store: &Store, now_unix_ms: u64) -> Result<(), StoreError> {
-    let version = store.config_version()?;
-    if version == CONFIG_VERSION_ZERO {
-        return Ok(());
-    }
-    let version_hex = hex(&encode_config_version(&version));
-    let seen = store
-        .local_get(CONFIG_CHANGED_KEY)?
-        .and_then(|bytes| serde_json::from_slice::<ConfigChanged>(&bytes).ok());
-    if seen.is_some_and(|seen| seen.version == version_hex) {
-        return Ok(());
-    }
-    let record = ConfigChanged {
-        version: version_hex,
-        unix_ms: now_unix_ms,
-    };
-    store.local_set(
-        CONFIG_CHANGED_KEY,
-        &serde_json::to_vec(&record).expect("a struct of a string and a number serializes"),
-    )
 }
 
 /// When the last settings backup was taken, if ever. Accepts decimal text or a JSON number;
@@ -334,15 +308,29 @@ pub fn last_backup_unix_ms(store: &Store) -> Result<Option<u64>, StoreError> {
     }))
 }
 
+/// When the site configuration last changed: recorded by the store in the transaction of the
+/// change; for a store from before that, the time an older release noted under
+/// [`CONFIG_CHANGED_KEY`]; for a written configuration with neither, `now_unix_ms` (so that a
+/// backup is asked for). `None` when the configuration was never written.
+fn last_config_change_unix_ms(store: &Store, now_unix_ms: u64) -> Result<Option<u64>, StoreError> {
+    if let Some(changed) = store.config_changed_unix_ms()? {
+        return Ok(Some(changed));
+    }
+    if store.config_version()? == CONFIG_VERSION_ZERO {
+        return Ok(None);
+    }
+    let noted = store
+        .local_get(CONFIG_CHANGED_KEY)?
+        .and_then(|bytes| serde_json::from_slice::<ConfigChanged>(&bytes).ok())
+        .map(|record| record.unix_ms);
+    Ok(Some(noted.unwrap_or(now_unix_ms)))
+}
+
 /// Refuses unless a settings backup was taken since the last configuration change.
 pub fn check_backup(store: &Store, now_unix_ms: u64) -> Result<(), UpdateError> {
-    note_config_change(store, now_unix_ms).map_err(store_error)?;
-    let Some(bytes) = store.local_get(CONFIG_CHANGED_KEY).map_err(store_error)? else {
+    let Some(changed) = last_config_change_unix_ms(store, now_unix_ms).map_err(store_error)? else {
         return Ok(()); // the configuration was never written: nothing to lose
     };
-    let changed = serde_json::from_slice::<ConfigChanged>(&bytes)
-        .map(|record| record.unix_ms)
-        .unwrap_or(now_unix_ms);
     let backup = last_backup_unix_ms(store).map_err(store_error)?;
     if backup.is_some_and(|taken| taken >= changed) {
         return Ok(());
