@@ -93,7 +93,7 @@ fn backup_round_trips_and_records_when_it_was_taken() {
     assert_eq!(mode, 0o600);
     let store = dyad_engine::driver::open_store(&DataDir::new(&old)).expect("store");
     let taken = store
-        .local_get(backup::LAST_BACKUP_KEY)
+        .local_get(backup::LAST_BACKUP_TAKEN_KEY)
         .expect("read")
         .expect("the time of the backup is recorded");
     assert!(

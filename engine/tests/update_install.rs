@@ -14,7 +14,7 @@ use dyad_engine::store::replica_port::REPLICA_STATE_KEY;
 use dyad_engine::store::{ImportInfo, Store};
 use dyad_engine::update::{
     self, build_package, download_key, InstallOptions, PackageKind, UpdateError, VendorSecretKey,
-    BACKUP_LAST_TAKEN_KEY,
+    LAST_BACKUP_TAKEN_KEY,
 };
 use dyad_wire::{Epoch, NodeId, Role, SoftwareVersion, Version};
 
@@ -384,11 +384,11 @@ fn a_relationship_a_running_serve_a_missing_backup_or_vendor_key_refuse() {
     assert!(error.to_string().contains("--skip-backup-check"), "{error}");
     // A backup older than the change does not count; a newer one (text or JSON) does.
     open_store(&dir)
-        .local_set(BACKUP_LAST_TAKEN_KEY, b"999")
+        .local_set(LAST_BACKUP_TAKEN_KEY, b"999")
         .expect("old backup");
     assert!(update::install_file(&dir, &base, no_check, 2_000).is_err());
     open_store(&dir)
-        .local_set(BACKUP_LAST_TAKEN_KEY, b" 1500\n")
+        .local_set(LAST_BACKUP_TAKEN_KEY, b" 1500\n")
         .expect("new backup");
     assert_eq!(snapshot(&dir).1, 1);
 

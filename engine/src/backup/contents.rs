@@ -38,7 +38,7 @@ pub const HIGH_WATER_MARKS_MAX: usize = 10_000;
 /// The longest text field (PEM, settings, replica state).
 pub const TEXT_FIELD_BYTES_MAX: usize = 256 * 1024;
 /// The appliance-local key holding the replica's state (failover settings).
-pub const REPLICA_STATE_KEY: &str = crate::store::replica_port::REPLICA_STATE_KEY;
+pub use crate::store::local_keys::REPLICA_STATE_KEY;
 
 /// The store's part of a backup: what [`crate::store::Store::settings_read`] returns, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]

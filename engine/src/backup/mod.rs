@@ -33,9 +33,7 @@ pub use contents::{
 };
 pub use envelope::{Envelope, EnvelopeError, FileKind, KdfParams, OpenError};
 
-/// The appliance-local key where the time of the last settings backup is kept (decimal
-/// milliseconds since the Unix epoch); the upgrade check reads it.
-pub const LAST_BACKUP_KEY: &str = "backup/last_taken_unix_ms";
+pub use crate::store::local_keys::LAST_BACKUP_TAKEN_KEY;
 /// A passphrase file, at most.
 pub const PASSPHRASE_FILE_BYTES_MAX: u64 = 4096;
 /// The shortest passphrase a new file is sealed with.

@@ -18,7 +18,7 @@ use dyad_wire::Role;
 use crate::appliance::{Appliance, DataDir};
 use crate::replica::state::{role_name, ReplicaState};
 
-use super::{BackupError, LAST_BACKUP_KEY, REPLICA_STATE_KEY};
+use super::{BackupError, LAST_BACKUP_TAKEN_KEY, REPLICA_STATE_KEY};
 
 /// What a reset is asked to do.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,7 +87,9 @@ pub fn factory_reset(dir: &DataDir, options: ResetOptions) -> Result<ResetReport
             .map(|bytes| ReplicaState::from_json(&bytes))
             .transpose()
             .map_err(BackupError::Io)?;
-        let last_backup = store.local_get(LAST_BACKUP_KEY).map_err(store_error)?;
+        let last_backup = store
+            .local_get(LAST_BACKUP_TAKEN_KEY)
+            .map_err(store_error)?;
         let sessions = store.catalog_len().map_err(store_error)?;
         let config_entries = store.config_list("").map_err(store_error)?.len();
         (state, last_backup, sessions, config_entries)
@@ -226,7 +228,7 @@ mod tests {
         assert!(refused.to_string().contains("no settings backup"));
         crate::driver::open_store(&dir)
             .expect("store")
-            .local_set(LAST_BACKUP_KEY, b"1")
+            .local_set(LAST_BACKUP_TAKEN_KEY, b"1")
             .expect("mark");
         let unconfirmed = ResetOptions {
             confirmed: false,

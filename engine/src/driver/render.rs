@@ -373,7 +373,7 @@ pub fn answer_locally(
         AdminRequest::BackupSnapshot => backup_snapshot(replica.store()),
         AdminRequest::BackupRecorded { taken_unix_ms } => replica
             .store()
-            .local_set(crate::backup::LAST_BACKUP_KEY, taken_unix_ms.to_string().as_bytes())
+            .local_set(crate::store::local_keys::LAST_BACKUP_TAKEN_KEY, taken_unix_ms.to_string().as_bytes())
             .map(|()| json!("recorded"))
             .map_err(|error| error.to_string()),
         AdminRequest::Establish { .. }

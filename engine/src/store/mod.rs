@@ -22,6 +22,7 @@ use crate::disk::{Disk, OpenMode};
 mod backend;
 mod catalog;
 pub(crate) mod config;
+pub mod local_keys;
 mod recordings;
 pub mod records;
 pub mod replica_port;

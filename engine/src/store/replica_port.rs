@@ -22,8 +22,7 @@ use crate::replica::ports::{
     ReplicaStore, StoreFault,
 };
 
-/// Where the replica keeps its own state in the appliance-local namespace.
-pub const REPLICA_STATE_KEY: &str = "replica/state";
+pub use super::local_keys::REPLICA_STATE_KEY;
 
 fn fault(error: StoreError) -> StoreFault {
     StoreFault {

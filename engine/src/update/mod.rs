@@ -48,10 +48,7 @@ pub use package::{
 
 /// File name suffix of update packages in a folder.
 pub const PACKAGE_SUFFIX: &str = ".dyadpkg";
-/// Where the settings-backup command records when it last ran (decimal text or a JSON number).
-pub const BACKUP_LAST_TAKEN_KEY: &str = "backup/last_taken_unix_ms";
-/// Where the time of the last observed configuration change is kept (appliance-local).
-pub const CONFIG_CHANGED_KEY: &str = "update/config_changed";
+pub use crate::store::local_keys::{LAST_BACKUP_TAKEN_KEY, LEGACY_CONFIG_CHANGED_KEY};
 /// Most package files looked at in one folder.
 pub const FOLDER_PACKAGES_MAX: usize = 1000;
 /// Largest journal or report file read.
@@ -287,7 +284,7 @@ fn lock(dir: &DataDir) -> Result<crate::driver::ServeLock, UpdateError> {
 // ---------------------------------------------------------------------------------------------
 // Settings-backup check
 
-/// What an older release noted under [`CONFIG_CHANGED_KEY`] (read for stores it wrote).
+/// What an older release noted under [`LEGACY_CONFIG_CHANGED_KEY`] (read for stores it wrote).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigChanged {
@@ -298,7 +295,7 @@ struct ConfigChanged {
 /// When the last settings backup was taken, if ever. Accepts decimal text or a JSON number;
 /// anything else counts as no backup.
 pub fn last_backup_unix_ms(store: &Store) -> Result<Option<u64>, StoreError> {
-    Ok(store.local_get(BACKUP_LAST_TAKEN_KEY)?.and_then(|bytes| {
+    Ok(store.local_get(LAST_BACKUP_TAKEN_KEY)?.and_then(|bytes| {
         let text = std::str::from_utf8(&bytes).ok()?.trim();
         text.parse::<u64>().ok().or_else(|| {
             serde_json::from_str::<serde_json::Value>(text)
@@ -310,7 +307,7 @@ pub fn last_backup_unix_ms(store: &Store) -> Result<Option<u64>, StoreError> {
 
 /// When the site configuration last changed: recorded by the store in the transaction of the
 /// change; for a store from before that, the time an older release noted under
-/// [`CONFIG_CHANGED_KEY`]; for a written configuration with neither, `now_unix_ms` (so that a
+/// [`LEGACY_CONFIG_CHANGED_KEY`]; for a written configuration with neither, `now_unix_ms` (so that a
 /// backup is asked for). `None` when the configuration was never written.
 fn last_config_change_unix_ms(store: &Store, now_unix_ms: u64) -> Result<Option<u64>, StoreError> {
     if let Some(changed) = store.config_changed_unix_ms()? {
@@ -320,7 +317,7 @@ fn last_config_change_unix_ms(store: &Store, now_unix_ms: u64) -> Result<Option<
         return Ok(None);
     }
     let noted = store
-        .local_get(CONFIG_CHANGED_KEY)?
+        .local_get(LEGACY_CONFIG_CHANGED_KEY)?
         .and_then(|bytes| serde_json::from_slice::<ConfigChanged>(&bytes).ok())
         .map(|record| record.unix_ms);
     Ok(Some(noted.unwrap_or(now_unix_ms)))
