@@ -421,6 +421,10 @@ impl<S: ReplicaStore> Replica<S> {
             let chunk_indexes: Vec<u32> = transfer.pending.drain(..take).collect();
             transfer.in_flight.extend(chunk_indexes.iter().copied());
             job.in_flight_chunks += take;
+            debug_assert!(
+                job.in_flight_chunks <= window,
+                "asked for more chunks than the window holds"
+            );
             messages.push(Message::FetchChunks(FetchChunks {
                 id: *id,
                 chunk_indexes,

@@ -438,6 +438,10 @@ fn publish_partial(inner: &mut Inner, id: &SessionId, renamed: bool) -> Result<(
             missing_chunks: missing,
         });
     }
+    debug_assert!(
+        partial.durable.iter().all(|bit| *bit) && partial.syncing.is_empty() && !partial.unchecked,
+        "a recording is published only with every chunk verified and durable"
+    );
     let record = partial.record.clone();
     if !renamed {
         inner
