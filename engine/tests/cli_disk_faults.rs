@@ -9,8 +9,8 @@
 //!   verify` lists it as damaged, the store keeps serving (no storage failure), and once the
 //!   sector reads again the next Sync Now fetches it again from the primary.
 //!
-//! Needs root, `/dev/fuse` and `fusermount3` (CI installs `fuse3` and sets
-//! `DYAD_REQUIRE_FUSE`); elsewhere it says why and skips.
+//! Needs root and `/dev/fuse` (CI, running as root, sets `DYAD_REQUIRE_FUSE`, so there it
+//! fails rather than skips); elsewhere it says why and skips.
 
 mod common;
 

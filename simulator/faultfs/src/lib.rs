@@ -6,7 +6,8 @@
 //! It serves one flat folder (Dyad's store folder holds no subfolders), which keeps it small:
 //! inodes are file names, handles are open files of the backing folder. All I/O bypasses the
 //! kernel's page cache (`FOPEN_DIRECT_IO`), so a read the rules fail always reaches us.
-//! Mounting needs root (or FUSE permissions), `/dev/fuse` and `fusermount3` (package `fuse3`).
+//! Mounting needs root and `/dev/fuse` (fuser then calls `mount(2)` itself; without root it
+//! would need `fusermount3`, package `fuse3`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -651,19 +652,14 @@ impl Drop for Mounted {
     }
 }
 
-/// Why FUSE cannot be used here, if it cannot: not root, no `/dev/fuse`, or no `fusermount3`.
+/// Why FUSE cannot be used here, if it cannot: not root, or no `/dev/fuse`. (As root, fuser
+/// opens `/dev/fuse` and calls `mount(2)` itself; `fusermount3` is not needed.)
 pub fn unavailable() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
         return Some("not running as root".into());
     }
     if !Path::new("/dev/fuse").exists() {
         return Some("/dev/fuse is absent".into());
-    }
-    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join("fusermount3").exists())
-    });
-    if !on_path {
-        return Some("fusermount3 is not installed (apt-get install -y fuse3)".into());
     }
     None
 }

@@ -1,6 +1,6 @@
 //! The filesystem through the real kernel: plain I/O passes through to the backing folder,
 //! and the rules make `read(2)` and `fsync(2)` fail with `EIO` exactly where they say.
-//! Needs root, `/dev/fuse` and `fusermount3`; without them it says why and skips, unless
+//! Needs root and `/dev/fuse`; without them it says why and skips, unless
 //! `DYAD_REQUIRE_FUSE` is set (CI), where it fails instead.
 
 use std::fs::OpenOptions;
