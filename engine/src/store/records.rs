@@ -461,6 +461,8 @@ pub(crate) fn encode_partial(record: &PartialRecord) -> Vec<u8> {
     write_meta(&mut writer, &record.meta);
     match record.damaged_since_unix_ms {
         None => writer.u8(PARTIAL_RECEIVING),
+        // 0 is "found damaged at an unknown time", the untimed state of older stores.
+        Some(0) => writer.u8(PARTIAL_DAMAGED_UNTIMED),
         Some(since_unix_ms) => {
             writer.u8(PARTIAL_DAMAGED);
             writer.u64(since_unix_ms);
@@ -478,7 +480,10 @@ pub(crate) fn decode_partial(bytes: &[u8]) -> Result<PartialRecord, RecordError>
     let damaged_since_unix_ms = match reader.u8()? {
         PARTIAL_RECEIVING => None,
         PARTIAL_DAMAGED_UNTIMED => Some(0),
-        PARTIAL_DAMAGED => Some(reader.u64()?),
+        PARTIAL_DAMAGED => match reader.u64()? {
+            0 => return Err(reader.error("a damaged recording's time of 0 is written untimed")),
+            since_unix_ms => Some(since_unix_ms),
+        },
         _ => return Err(reader.error("unknown partial recording state")),
     };
     let cvs = decode_chaining_values(reader.take(reader.bytes.len())?, meta.size_bytes)
@@ -608,6 +613,17 @@ mod tests {
             decode_partial(&legacy).map(|record| record.damaged_since_unix_ms),
             Ok(Some(0))
         );
+        // One encoding per record (the fuzz target's rule): an unknown time is written
+        // untimed, and a timed state with time 0 is refused.
+        let untimed = decode_partial(&legacy).expect("legacy");
+        assert_eq!(encode_partial(&untimed), legacy);
+        let mut timed_zero = encode_session_meta(&meta);
+        timed_zero.push(2);
+        timed_zero.extend_from_slice(&0u64.to_le_bytes());
+        for cv in &partial.cvs {
+            timed_zero.extend_from_slice(cv);
+        }
+        assert!(decode_partial(&timed_zero).is_err());
         let conflict = ConflictRecord {
             recorded_unix_ms: 5,
             local_version: version(1, 2),
