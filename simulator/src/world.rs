@@ -1467,6 +1467,13 @@ impl World {
             if stats.crashes_inside_operations > seen.crashes_inside_operations {
                 self.coverage.note(CoverageEvent::CrashInsideStoreOperation);
             }
+            let fired = stats.failed_syncs > seen.failed_syncs
+                || stats.read_errors > seen.read_errors
+                || stats.full_disk_refusals > seen.full_disk_refusals;
+            if !fired {
+                // The store's status is not cheap; it is only asked when a fault fired.
+                continue;
+            }
             let failed = self.storage_failed(index);
             if stats.failed_syncs > seen.failed_syncs && failed {
                 self.coverage.note(CoverageEvent::FsyncErrorStoppedTheStore);

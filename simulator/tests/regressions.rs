@@ -130,3 +130,14 @@ fn swarm_heal_reads_recordings_once_the_stores_are_healthy() {
 fn swarm_unreadable_copies_are_not_counted_as_surviving() {
     replay_passes("swarm-1000254-bad-sector-only-copy-after-migration.replay");
 }
+
+/// Swarm seed 1004325, shrunk: both appliances moved to new hardware (each restored from its
+/// settings backup, each with a predecessor), with a forced promotion and a break between.
+/// Each side sent `Successor` whenever it classified a link, and re-classified a link whenever
+/// a `Successor` arrived from an already re-pinned peer: on a link neither could bind (the
+/// roles did not match), the two echoed `Successor` at the same instant for ever, on every new
+/// link, and the run never advanced. Fix (the replica): `Successor` is sent once per link.
+#[test]
+fn two_restored_appliances_do_not_echo_successor_notices() {
+    replay_passes("swarm-1004325-two-restored-appliances-successor-echo.replay");
+}

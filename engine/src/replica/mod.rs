@@ -272,6 +272,10 @@ struct Link {
     kind: LinkKind,
     /// Whether this side opened it.
     outbound: bool,
+    /// Whether this appliance (restored onto new hardware) told the peer on this link whom it
+    /// succeeds. Once per link: a link is classified again whenever a `Successor` arrives, and
+    /// two restored appliances would otherwise echo the notice for ever.
+    successor_sent: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -806,6 +810,7 @@ impl<S: ReplicaStore> Replica<S> {
                         handshake: handshake.clone(),
                         kind: LinkKind::Verifying { request },
                         outbound: true,
+                        successor_sent: false,
                     },
                 );
                 self.verify_connected(now_unix_ms, conn, request, handshake)
@@ -820,6 +825,7 @@ impl<S: ReplicaStore> Replica<S> {
                         handshake,
                         kind: LinkKind::Unbound,
                         outbound: is_outbound,
+                        successor_sent: false,
                     },
                 );
                 self.classify_link(now_unix_ms, conn);
@@ -860,7 +866,12 @@ impl<S: ReplicaStore> Replica<S> {
             );
             return;
         }
-        if !self.node.predecessors.is_empty() {
+        let tell_successor = !self.node.predecessors.is_empty()
+            && self
+                .links
+                .get_mut(&conn)
+                .is_some_and(|link| !std::mem::replace(&mut link.successor_sent, true));
+        if tell_successor {
             // Restored onto new hardware: first of all, tell the peer whom this succeeds, so
             // it re-pins before anything else on this link reaches it.
             self.send(
@@ -1359,6 +1370,7 @@ impl<S: ReplicaStore> Replica<S> {
                     epoch,
                 },
                 outbound: true,
+                successor_sent: false,
             },
         );
         self.send(
