@@ -93,13 +93,16 @@ pub fn install_duration_ms(stored_bytes: u64) -> u64 {
 impl World {
     fn open_stopped_store(&self, index: usize) -> Result<Store, Violation> {
         let appliance = &self.appliances[index];
-        Store::open_or_create_with_format(appliance.disk.clone(), appliance.store_format_new)
-            .map_err(|error| {
+        let store =
+            Store::open_or_create_with_format(appliance.disk.clone(), appliance.store_format_new)
+                .map_err(|error| {
                 violation(
                     "install_atomic",
                     format!("{}'s store does not open: {error}", appliance.name),
                 )
-            })
+            })?;
+        store.set_clock(self.store_clock(index));
+        Ok(store)
     }
 
     /// Installs `to` (needing store format `to_store_format`) on stopped appliance `index`,
@@ -356,6 +359,7 @@ impl World {
         let disk = SimDisk::sharing_pages(self.rng.next_u64(), Arc::clone(&self.page_pool));
         let store = Store::open(disk.clone())
             .map_err(|error| violation("restore", format!("a fresh store: {error}")))?;
+        store.set_clock(self.store_clock(index));
         // New hardware is a new node succeeding the old one, as `dyad backup restore` makes it.
         let mut node = [0u8; 16];
         self.rng.fill(&mut node);

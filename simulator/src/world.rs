@@ -655,11 +655,7 @@ impl World {
                     continue;
                 }
             };
-            let clock = appliance.clock;
-            let time_cell = Arc::clone(&self.time_cell);
-            store.set_clock(Arc::new(move || {
-                clock.local(time_cell.load(std::sync::atomic::Ordering::Relaxed))
-            }));
+            store.set_clock(self.store_clock(index));
             let node = LocalNode {
                 node_id: appliance.node_id,
                 predecessors: appliance.predecessors.clone(),
@@ -1449,6 +1445,15 @@ impl World {
         }
         self.notice_storage_faults();
         Ok(())
+    }
+
+    /// Appliance `index`'s clock as its stores' clock (the world's time as that appliance's
+    /// clock reads it): every store the world opens is given it, as the driver gives the wall
+    /// clock.
+    pub(crate) fn store_clock(&self, index: usize) -> dyad_engine::store::StoreClock {
+        let clock = self.appliances[index].clock;
+        let time_cell = Arc::clone(&self.time_cell);
+        Arc::new(move || clock.local(time_cell.load(std::sync::atomic::Ordering::Relaxed)))
     }
 
     /// Restarts every appliance whose disk lost power inside an operation (its process is

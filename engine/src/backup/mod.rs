@@ -385,6 +385,7 @@ fn build_folder(
             .map_err(io(format!("creating {}", dir.store().display())))?;
         let store =
             Store::open(Arc::new(disk)).map_err(|error| BackupError::Io(error.to_string()))?;
+        store.set_clock(crate::driver::wall_store_clock());
         contents
             .store
             .restore_into(&store, old_node, node)

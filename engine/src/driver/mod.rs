@@ -92,6 +92,12 @@ pub enum ServeEnd {
     StorageFailed { message: String },
 }
 
+/// The wall clock as the store's clock ([`crate::store::StoreClock`]): every store the
+/// operator's processes open is given it.
+pub fn wall_store_clock() -> crate::store::StoreClock {
+    Arc::new(wall_clock_ms)
+}
+
 /// The wall clock, in milliseconds since the Unix epoch.
 pub fn wall_clock_ms() -> u64 {
     SystemTime::now()
@@ -193,8 +199,10 @@ pub fn open_store(dir: &DataDir) -> Result<Store, ServeError> {
             dir.store().display()
         ))
     })?;
-    Store::open(Arc::new(disk))
-        .map_err(|error| ServeError(format!("cannot open the store: {error}")))
+    let store = Store::open(Arc::new(disk))
+        .map_err(|error| ServeError(format!("cannot open the store: {error}")))?;
+    store.set_clock(wall_store_clock());
+    Ok(store)
 }
 
 /// Runs `dyad serve` until `shutdown` fires (or forever). Returns once everything stopped.

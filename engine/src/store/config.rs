@@ -115,11 +115,20 @@ fn set_state(
 /// change itself: the install's settings-backup check reads it (`update::check_backup`).
 const CHANGED_KEY: &str = "changed_unix_ms";
 
-fn note_changed(write: &WriteTransaction, now_unix_ms: u64) -> Result<(), StoreError> {
+/// Records the change's time, or, for a store given no clock, removes any older time (so
+/// that no stale time claims the configuration unchanged since).
+fn note_changed(write: &WriteTransaction, now_unix_ms: Option<u64>) -> Result<(), StoreError> {
     let mut table = write.open_table(CONFIG_STATE).map_err(db_error)?;
-    table
-        .insert(CHANGED_KEY, now_unix_ms.to_le_bytes().as_slice())
-        .map_err(db_error)?;
+    match now_unix_ms {
+        Some(now_unix_ms) => {
+            table
+                .insert(CHANGED_KEY, now_unix_ms.to_le_bytes().as_slice())
+                .map_err(db_error)?;
+        }
+        None => {
+            table.remove(CHANGED_KEY).map_err(db_error)?;
+        }
+    }
     Ok(())
 }
 
@@ -302,7 +311,7 @@ impl Store {
                 },
             )?;
             compact(&write)?;
-            note_changed(&write, (inner.clock)())?;
+            note_changed(&write, inner.now_unix_ms())?;
             write.commit().map_err(db_error)?;
             Ok(Some(version))
         })
@@ -429,7 +438,7 @@ impl Store {
             }
             set_state(&write, VERSION_KEY, &snapshot.version)?;
             set_state(&write, FLOOR_KEY, &snapshot.version)?;
-            note_changed(&write, (inner.clock)())?;
+            note_changed(&write, inner.now_unix_ms())?;
             write.commit().map_err(db_error)?;
             Ok(number)
         })
@@ -486,7 +495,7 @@ impl Store {
                 apply_change(&write, change)?;
             }
             compact(&write)?;
-            note_changed(&write, (inner.clock)())?;
+            note_changed(&write, inner.now_unix_ms())?;
             write.commit().map_err(db_error)
         })
     }

@@ -256,17 +256,11 @@ pub(crate) fn corrupt(error: records::RecordError) -> StoreError {
     }
 }
 
-/// Where the store reads the time it stamps on what it finds (when a recording was found
-/// damaged): wall-clock milliseconds since the Unix epoch. The simulator gives its own.
+/// Where the store reads the time it stamps on what it records (when a recording was found
+/// damaged, when the configuration changed): wall-clock milliseconds since the Unix epoch.
+/// The store never reads a clock itself: the driver gives the wall clock
+/// (`driver::wall_store_clock`), the simulator its world's time.
 pub type StoreClock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-fn system_clock() -> StoreClock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_millis() as u64)
-    })
-}
 
 /// The store's failure slot, shared by everything that commits (the syncer thread included).
 pub(crate) type FailureSlot = Arc<Mutex<Option<StoreError>>>;
@@ -290,13 +284,22 @@ pub(crate) fn check_not_failed(slot: &FailureSlot) -> Result<(), StoreError> {
     }
 }
 
+impl Inner {
+    /// The store's clock's time, if it was given one.
+    pub(crate) fn now_unix_ms(&self) -> Option<u64> {
+        self.clock.as_ref().map(|clock| clock())
+    }
+}
+
 /// The state behind the store's lock.
 pub(crate) struct Inner {
     pub(crate) disk: Arc<dyn Disk>,
     /// The same slot as [`Store`]'s: an fsync failure poisons it at once, before the lock
     /// on the file's syncs is released.
     pub(crate) failure: FailureSlot,
-    pub(crate) clock: StoreClock,
+    /// `None` until given ([`Store::set_clock`]): damage is then found at an unknown time (0)
+    /// and configuration changes leave no time (the install then asks for a backup).
+    pub(crate) clock: Option<StoreClock>,
     /// Shared with the sync work that runs off the caller's thread ([`SyncWork`]).
     pub(crate) db: Arc<Database>,
     pub(crate) summary: SummaryIndex,
@@ -392,7 +395,7 @@ impl Store {
         let mut inner = Inner {
             disk,
             failure: Arc::clone(&failure),
-            clock: system_clock(),
+            clock: None,
             db: Arc::new(db),
             summary: SummaryIndex::default(),
             partials: BTreeMap::new(),
@@ -410,7 +413,7 @@ impl Store {
 
     /// Replaces the clock the store stamps its findings with (the simulator's virtual time).
     pub fn set_clock(&self, clock: StoreClock) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clock = clock;
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clock = Some(clock);
     }
 
     /// What opening found and repaired.

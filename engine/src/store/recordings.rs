@@ -511,7 +511,7 @@ fn withdraw(
     let record = PartialRecord {
         meta,
         cvs,
-        damaged_since_unix_ms: Some((inner.clock)()),
+        damaged_since_unix_ms: Some(inner.now_unix_ms().unwrap_or(0)),
     };
     let write = inner.db.begin_write().map_err(db_error)?;
     {

@@ -268,7 +268,9 @@ fn open_store(dir: &DataDir) -> Result<Store, UpdateError> {
     let disk = RealDisk::new(dir.store()).map_err(|error| {
         UpdateError::Local(format!("cannot open {}: {error}", dir.store().display()))
     })?;
-    Store::open(Arc::new(disk)).map_err(store_error)
+    let store = Store::open(Arc::new(disk)).map_err(store_error)?;
+    store.set_clock(crate::driver::wall_store_clock());
+    Ok(store)
 }
 
 fn lock(dir: &DataDir) -> Result<crate::driver::ServeLock, UpdateError> {
