@@ -86,6 +86,33 @@ impl OpenPartial {
     fn missing(&self) -> u64 {
         self.durable.iter().filter(|bit| !**bit).count() as u64
     }
+
+    /// What an off-lock re-check of its durable chunks needs.
+    fn snapshot(&self) -> PartialSnapshot {
+        PartialSnapshot {
+            file: Arc::clone(&self.file),
+            cvs: self.record.cvs.clone(),
+            size_bytes: self.record.meta.size_bytes,
+            durable: self.durable.clone(),
+        }
+    }
+}
+
+/// A partial's file and chunk list at one moment, to re-read its durable chunks without the
+/// store's lock (durable chunks are never rewritten, so the read races with nothing).
+struct PartialSnapshot {
+    file: Arc<dyn DiskFile>,
+    cvs: Vec<[u8; 32]>,
+    size_bytes: u64,
+    durable: Vec<bool>,
+}
+
+impl PartialSnapshot {
+    /// The durable chunks that fail to verify, and the bytes read.
+    fn check_durable(&self) -> (BTreeSet<u64>, u64) {
+        let durable = (0..self.durable.len() as u64).filter(|index| self.durable[*index as usize]);
+        check_chunks(self.file.as_ref(), &self.cvs, self.size_bytes, durable)
+    }
 }
 
 /// What reading one stored chunk found.
@@ -567,13 +594,7 @@ fn recheck_locked(inner: &mut Inner, id: &SessionId) -> Result<(), StoreError> {
     let Some(partial) = inner.partials.get(id) else {
         return Ok(());
     };
-    let kept = (0..partial.durable.len() as u64).filter(|index| partial.durable[*index as usize]);
-    let (bad, _) = check_chunks(
-        partial.file.as_ref(),
-        &partial.record.cvs,
-        partial.record.meta.size_bytes,
-        kept,
-    );
+    let (bad, _) = partial.snapshot().check_durable();
     forget_chunks(inner, id, &bad)?;
     if let Some(partial) = inner.partials.get_mut(id) {
         partial.unchecked = false;
@@ -1156,21 +1177,13 @@ impl Store {
                 .partials
                 .get(id)
                 .filter(|partial| partial.unchecked)
-                .map(|partial| {
-                    (
-                        Arc::clone(&partial.file),
-                        partial.record.cvs.clone(),
-                        partial.record.meta.size_bytes,
-                        partial.durable.clone(),
-                    )
-                }))
+                .map(OpenPartial::snapshot))
         })?;
-        let Some((file, cvs, size_bytes, kept)) = snapshot else {
+        let Some(snapshot) = snapshot else {
             return Ok(());
         };
-        // Kept chunks are durable, so nobody rewrites them while this reads.
-        let claimed = (0..kept.len() as u64).filter(|index| kept[*index as usize]);
-        let (bad, _) = check_chunks(file.as_ref(), &cvs, size_bytes, claimed);
+        let (bad, _) = snapshot.check_durable();
+        drop(snapshot);
         self.run(|inner| {
             if !inner
                 .partials
@@ -1246,21 +1259,14 @@ impl Store {
                     return Ok(None);
                 }
                 sync_partial(inner, &id)?;
-                let partial = &inner.partials[&id];
-                Ok(Some((
-                    Arc::clone(&partial.file),
-                    partial.record.cvs.clone(),
-                    partial.record.meta.size_bytes,
-                    partial.durable.clone(),
-                )))
+                Ok(Some(inner.partials[&id].snapshot()))
             })?;
-            let Some((file, cvs, size_bytes, durable)) = snapshot else {
+            let Some(snapshot) = snapshot else {
                 continue;
             };
             report.recordings_checked += 1;
-            let claimed = (0..durable.len() as u64).filter(|index| durable[*index as usize]);
-            let (bad, bytes) = check_chunks(file.as_ref(), &cvs, size_bytes, claimed);
-            drop(file);
+            let (bad, bytes) = snapshot.check_durable();
+            drop(snapshot);
             report.bytes_checked += bytes;
             report.bad_chunks.extend(bad.iter().map(|index| BadChunk {
                 id,
