@@ -261,6 +261,24 @@ fn lab() -> Lab {
     }
 }
 
+/// Waits until the node's status shows the link to its peer up.
+fn wait_for_link(node: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.status()["link"].is_null() {
+        assert!(Instant::now() < deadline, "the link did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the node's status shows the given role.
+fn wait_for_role(node: &Node, role: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.status()["role"] != role {
+        assert!(Instant::now() < deadline, "the role did not become {role}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn assert_upgraded(node: &Node) {
     let text = ok(&["update", "status", "--data-dir", node.d()]);
     assert!(
@@ -303,7 +321,12 @@ fn synchronous_upgrade_primary_first_keeps_its_role() {
         "{refused}"
     );
     a.start();
-    ok(&["break", "--data-dir", a.d()]);
+    // Break while the link is up, so the backup is told at once: `a` is stopped right after,
+    // and an appliance told later would still refuse its install (as it should).
+    wait_for_link(&a);
+    let broken = ok(&["break", "--data-dir", a.d()]);
+    assert!(broken.contains("was told"), "{broken}");
+    wait_for_role(&b, "standalone");
 
     // The primary first: stop, install, start, verify.
     a.stop();
@@ -369,7 +392,9 @@ fn asynchronous_upgrade_backup_first_becomes_primary() {
     a.session(4);
     ok(&["sync-now", "--data-dir", b.d()]);
     assert_eq!(b.sessions().len(), 4);
-    ok(&["break", "--data-dir", b.d()]);
+    let broken = ok(&["break", "--data-dir", b.d()]);
+    assert!(broken.contains("was told"), "{broken}");
+    wait_for_role(&a, "standalone");
 
     // Upgrade the backup while the old primary keeps serving the site.
     b.stop();
