@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dyad_engine::transport::{
+use dyad_node::transport::{
     client_config, connect, keygen, server_config, Acceptor, Identity, LocalHello, TransportConfig,
 };
 use dyad_wire::{Epoch, NodeId, Role, SoftwareVersion, Version};

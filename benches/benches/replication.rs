@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dyad_benches::appliances::{admin, free_port, start, stop, Running};
-use dyad_engine::appliance::{build_software_version, Appliance, DataDir, InitOptions};
-use dyad_engine::driver;
-use dyad_engine::driver::admin::AdminRequest;
-use dyad_engine::transport::{client_config, keygen, server_config, Identity};
+use dyad_node::appliance::{build_software_version, Appliance, DataDir, InitOptions};
+use dyad_node::driver;
+use dyad_node::driver::admin::AdminRequest;
+use dyad_node::transport::{client_config, keygen, server_config, Identity};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -219,7 +219,7 @@ fn raw_tls(files: &[(PathBuf, u64)], write_to: Option<&Path>) -> Duration {
             .await
             .expect("connect");
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(dyad_engine::transport::TLS_SERVER_NAME)
+        let name = ServerName::try_from(dyad_node::transport::TLS_SERVER_NAME)
             .expect("a server name")
             .to_owned();
         let mut tls = client.connect(name, tcp).await.expect("client handshake");

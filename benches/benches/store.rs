@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dyad_engine::disk::real::RealDisk;
-use dyad_engine::store::summary::{reconcile_locally, ExchangeStats, SummaryIndex};
-use dyad_engine::store::{ImportInfo, Store, CHUNK_SIZE_BYTES};
+use dyad_store::disk::real::RealDisk;
+use dyad_store::summary::{reconcile_locally, ExchangeStats, SummaryIndex};
+use dyad_store::{ImportInfo, Store, CHUNK_SIZE_BYTES};
 use dyad_wire::{NodeId, SessionId};
 
 fn env_usize(name: &str, default: usize) -> usize {

@@ -24,7 +24,7 @@ if ! need rsync || ! [ -x /usr/sbin/sshd ] || ! need ssh; then
     apt-get update -qq && apt-get install -y -qq rsync openssh-server openssh-client >/dev/null
 fi
 
-cargo build --release -q -p dyad-engine --bin dyad
+cargo build --release -q -p dyad --bin dyad
 DYAD="${CARGO_TARGET_DIR:-$PWD/target}/release/dyad"
 
 WORK="$(mktemp -d "$BASE/dyad-rsync-XXXXXX")"

@@ -20,10 +20,10 @@ pub fn synthetic_bytes(len: usize, seed: u64) -> Vec<u8> {
 pub mod appliances {
     use std::time::{Duration, Instant};
 
-    use dyad_engine::appliance::DataDir;
-    use dyad_engine::driver::admin::{AdminReply, AdminRequest};
-    use dyad_engine::driver::{self, ServeError};
-    use dyad_engine::replica::ReplicaConfig;
+    use dyad_core::replica::ReplicaConfig;
+    use dyad_node::appliance::DataDir;
+    use dyad_node::driver::admin::{AdminReply, AdminRequest};
+    use dyad_node::driver::{self, ServeError};
 
     /// How long a benchmark waits for a driver to answer on its admin socket.
     const STARTUP_WAIT: Duration = Duration::from_secs(60);

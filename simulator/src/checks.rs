@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use dyad_engine::replica::ReplicaStore;
-use dyad_engine::store::Store;
+use dyad_core::replica::ReplicaStore;
+use dyad_store::Store;
 use dyad_wire::{Role, SessionId};
 
 use crate::world::World;

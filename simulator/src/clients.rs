@@ -20,11 +20,11 @@
 
 use std::collections::BTreeMap;
 
-use dyad_engine::replica::ReplicaStore;
-use dyad_engine::update::clients::{
+use dyad_core::clients::{
     max_concurrent_from_config, CheckIn, CheckInAnswer, ClientGate, ClientKind, GRANT_TIMEOUT_MS,
     MAX_CONCURRENT_UPGRADES_KEY, RETRY_AFTER_MS,
 };
+use dyad_core::replica::ReplicaStore;
 use dyad_wire::Version;
 
 use crate::checks::Violation;
@@ -139,7 +139,7 @@ impl World {
                 incarnation,
                 ClientGate::new(
                     app,
-                    limit.unwrap_or(dyad_engine::update::clients::MAX_CONCURRENT_UPGRADES_DEFAULT),
+                    limit.unwrap_or(dyad_core::clients::MAX_CONCURRENT_UPGRADES_DEFAULT),
                 ),
             )
         });
@@ -271,7 +271,7 @@ impl World {
                     })
             })
             .and_then(|value| max_concurrent_from_config(Some(&value)).ok())
-            .unwrap_or(dyad_engine::update::clients::MAX_CONCURRENT_UPGRADES_DEFAULT)
+            .unwrap_or(dyad_core::clients::MAX_CONCURRENT_UPGRADES_DEFAULT)
             .max(1) as u64;
         let deployed = self
             .clients

@@ -2,8 +2,8 @@
 //! schedule, and checks the properties at the end (and wherever a property must hold on the
 //! way). Names say what a scenario proves.
 
-use dyad_engine::disk::sim::{Ratio, SimFaults};
-use dyad_engine::replica::Command;
+use dyad_core::replica::Command;
+use dyad_store::disk::sim::{Ratio, SimFaults};
 use dyad_wire::{Role, SoftwareVersion, Version};
 
 use crate::checks::{self, Violation};
@@ -505,7 +505,7 @@ fn break_sessions_both_sides_reestablish(world: &mut World) -> Result<Outcome, V
     settle(world, primary, backup)?;
     final_checks(world, primary, backup)?;
     let conflicts = world.replica(backup).map_or(0, |replica| {
-        dyad_engine::replica::ReplicaStore::conflicts(replica.store()).map_or(0, |list| list.len())
+        dyad_core::replica::ReplicaStore::conflicts(replica.store()).map_or(0, |list| list.len())
     });
     if conflicts == 0 {
         return Err(violation(
@@ -996,7 +996,7 @@ fn break_reestablish_few_hundred_sessions_64mib(world: &mut World) -> Result<Out
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dyad_engine::replica::CommandError;
+    use dyad_core::replica::CommandError;
 
     /// A role change whose save failed used to stay in memory: the command failed, yet status
     /// showed the new role until a restart put the saved one back. Now a failed save puts the

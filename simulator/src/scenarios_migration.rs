@@ -5,7 +5,7 @@
 //! disk held), and no session id may be given twice (`no_session_id_reused`, checked at every
 //! import).
 
-use dyad_engine::replica::Command;
+use dyad_core::replica::Command;
 use dyad_wire::Role;
 
 use crate::checks::{self, Violation};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use dyad_engine::replica::{Command, ReplicaStore};
+use dyad_core::replica::{Command, ReplicaStore};
 use dyad_wire::{Role, SessionId};
 
 use crate::checks::{self, Violation};

@@ -2,8 +2,8 @@
 //! pages never reach the disk, bad sectors under recordings, a damaged recording no peer
 //! holds, and power lost inside store operations and inside recovery.
 
-use dyad_engine::disk::Disk;
-use dyad_engine::replica::Command;
+use dyad_core::replica::Command;
+use dyad_store::disk::Disk;
 
 use crate::checks::{self, Violation};
 use crate::coverage::CoverageEvent;

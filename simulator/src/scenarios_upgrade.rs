@@ -8,8 +8,8 @@
 //! two flows can run it in two worlds made from the same seed and their site downtimes compared
 //! (`docs/simulator.md`).
 
-use dyad_engine::replica::Command;
-use dyad_engine::store::FORMAT_VERSION;
+use dyad_core::replica::Command;
+use dyad_store::FORMAT_VERSION;
 use dyad_wire::{Role, SoftwareVersion, Version};
 
 use crate::checks::Violation;

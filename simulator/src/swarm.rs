@@ -13,9 +13,9 @@
 
 use std::fmt;
 
-use dyad_engine::disk::sim::{Ratio, SimFaults};
-use dyad_engine::replica::Command;
-use dyad_engine::update::clients::MAX_CONCURRENT_UPGRADES_KEY;
+use dyad_core::clients::MAX_CONCURRENT_UPGRADES_KEY;
+use dyad_core::replica::Command;
+use dyad_store::disk::sim::{Ratio, SimFaults};
 use dyad_wire::Role;
 
 use crate::checks::{self, Violation};
@@ -670,7 +670,7 @@ fn play(world: &mut World, plan: &SwarmPlan) -> Result<Outcome, Violation> {
     let format = if plan.old_software {
         OLD_STORE_FORMAT
     } else {
-        dyad_engine::store::FORMAT_VERSION
+        dyad_store::FORMAT_VERSION
     };
     let a = world.add_appliance_with_format("appliance-a", psk, software(), format);
     let b = world.add_appliance_with_format("appliance-b", psk, software(), format);

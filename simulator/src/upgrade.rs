@@ -2,10 +2,10 @@
 //!
 //! An upgrade installs new software on a stopped appliance, as `dyad update install` does: the
 //! install journal is written first, the store is migrated with the engine's own step
-//! ([`update::complete_store_step`], which runs [`Store::migrate_to`] on the appliance's
+//! ([`Store::migrate_if_older`], which runs [`Store::migrate_to`] on the appliance's
 //! `SimDisk`), then the new versions are recorded, then the journal is removed. A crash at any
 //! point leaves the journal; the next start decides with the engine's own rule
-//! ([`update::recovery_decision`]) whether to complete or roll back. What is modelled rather
+//! ([`install::recovery_decision`]) whether to complete or roll back. What is modelled rather
 //! than run: the package itself (its signature and payload are tested in the engine) and the
 //! data folder's files: the journal and `appliance.json` are world fields (each written
 //! atomically by the real install, so a crash leaves either the old or the new one). The
@@ -20,11 +20,11 @@
 
 use std::sync::Arc;
 
-use dyad_engine::backup::{StoreDocument, StoreSettings};
-use dyad_engine::disk::sim::{Ratio, SimDisk, SimFaults};
-use dyad_engine::replica::ReplicaState;
-use dyad_engine::store::Store;
-use dyad_engine::update::{self, RecoveryDecision};
+use dyad_core::install::{self, RecoveryDecision};
+use dyad_core::replica::ReplicaState;
+use dyad_store::disk::sim::{Ratio, SimDisk, SimFaults};
+use dyad_store::settings_backup::{StoreDocument, StoreSettings};
+use dyad_store::Store;
 use dyad_wire::{NodeId, Role, SessionId, SoftwareVersion};
 
 use crate::checks::Violation;
@@ -123,7 +123,7 @@ impl World {
         }
         let store = self.open_stopped_store(index)?;
         let state = store
-            .local_get(dyad_engine::backup::REPLICA_STATE_KEY)
+            .local_get(dyad_store::local_keys::REPLICA_STATE_KEY)
             .ok()
             .flatten()
             .and_then(|bytes| ReplicaState::from_json(&bytes).ok());
@@ -177,7 +177,7 @@ impl World {
             });
             // Power goes while the migration runs; if the disk's failures stopped it short,
             // the crash really cut a migration in the middle.
-            let migrated = update::complete_store_step(&store, journal.to_store_format);
+            let migrated = store.migrate_if_older(journal.to_store_format);
             if migrated.is_err() {
                 self.coverage
                     .note(crate::coverage::CoverageEvent::CrashDuringStoreMigration);
@@ -189,7 +189,8 @@ impl World {
                 finished: false,
             });
         }
-        update::complete_store_step(&store, journal.to_store_format)
+        store
+            .migrate_if_older(journal.to_store_format)
             .map_err(|error| violation("install_atomic", format!("migration: {error}")))?;
         crate::scenarios::run(self, duration_ms - duration_ms / 2)?;
         if crash == InstallCrash::AfterMigration {
@@ -237,7 +238,7 @@ impl World {
             ));
         };
         let installed = self.appliances[index].software;
-        let decision = update::recovery_decision(
+        let decision = install::recovery_decision(
             journal.from_store_format,
             journal.to_store_format,
             format_now,
@@ -245,7 +246,7 @@ impl World {
             journal.to,
         );
         if decision == RecoveryDecision::Complete {
-            if let Err(error) = update::complete_store_step(&store, journal.to_store_format) {
+            if let Err(error) = store.migrate_if_older(journal.to_store_format) {
                 return self.violations.push(violation(
                     "install_atomic",
                     format!("completing an interrupted migration failed: {error}"),
@@ -376,7 +377,7 @@ impl World {
             .predecessors
             .truncate(dyad_wire::limits::MAX_PREDECESSORS);
         appliance.disk = disk;
-        appliance.store_format_new = dyad_engine::store::FORMAT_VERSION;
+        appliance.store_format_new = dyad_store::FORMAT_VERSION;
         Ok(floor)
     }
 

@@ -16,16 +16,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use dyad_engine::disk::sim::{PagePool, SimDisk};
-use dyad_engine::disk::Disk;
-use dyad_engine::replica::ports::StoreFault;
-use dyad_engine::replica::{
+use dyad_core::handshake::{check_peer_hello, LocalHello};
+use dyad_core::replica::ports::StoreFault;
+use dyad_core::replica::{
     Action, Command, CommandError, CommandId, ConnId, Event, LocalNode, PeerHandshake, Purpose,
     Replica, ReplicaConfig, ReplicaStore, SyncRecord,
 };
-use dyad_engine::store::tree::chunk_subtree_cv;
-use dyad_engine::store::{recording_file_name, ImportInfo, Store, FORMAT_VERSION};
-use dyad_engine::transport::{check_peer_hello, LocalHello};
+use dyad_store::disk::sim::{PagePool, SimDisk};
+use dyad_store::disk::Disk;
+use dyad_store::tree::chunk_subtree_cv;
+use dyad_store::{recording_file_name, ImportInfo, Store, FORMAT_VERSION};
 use dyad_wire::{
     decode_frame, encode_frame, Chunk, ConfigVersion, Epoch, Hello, Message, NodeId, Role,
     SessionId, SoftwareVersion,
@@ -376,7 +376,7 @@ pub struct World {
     /// Install journals left on stopped appliances (`D/install-journal.json`).
     pub install_journals: BTreeMap<usize, crate::upgrade::InstallJournal>,
     /// What each recovery of an interrupted install decided.
-    pub install_recoveries: Vec<dyad_engine::update::RecoveryDecision>,
+    pub install_recoveries: Vec<dyad_core::install::RecoveryDecision>,
     /// Simulated time spent in other worlds a scenario ran beside this one ([`World::absorb`]).
     pub simulated_elsewhere_ms: u64,
     links: BTreeMap<ConnId, SimLink>,
@@ -427,7 +427,7 @@ pub struct World {
     torn_seen: Vec<u64>,
     /// Each appliance's disk counters when last looked at, to notice the storage faults that
     /// fired since (for the coverage the sweep requires).
-    disk_stats_seen: Vec<dyad_engine::disk::sim::SimDiskStats>,
+    disk_stats_seen: Vec<dyad_store::disk::sim::SimDiskStats>,
     /// True time, shared with the stores' clocks (they stamp what they find with it).
     time_cell: Arc<std::sync::atomic::AtomicU64>,
     /// Recordings a read found damaged (appliance, session), not yet seen intact again.
@@ -1450,7 +1450,7 @@ impl World {
     /// Appliance `index`'s clock as its stores' clock (the world's time as that appliance's
     /// clock reads it): every store the world opens is given it, as the driver gives the wall
     /// clock.
-    pub(crate) fn store_clock(&self, index: usize) -> dyad_engine::store::StoreClock {
+    pub(crate) fn store_clock(&self, index: usize) -> dyad_store::StoreClock {
         let clock = self.appliances[index].clock;
         let time_cell = Arc::clone(&self.time_cell);
         Arc::new(move || clock.local(time_cell.load(std::sync::atomic::Ordering::Relaxed)))
@@ -2545,7 +2545,7 @@ impl World {
     }
 
     /// Status of appliance `index` as its operator would see it now.
-    pub fn status(&self, index: usize) -> Option<dyad_engine::replica::Status> {
+    pub fn status(&self, index: usize) -> Option<dyad_core::replica::Status> {
         self.replica(index)
             .map(|replica| replica.status(self.local_now(index)))
     }
@@ -2562,7 +2562,7 @@ impl World {
         for index in 0..self.appliances.len() {
             self.appliances[index]
                 .disk
-                .set_faults(dyad_engine::disk::sim::SimFaults::default());
+                .set_faults(dyad_store::disk::sim::SimFaults::default());
             self.resume(index);
             if !self.appliances[index].is_up() {
                 self.start(index);

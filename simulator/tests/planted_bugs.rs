@@ -1,6 +1,6 @@
 //! The planted-bug tests: with `--features planted-bugs` (debug builds only; a release build
 //! refuses to compile with it) the engine can play one known defect at a time
-//! (`dyad_engine::planted`). For each, the sweep (seed `s` on scenario `s mod N`, as
+//! (`dyad_core::planted`). For each, the sweep (seed `s` on scenario `s mod N`, as
 //! `dyad-sim --seeds` runs them) must catch it within 200 seeds, on a property that names the
 //! damage, never by a panic. A shrink of a swarm seed that catches one must come down to at
 //! most 10 steps and write a replay file that fails the same way when read back.
@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use dyad_engine::planted::{self, PlantedBug};
+use dyad_core::planted::{self, PlantedBug};
 use dyad_sim::replay::Replay;
 use dyad_sim::runner::{self, RunReport};
 use dyad_sim::swarm::SwarmPlan;

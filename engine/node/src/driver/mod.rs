@@ -1,0 +1,1074 @@
+//! The tokio driver: runs one appliance's [`Replica`] against real sockets, the real disk and
+//! the wall clock, and serves operator commands on the admin socket.
+//!
+//! One OS thread owns the replica and its store, so disk writes never run on the tasks that
+//! drive TLS. Connection tasks decode frames and hand them to that thread
+//! through one bounded channel, which turns a slow disk into TCP backpressure; the thread hands
+//! outgoing messages to each connection's writer task through an unbounded channel whose bytes
+//! are counted and capped (the protocol's window bounds them; a peer that asks for more is cut
+//! off). A ticker wakes the thread for the replica's timers. Reader tasks hash each chunk as
+//! they decode it, and a syncer thread runs the fsyncs, so the replica's thread only compares
+//! hashes and writes.
+
+pub mod admin;
+mod render;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use dyad_wire::{ErrorMessage, KeepAlive, Message, ReasonCode};
+
+use crate::appliance::{Appliance, DataDir};
+use crate::transport::{
+    connect, Acceptor, AuthenticatedConnection, CertFingerprint, LocalHello, TransportConfig,
+};
+use dyad_core::replica::ports::StoreFault;
+use dyad_core::replica::{
+    Action, Command, CommandId, ConnId, Event, LocalNode, PeerHandshake, Purpose, Replica,
+    ReplicaConfig,
+};
+use dyad_store::disk::real::RealDisk;
+use dyad_store::tree::chunk_subtree_cv;
+use dyad_store::{ImportInfo, Store, SyncWork};
+
+use admin::{AdminReply, AdminRequest, ADMIN_REQUEST_BYTES_MAX};
+
+/// Messages (by encoded size) waiting for one connection's writer, at most; beyond this the
+/// peer is asking for more than its window and is disconnected.
+pub const WRITER_QUEUE_BYTES_MAX: u64 = 96 * 1024 * 1024;
+/// Inputs waiting for the replica thread, at most (backpressure on the readers).
+const INBOUND_QUEUE_LEN: usize = 64;
+/// How long `dyad serve` waits for a data folder locked by an offline command.
+pub const SERVE_LOCK_WAIT_MS: u64 = 3_000;
+/// How often the replica thread wakes for timers when nothing else happens.
+const TICK_MS: u64 = 50;
+/// A connection with nothing to say sends a keep-alive this often...
+const KEEPALIVE_INTERVAL_MS: u64 = 10_000;
+/// ...and one that heard nothing for this long is considered dead.
+const IDLE_TIMEOUT_MS: u64 = 45_000;
+
+/// Why `dyad serve` could not run, for the operator.
+#[derive(Debug)]
+pub struct ServeError(pub String);
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// The exit code of `dyad serve` after a storage failure stopped its store (`EX_TEMPFAIL`):
+/// a service manager restarts it, and opening the store runs recovery, which re-verifies what
+/// it cannot prove durable. See docs/operator-guide.md.
+pub const STORAGE_FAILURE_EXIT_CODE: u8 = 75;
+
+/// How long `dyad serve` keeps answering status after its store failed, so that an operator
+/// (or monitoring) sees why, before it exits with [`STORAGE_FAILURE_EXIT_CODE`].
+pub const STORAGE_FAILURE_EXIT_DEFAULT_MS: u64 = 60_000;
+
+/// What the driver does beyond the replica's configuration.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServeOptions {
+    /// After a storage failure, exit this long after it (`None`: keep running, answering
+    /// status, until shut down).
+    pub storage_failure_exit_ms: Option<u64>,
+}
+
+/// Why `dyad serve` ended without an error of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServeEnd {
+    /// Asked to shut down.
+    Shutdown,
+    /// The store failed (a failed write or fsync) and the grace period ran out.
+    StorageFailed { message: String },
+}
+
+/// The wall clock as the store's clock ([`dyad_store::StoreClock`]): every store the
+/// operator's processes open is given it.
+pub fn wall_store_clock() -> dyad_store::StoreClock {
+    Arc::new(wall_clock_ms)
+}
+
+/// The wall clock, in milliseconds since the Unix epoch.
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// A steady clock for the client-update gate, in milliseconds since this process first read
+/// it: the gate's grant timeouts must not move when the wall clock is stepped.
+fn monotonic_ms() -> u64 {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    STARTED
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+enum Input {
+    Tick,
+    Net(Event),
+    Established {
+        purpose: Purpose,
+        result: Result<Box<AuthenticatedConnection>, String>,
+    },
+    Accepted(Box<AuthenticatedConnection>),
+    Admin {
+        request: AdminRequest,
+        reply: mpsc::UnboundedSender<AdminReply>,
+    },
+    Shutdown,
+}
+
+enum WriterCommand {
+    Send(Message, u64),
+    Close(Option<ErrorMessage>),
+}
+
+struct ConnHandle {
+    writer: mpsc::UnboundedSender<WriterCommand>,
+    queued_bytes: Arc<AtomicU64>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// Holds the data folder's lock for as long as the process serves it.
+pub struct ServeLock {
+    _file: File,
+}
+
+/// Takes the data folder's serve lock, refusing if another `dyad serve` holds it.
+pub fn lock_data_dir(dir: &DataDir) -> Result<ServeLock, ServeError> {
+    try_lock_data_dir(dir)?.ok_or_else(|| {
+        ServeError(format!(
+            "another `dyad serve` is already running on {}; stop it first (nothing was changed)",
+            dir.root.display()
+        ))
+    })
+}
+
+/// The serve lock, or `None` while someone else holds it.
+fn try_lock_data_dir(dir: &DataDir) -> Result<Option<ServeLock>, ServeError> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.lock())
+        .map_err(|error| ServeError(format!("cannot open {}: {error}", dir.lock().display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(ServeLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(error)) => Err(ServeError(format!(
+            "cannot lock {}: {error}",
+            dir.lock().display()
+        ))),
+    }
+}
+
+/// Takes the serve lock for `dyad serve`, waiting up to [`SERVE_LOCK_WAIT_MS`]: a command
+/// answering offline (status, config, session) holds the lock for moments, and a server
+/// that gave up at once would fail to start whenever, say, a monitoring script ran
+/// `dyad status` just then.
+fn lock_data_dir_for_serve(dir: &DataDir) -> Result<ServeLock, ServeError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(SERVE_LOCK_WAIT_MS);
+    loop {
+        if let Some(lock) = try_lock_data_dir(dir)? {
+            return Ok(lock);
+        }
+        if std::time::Instant::now() >= deadline {
+            return lock_data_dir(dir);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Opens the appliance's store on the real disk.
+pub fn open_store(dir: &DataDir) -> Result<Store, ServeError> {
+    let disk = RealDisk::new(dir.store()).map_err(|error| {
+        ServeError(format!(
+            "cannot open the store folder {}: {error}",
+            dir.store().display()
+        ))
+    })?;
+    let store = Store::open(Arc::new(disk))
+        .map_err(|error| ServeError(format!("cannot open the store: {error}")))?;
+    store.set_clock(wall_store_clock());
+    Ok(store)
+}
+
+/// Runs `dyad serve` until `shutdown` fires (or forever). Returns once everything stopped.
+pub fn serve(
+    dir: DataDir,
+    replica_config: ReplicaConfig,
+    shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<(), ServeError> {
+    serve_with(dir, replica_config, shutdown, ServeOptions::default()).map(|_| ())
+}
+
+/// [`serve`] with the driver's own options; says why it ended.
+pub fn serve_with(
+    dir: DataDir,
+    replica_config: ReplicaConfig,
+    shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
+    options: ServeOptions,
+) -> Result<ServeEnd, ServeError> {
+    // Checked before taking the lock, which would otherwise create `serve.lock` in a folder
+    // that is not an appliance's (or fail on a missing folder with a confusing message).
+    if !dir.settings().exists() {
+        return Err(ServeError(
+            crate::appliance::ApplianceError::NotInitialised(dir.root.clone()).to_string(),
+        ));
+    }
+    let _lock = lock_data_dir_for_serve(&dir)?;
+    // An install interrupted by a crash is finished or rolled back before anything else reads
+    // the versions; the operator is told which.
+    if let Some(report) = crate::update::recover_locked(&dir, wall_clock_ms())
+        .map_err(|error| ServeError(format!("recovering an interrupted install: {error}")))?
+    {
+        tracing::warn!("{}", report.message);
+        eprintln!("dyad: {}", report.message);
+    }
+    let appliance = Appliance::open(dir.clone()).map_err(|error| ServeError(error.to_string()))?;
+    let store = open_store(&dir)?;
+    let node = LocalNode {
+        node_id: appliance.settings.node_id,
+        predecessors: appliance.settings.predecessors.clone(),
+        name: appliance.settings.name.clone(),
+        software: appliance.settings.software,
+        site_hostname: appliance.settings.site_hostname.clone(),
+    };
+    let replica = Replica::open(store, node, replica_config, wall_clock_ms())
+        .map_err(|fault| ServeError(format!("cannot open the replica state: {fault}")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| ServeError(format!("cannot start the runtime: {error}")))?;
+    let identity = Arc::new(appliance.identity.clone());
+    let transport = transport_config(&appliance, identity.clone(), &replica);
+    let (config_sender, config_receiver) = watch::channel(Arc::new(transport));
+    let (inbound_sender, inbound_receiver) = mpsc::channel::<Input>(INBOUND_QUEUE_LEN);
+
+    let listen = appliance.settings.listen.clone();
+    let socket_path = dir.admin_socket();
+    let setup = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|error| {
+                ServeError(format!(
+                    "cannot listen on {listen}: {error}; is the address right and free?"
+                ))
+            })?;
+        let acceptor = Acceptor::with_updates(listener, config_receiver.clone())
+            .map_err(|error| ServeError(format!("cannot serve the failover port: {error}")))?;
+        let _ = std::fs::remove_file(&socket_path);
+        let admin = tokio::net::UnixListener::bind(&socket_path).map_err(|error| {
+            ServeError(format!(
+                "cannot create the admin socket {}: {error}",
+                socket_path.display()
+            ))
+        })?;
+        set_private(&socket_path)?;
+        Ok::<_, ServeError>((acceptor, admin))
+    })?;
+    let (acceptor, admin_listener) = setup;
+    tracing::info!(name = %appliance.settings.name, listen = %listen, "serving");
+
+    let handle = runtime.handle().clone();
+    runtime.spawn(accept_loop(acceptor, inbound_sender.clone()));
+    runtime.spawn(admin_loop(admin_listener, inbound_sender.clone()));
+    runtime.spawn(ticker(inbound_sender.clone()));
+    if let Some(shutdown) = shutdown {
+        let sender = inbound_sender.clone();
+        runtime.spawn(async move {
+            let _ = shutdown.await;
+            let _ = sender.send(Input::Shutdown).await;
+        });
+    }
+    let client_app_version = appliance.settings.software.app;
+    let syncer = spawn_syncer(inbound_sender.clone())?;
+    let mut driver = ReplicaThread {
+        syncer,
+        replica,
+        appliance,
+        identity,
+        config_sender,
+        inbound: inbound_sender,
+        runtime: handle,
+        conns: BTreeMap::new(),
+        next_conn: 1,
+        next_command: 1,
+        waiting: BTreeMap::new(),
+        local_events: Vec::new(),
+        wire_bytes_sent: Arc::new(AtomicU64::new(0)),
+        clients: dyad_core::clients::ClientGate::new(
+            client_app_version,
+            dyad_core::clients::MAX_CONCURRENT_UPGRADES_DEFAULT,
+        ),
+        clock_seen_unix_ms: wall_clock_ms(),
+        options,
+        storage_failed_since_unix_ms: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name("dyad-replica".into())
+        .spawn(move || driver.run(inbound_receiver))
+        .map_err(|error| ServeError(format!("cannot start the replica thread: {error}")))?;
+    let result = thread
+        .join()
+        .map_err(|_| ServeError("the replica thread panicked".into()))
+        .and_then(|result| result);
+    let _ = std::fs::remove_file(dir.admin_socket());
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+/// Starts the thread that makes received chunks durable while the replica's thread goes on
+/// receiving: it runs each sync in the order asked (fsync of the recording, then the commit
+/// of its durable bits) and reports it back as an event. It ends when the replica's thread
+/// drops its sender.
+fn spawn_syncer(
+    inbound: mpsc::Sender<Input>,
+) -> Result<std::sync::mpsc::Sender<(SyncWork, u64)>, ServeError> {
+    let (sender, work) = std::sync::mpsc::channel::<(SyncWork, u64)>();
+    std::thread::Builder::new()
+        .name("dyad-syncer".into())
+        .spawn(move || {
+            for (work, ticket) in work {
+                let session = work.session();
+                let outcome = work.run().map_err(StoreFault::from);
+                let event = Event::Synced {
+                    session,
+                    ticket,
+                    outcome,
+                };
+                if inbound.blocking_send(Input::Net(event)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|error| ServeError(format!("cannot start the syncer thread: {error}")))?;
+    Ok(sender)
+}
+
+fn set_private(path: &std::path::Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|error| ServeError(format!("cannot make {} private: {error}", path.display())))
+}
+
+fn transport_config(
+    appliance: &Appliance,
+    identity: Arc<crate::transport::Identity>,
+    replica: &Replica<Store>,
+) -> TransportConfig {
+    let state = replica.state();
+    let local = LocalHello::new(
+        appliance.settings.software,
+        appliance.settings.node_id,
+        appliance.settings.name.clone(),
+        state.role,
+        state.epoch,
+    );
+    let mut config = TransportConfig::new(identity, appliance.psk.clone(), local);
+    config.site_hostname = appliance.settings.site_hostname.clone();
+    config
+}
+
+async fn ticker(sender: mpsc::Sender<Input>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(TICK_MS));
+    loop {
+        interval.tick().await;
+        // A full queue means the thread is busy and will look at its timers anyway.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = sender.try_send(Input::Tick) {
+            return;
+        }
+    }
+}
+
+async fn accept_loop(mut acceptor: Acceptor, sender: mpsc::Sender<Input>) {
+    loop {
+        let accepted = acceptor.accept().await;
+        match accepted.result {
+            Ok(connection) => {
+                if sender
+                    .send(Input::Accepted(Box::new(connection)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(peer = %accepted.peer_addr, "refused a connection: {error}")
+            }
+        }
+    }
+}
+
+async fn admin_loop(listener: tokio::net::UnixListener, sender: mpsc::Sender<Input>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            let (read_half, mut write_half) = stream.into_split();
+            let mut reader =
+                tokio::io::BufReader::new(read_half).take(ADMIN_REQUEST_BYTES_MAX as u64);
+            let mut line = String::new();
+            let reply_line = |reply: &AdminReply| {
+                let mut line = serde_json::to_string(reply)
+                    .unwrap_or_else(|_| "{\"error\":\"unprintable reply\"}".into());
+                line.push('\n');
+                line
+            };
+            let request = match reader.read_line(&mut line).await {
+                Ok(_) => serde_json::from_str::<AdminRequest>(line.trim())
+                    .map_err(|error| format!("bad admin request: {error}")),
+                Err(error) => Err(format!("reading the admin request: {error}")),
+            };
+            let request = match request {
+                Ok(request) => request,
+                Err(text) => {
+                    let _ = write_half
+                        .write_all(reply_line(&AdminReply::Error(text)).as_bytes())
+                        .await;
+                    return;
+                }
+            };
+            let (reply_sender, mut replies) = mpsc::unbounded_channel();
+            if sender
+                .send(Input::Admin {
+                    request,
+                    reply: reply_sender,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            while let Some(reply) = replies.recv().await {
+                let done = reply.is_final();
+                if write_half
+                    .write_all(reply_line(&reply).as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if done {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+use tokio::io::AsyncReadExt as _;
+
+struct ReplicaThread {
+    replica: Replica<Store>,
+    appliance: Appliance,
+    identity: Arc<crate::transport::Identity>,
+    config_sender: watch::Sender<Arc<TransportConfig>>,
+    inbound: mpsc::Sender<Input>,
+    runtime: tokio::runtime::Handle,
+    conns: BTreeMap<ConnId, ConnHandle>,
+    next_conn: ConnId,
+    next_command: CommandId,
+    waiting: BTreeMap<CommandId, mpsc::UnboundedSender<AdminReply>>,
+    /// Events the driver itself raises while carrying out actions (a local close).
+    local_events: Vec<Event>,
+    /// The syncer thread, which runs the replica's syncs one after the other
+    /// ([`Action::SyncIncoming`]).
+    syncer: std::sync::mpsc::Sender<(SyncWork, u64)>,
+    /// Every frame byte sent to peers since start (recordings and metadata).
+    wire_bytes_sent: Arc<AtomicU64>,
+    /// The last wall-clock reading, to notice the clock stepping backwards.
+    clock_seen_unix_ms: u64,
+    /// Which clients may update now after an application upgrade (kept in memory: a restart
+    /// forgets grants, and clients simply check in again).
+    clients: dyad_core::clients::ClientGate,
+    options: ServeOptions,
+    /// When the store was first seen failed (status keeps saying why until the exit).
+    storage_failed_since_unix_ms: Option<u64>,
+}
+
+impl ReplicaThread {
+    /// After a storage failure: logs it once, and says when the grace period is over.
+    fn storage_failure_exit(&mut self, now: u64) -> Option<ServeEnd> {
+        let failure = self.replica.store().failure()?;
+        let since = *self.storage_failed_since_unix_ms.get_or_insert_with(|| {
+            match self.options.storage_failure_exit_ms {
+                Some(grace_ms) => tracing::error!(
+                    "storage failure: {failure}; replication stopped; status keeps answering for \
+                     {} s, then dyad serve exits with code {STORAGE_FAILURE_EXIT_CODE} so the \
+                     service manager restarts it and recovery runs",
+                    grace_ms / 1000
+                ),
+                None => tracing::error!(
+                    "storage failure: {failure}; replication stopped; restart the service once \
+                     the disk is checked"
+                ),
+            }
+            now
+        });
+        let grace_ms = self.options.storage_failure_exit_ms?;
+        (now.saturating_sub(since) >= grace_ms).then(|| ServeEnd::StorageFailed {
+            message: failure.to_string(),
+        })
+    }
+
+    fn run(&mut self, mut inbound: mpsc::Receiver<Input>) -> Result<ServeEnd, ServeError> {
+        let mut end = ServeEnd::Shutdown;
+        while let Some(input) = inbound.blocking_recv() {
+            let now = wall_clock_ms();
+            match input {
+                Input::Shutdown => break,
+                // A tick only wakes the loop for the replica's timers (below).
+                Input::Tick => {}
+                Input::Net(event) => {
+                    let known = match &event {
+                        Event::Received { conn, .. }
+                        | Event::ChunkReceived { conn, .. }
+                        | Event::Disconnected { conn, .. } => self.conns.contains_key(conn),
+                        _ => true,
+                    };
+                    if let Event::Disconnected { conn, .. } = &event {
+                        self.conns.remove(conn);
+                    }
+                    if known {
+                        self.replica.handle_event(now, event);
+                    }
+                }
+                Input::Established { purpose, result } => match result {
+                    Ok(connection) => {
+                        let (conn, handshake) = self.register(*connection);
+                        self.replica.handle_event(
+                            now,
+                            Event::Connected {
+                                conn,
+                                handshake,
+                                outbound: Some(purpose),
+                            },
+                        );
+                    }
+                    Err(reason) => self
+                        .replica
+                        .handle_event(now, Event::ConnectFailed { purpose, reason }),
+                },
+                Input::Accepted(connection) => {
+                    let (conn, handshake) = self.register(*connection);
+                    self.replica.handle_event(
+                        now,
+                        Event::Connected {
+                            conn,
+                            handshake,
+                            outbound: None,
+                        },
+                    );
+                }
+                Input::Admin { request, reply } => self.admin(now, request, reply),
+            }
+            // A wall clock stepped backwards is handed in at once: the replica moves its
+            // timers back with it (see the replica's driving order).
+            let stepped_back = now < self.clock_seen_unix_ms;
+            self.clock_seen_unix_ms = now;
+            if stepped_back || self.replica.next_timeout().is_some_and(|at| at <= now) {
+                self.replica.handle_timeout(now);
+            }
+            self.drain(now);
+            if let Some(storage_failed) = self.storage_failure_exit(now) {
+                end = storage_failed;
+                break;
+            }
+        }
+        for (_, handle) in std::mem::take(&mut self.conns) {
+            let _ = handle.writer.send(WriterCommand::Close(None));
+        }
+        Ok(end)
+    }
+
+    /// Carries out the replica's actions, feeding back the events they raise, and keeps the
+    /// transport's view of role and epoch current.
+    fn drain(&mut self, now: u64) {
+        // The listener must say the new role before a close makes the peer redial.
+        self.follow_relationship();
+        loop {
+            while let Some(action) = self.replica.poll_action() {
+                self.perform(action);
+            }
+            if self.local_events.is_empty() {
+                break;
+            }
+            for event in std::mem::take(&mut self.local_events) {
+                self.replica.handle_event(now, event);
+            }
+        }
+        self.follow_relationship();
+    }
+
+    /// Keeps the transport's Hello (role and epoch) equal to the replica's.
+    fn follow_relationship(&mut self) {
+        let state = self.replica.state();
+        let current = self.config_sender.borrow().clone();
+        // Inbound connections are not pinned by the transport (the replica checks the
+        // peer's certificate itself when it classifies the link), so only the Hello's role and
+        // epoch need to follow the relationship.
+        if current.local.role != state.role || current.local.epoch != state.epoch {
+            let updated = transport_config(&self.appliance, self.identity.clone(), &self.replica);
+            let _ = self.config_sender.send(Arc::new(updated));
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Connect {
+                address,
+                purpose,
+                pinned_fingerprint,
+            } => {
+                let mut config = (**self.config_sender.borrow()).clone();
+                config.pinned_peer = pinned_fingerprint.map(CertFingerprint);
+                let sender = self.inbound.clone();
+                self.runtime.spawn(async move {
+                    let result = connect(&address, &config)
+                        .await
+                        .map(Box::new)
+                        .map_err(|error| error.to_string());
+                    let _ = sender.send(Input::Established { purpose, result }).await;
+                });
+            }
+            Action::Send { conn, message } => {
+                let Some(handle) = self.conns.get(&conn) else {
+                    return;
+                };
+                let size = message_size(&message);
+                let queued = handle.queued_bytes.fetch_add(size, Ordering::Relaxed) + size;
+                if queued > WRITER_QUEUE_BYTES_MAX {
+                    tracing::warn!(
+                        conn,
+                        queued,
+                        "the peer asked for more than its window; disconnecting"
+                    );
+                    let text =
+                        "too much data requested at once (more than the transfer window allows)";
+                    let _ = handle
+                        .writer
+                        .send(WriterCommand::Close(Some(ErrorMessage::new(
+                            ReasonCode::Malformed,
+                            text,
+                        ))));
+                    self.close_locally(conn, "peer exceeded its window");
+                    return;
+                }
+                let _ = handle.writer.send(WriterCommand::Send(message, size));
+            }
+            Action::Close { conn, error } => {
+                if let Some(handle) = self.conns.get(&conn) {
+                    let _ = handle.writer.send(WriterCommand::Close(error));
+                }
+                self.close_locally(conn, "closed locally");
+            }
+            Action::SyncIncoming { session, ticket } => {
+                match self.replica.store().sync_work(&session, ticket) {
+                    Ok(work) => {
+                        if self.syncer.send((work, ticket)).is_err() {
+                            self.local_events.push(Event::Synced {
+                                session,
+                                ticket,
+                                outcome: Err(StoreFault {
+                                    message: "the syncer thread stopped".into(),
+                                    terminal: true,
+                                }),
+                            });
+                        }
+                    }
+                    Err(error) => self.local_events.push(Event::Synced {
+                        session,
+                        ticket,
+                        outcome: Err(StoreFault::from(error)),
+                    }),
+                }
+            }
+            Action::Progress { command, progress } => {
+                if let Some(reply) = self.waiting.get(&command) {
+                    let _ = reply.send(AdminReply::Progress(render::progress(&progress)));
+                }
+            }
+            Action::Completed { command, outcome } => {
+                if let Some(reply) = self.waiting.remove(&command) {
+                    let _ = reply.send(match outcome {
+                        Ok(text) => AdminReply::Ok(serde_json::Value::String(text)),
+                        Err(error) => AdminReply::Error(error.to_string()),
+                    });
+                }
+            }
+        }
+    }
+
+    fn close_locally(&mut self, conn: ConnId, reason: &str) {
+        if let Some(handle) = self.conns.remove(&conn) {
+            handle.reader.abort();
+            self.local_events.push(Event::Disconnected {
+                conn,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Gives an authenticated connection an id and its reader and writer tasks.
+    fn register(&mut self, connection: AuthenticatedConnection) -> (ConnId, PeerHandshake) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let (peer, mut reader, mut writer) = connection.into_split();
+        let handshake = PeerHandshake {
+            hello: peer.hello.clone(),
+            certificate_fingerprint: peer.cert_fingerprint.0,
+            clock_offset_ms: peer.clock_offset_ms,
+        };
+        let (writer_sender, mut writer_commands) = mpsc::unbounded_channel::<WriterCommand>();
+        let queued_bytes = Arc::new(AtomicU64::new(0));
+        let writer_queue = queued_bytes.clone();
+        let wire_bytes = self.wire_bytes_sent.clone();
+        self.runtime.spawn(async move {
+            let mut sequence = 0u64;
+            loop {
+                let next = tokio::time::timeout(
+                    Duration::from_millis(KEEPALIVE_INTERVAL_MS),
+                    writer_commands.recv(),
+                )
+                .await;
+                match next {
+                    Err(_) => {
+                        sequence += 1;
+                        if writer
+                            .send(&Message::KeepAlive(KeepAlive { sequence }))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = writer.close().await;
+                        return;
+                    }
+                    Ok(Some(WriterCommand::Send(message, size))) => {
+                        let before = writer.bytes_sent();
+                        let result = writer.send(&message).await;
+                        wire_bytes.fetch_add(writer.bytes_sent() - before, Ordering::Relaxed);
+                        writer_queue.fetch_sub(size, Ordering::Relaxed);
+                        if result.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Some(WriterCommand::Close(error))) => {
+                        if let Some(error) = error {
+                            let _ = writer.send(&Message::Error(error)).await;
+                        }
+                        let _ = writer.close().await;
+                        return;
+                    }
+                }
+            }
+        });
+        let sender = self.inbound.clone();
+        let reader_task = self.runtime.spawn(async move {
+            let reason = loop {
+                match tokio::time::timeout(Duration::from_millis(IDLE_TIMEOUT_MS), reader.recv())
+                    .await
+                {
+                    Err(_) => {
+                        break format!("the peer sent nothing for {} s", IDLE_TIMEOUT_MS / 1000)
+                    }
+                    Ok(Ok(Some(message))) => {
+                        let event = match message {
+                            // Hashed here, on the task that decoded it, so that the replica's
+                            // thread only compares 32 bytes before writing.
+                            Message::Chunk(chunk) => Event::ChunkReceived {
+                                subtree_cv: chunk_subtree_cv(
+                                    u64::from(chunk.chunk_index),
+                                    &chunk.data,
+                                ),
+                                conn,
+                                chunk,
+                            },
+                            message => Event::Received { conn, message },
+                        };
+                        if sender.send(Input::Net(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Ok(None)) => break "the peer closed the connection".to_string(),
+                    Ok(Err(error)) => break error.to_string(),
+                }
+            };
+            let _ = sender
+                .send(Input::Net(Event::Disconnected { conn, reason }))
+                .await;
+        });
+        self.conns.insert(
+            conn,
+            ConnHandle {
+                writer: writer_sender,
+                queued_bytes,
+                reader: reader_task,
+            },
+        );
+        (conn, handshake)
+    }
+
+    fn admin(&mut self, now: u64, request: AdminRequest, reply: mpsc::UnboundedSender<AdminReply>) {
+        let command = match request {
+            AdminRequest::Establish { backup, reverse } => Some(Command::Establish {
+                backup_address: backup,
+                reverse_address: reverse,
+            }),
+            AdminRequest::SyncNow => Some(Command::SyncNow),
+            AdminRequest::Break => Some(Command::Break),
+            AdminRequest::Promote { force } => Some(Command::Promote { force }),
+            AdminRequest::Demote => Some(Command::Demote),
+            AdminRequest::ClientCheckIn {
+                client_id,
+                kind,
+                installed_app,
+            } => {
+                let steady = monotonic_ms();
+                let _ = reply.send(self.client_check_in(steady, client_id, &kind, &installed_app));
+                None
+            }
+            AdminRequest::ClientProgress => {
+                self.refresh_client_limit();
+                let progress = self.clients.progress(monotonic_ms());
+                let _ = reply.send(AdminReply::Ok(serde_json::json!({
+                    "application_version": self.appliance.settings.software.app.to_string(),
+                    "max_concurrent_upgrades": self.clients.max_concurrent(),
+                    "updated": progress.updated,
+                    "in_progress": progress.in_progress,
+                    "waiting": progress.waiting,
+                    "needs_manual_reinstall": progress.needs_manual_reinstall,
+                })));
+                None
+            }
+            other => {
+                let wire = self.wire_bytes_sent.load(Ordering::Relaxed);
+                let answer =
+                    render::answer_locally(&mut self.replica, &self.appliance, now, wire, other);
+                let _ = reply.send(answer);
+                None
+            }
+        };
+        if let Some(command) = command {
+            let id = self.next_command;
+            self.next_command += 1;
+            self.waiting.insert(id, reply);
+            self.replica.handle_command(now, id, command);
+        }
+    }
+}
+
+impl ReplicaThread {
+    /// The limit is a replicated site setting: read it afresh, so a change on the primary
+    /// applies at the next check-in.
+    fn refresh_client_limit(&mut self) {
+        let configured = self
+            .replica
+            .store()
+            .config_get(CLIENT_LIMIT_KEY)
+            .ok()
+            .flatten();
+        match dyad_core::clients::max_concurrent_from_config(configured.as_deref()) {
+            Ok(limit) => self.clients.set_max_concurrent(limit),
+            Err(why) => tracing::warn!(
+                "{CLIENT_LIMIT_KEY}: {why}; keeping {}",
+                self.clients.max_concurrent()
+            ),
+        }
+    }
+
+    fn client_check_in(
+        &mut self,
+        now_monotonic_ms: u64,
+        client_id: String,
+        kind: &str,
+        installed_app: &str,
+    ) -> AdminReply {
+        use dyad_core::clients::{CheckIn, CheckInAnswer, ClientKind};
+        let kind = match kind {
+            "deployed" => ClientKind::Deployed,
+            "integration" => ClientKind::Integration,
+            other => {
+                return AdminReply::Error(format!(
+                    "client kind {other:?} is neither `deployed` nor `integration`"
+                ))
+            }
+        };
+        let installed_app = match crate::appliance::parse_version(installed_app) {
+            Ok(version) => version,
+            Err(why) => return AdminReply::Error(format!("installed version: {why}")),
+        };
+        self.refresh_client_limit();
+        match self.clients.check_in(
+            now_monotonic_ms,
+            &CheckIn {
+                client_id,
+                kind,
+                installed_app,
+            },
+        ) {
+            Ok(CheckInAnswer::UpToDate) => {
+                AdminReply::Ok(serde_json::json!({ "answer": "up-to-date" }))
+            }
+            Ok(CheckInAnswer::UpdateNow { target }) => AdminReply::Ok(
+                serde_json::json!({ "answer": "update-now", "target": target.to_string() }),
+            ),
+            Ok(CheckInAnswer::RetryLater { after_ms }) => {
+                AdminReply::Ok(serde_json::json!({ "answer": "retry-later", "after_ms": after_ms }))
+            }
+            Ok(CheckInAnswer::ManualReinstall { target }) => AdminReply::Ok(serde_json::json!({
+                "answer": "manual-reinstall",
+                "target": target.to_string(),
+                "text": "integration clients never update themselves: reinstall this client with the current installer",
+            })),
+            Err(error) => AdminReply::Error(error.to_string()),
+        }
+    }
+}
+
+use dyad_core::clients::MAX_CONCURRENT_UPGRADES_KEY as CLIENT_LIMIT_KEY;
+
+fn message_size(message: &Message) -> u64 {
+    match message {
+        Message::Chunk(chunk) => chunk.data.len() as u64 + 64,
+        _ => 1024,
+    }
+}
+
+/// Why an admin call did not get an answer.
+#[derive(Debug)]
+pub enum AdminCallError {
+    /// No `dyad serve` is running on the data folder.
+    NotRunning(String),
+    /// It is running but the exchange failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for AdminCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminCallError::NotRunning(text) | AdminCallError::Failed(text) => f.write_str(text),
+        }
+    }
+}
+
+/// Sends one request to the running `dyad serve` of `dir` and calls `on_reply` for each line
+/// of the answer.
+pub fn admin_call(
+    dir: &DataDir,
+    request: &AdminRequest,
+    mut on_reply: impl FnMut(&AdminReply),
+) -> Result<AdminReply, AdminCallError> {
+    let path = dir.admin_socket();
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|error| {
+        AdminCallError::NotRunning(format!(
+            "no `dyad serve` is answering on {} ({error}); start it with `dyad serve --data-dir {}`",
+            path.display(),
+            dir.root.display()
+        ))
+    })?;
+    let failed = |what: &str, error: &dyn std::fmt::Display| {
+        AdminCallError::Failed(format!("{what}: {error}"))
+    };
+    let mut line =
+        serde_json::to_string(request).map_err(|error| failed("encoding the request", &error))?;
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|error| failed("writing to the admin socket", &error))?;
+    let reader = BufReader::new(stream);
+    for line in reader.lines() {
+        let line = line.map_err(|error| failed("reading from the admin socket", &error))?;
+        let reply: AdminReply = serde_json::from_str(&line)
+            .map_err(|error| failed("unreadable answer from dyad serve", &error))?;
+        on_reply(&reply);
+        if reply.is_final() {
+            return Ok(reply);
+        }
+    }
+    Err(AdminCallError::Failed(
+        "dyad serve closed the admin connection without answering".into(),
+    ))
+}
+
+/// Answers `request` without a running server, from the data folder itself (taking the serve
+/// lock so that no server starts meanwhile). Commands that need the peer are refused.
+pub fn answer_offline(dir: &DataDir, request: AdminRequest) -> Result<AdminReply, ServeError> {
+    if matches!(
+        request,
+        AdminRequest::Establish { .. }
+            | AdminRequest::SyncNow
+            | AdminRequest::Break
+            | AdminRequest::Promote { .. }
+            | AdminRequest::Demote
+            | AdminRequest::ClientCheckIn { .. }
+            | AdminRequest::ClientProgress
+    ) {
+        return Err(ServeError(format!(
+            "this needs the running appliance; start it with `dyad serve --data-dir {}`",
+            dir.root.display()
+        )));
+    }
+    let _lock = lock_data_dir(dir)?;
+    let appliance = Appliance::open(dir.clone()).map_err(|error| ServeError(error.to_string()))?;
+    let store = open_store(dir)?;
+    let node = LocalNode {
+        node_id: appliance.settings.node_id,
+        predecessors: appliance.settings.predecessors.clone(),
+        name: appliance.settings.name.clone(),
+        software: appliance.settings.software,
+        site_hostname: appliance.settings.site_hostname.clone(),
+    };
+    let now = wall_clock_ms();
+    let mut replica = Replica::open(store, node, ReplicaConfig::default(), now)
+        .map_err(|fault| ServeError(format!("cannot open the replica state: {fault}")))?;
+    Ok(render::answer_locally(
+        &mut replica,
+        &appliance,
+        now,
+        0,
+        request,
+    ))
+}
+
+/// Imports a recording file as a completed local session (used by the admin socket and by the
+/// offline `session import`).
+pub fn import_session(
+    store: &Store,
+    appliance: &Appliance,
+    path: &std::path::Path,
+    started_unix_ms: Option<u64>,
+    ended_unix_ms: Option<u64>,
+) -> Result<dyad_store::SessionMeta, String> {
+    let now = wall_clock_ms();
+    let info = ImportInfo {
+        origin: appliance.settings.node_id,
+        started_unix_ms: started_unix_ms.unwrap_or(now),
+        ended_unix_ms: ended_unix_ms.unwrap_or(now),
+        ended_normally: true,
+        expected_len: None,
+        expected_root: None,
+    };
+    store
+        .import_recording_file(path, info)
+        .map_err(|error| error.to_string())
+}
