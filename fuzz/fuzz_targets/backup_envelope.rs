@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    dyad_engine::backup::envelope::check_parse_round_trip(data);
+    dyad_node::backup::envelope::check_parse_round_trip(data);
 });

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    dyad_engine::backup::contents::check_decode_round_trip(data);
+    dyad_node::backup::contents::check_decode_round_trip(data);
 });

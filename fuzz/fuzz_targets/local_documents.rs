@@ -10,9 +10,9 @@
 
 use std::sync::OnceLock;
 
-use dyad_engine::appliance::ApplianceSettings;
-use dyad_engine::driver::admin::{AdminReply, AdminRequest};
-use dyad_engine::replica::state::{PeerRecord, ReplicaState, SyncRecord};
+use dyad_node::appliance::ApplianceSettings;
+use dyad_node::driver::admin::{AdminReply, AdminRequest};
+use dyad_core::replica::state::{PeerRecord, ReplicaState, SyncRecord};
 use dyad_wire::{NodeId, Role, SoftwareVersion, Version};
 use libfuzzer_sys::fuzz_target;
 

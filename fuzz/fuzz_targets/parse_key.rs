@@ -3,7 +3,7 @@
 //! that parses to the same key.
 #![no_main]
 
-use dyad_engine::transport::InterApplianceKey;
+use dyad_node::transport::InterApplianceKey;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use dyad_engine::disk::sim::SimDisk;
-use dyad_engine::disk::Disk;
-use dyad_engine::store::{Store, META_FILE_NAME};
+use dyad_store::disk::sim::SimDisk;
+use dyad_store::disk::Disk;
+use dyad_store::{Store, META_FILE_NAME};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

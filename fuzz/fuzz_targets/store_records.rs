@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    dyad_engine::store::records::check_decoders_roundtrip(data);
+    dyad_store::records::check_decoders_roundtrip(data);
 });

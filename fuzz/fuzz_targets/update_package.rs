@@ -6,10 +6,10 @@
 
 use std::sync::OnceLock;
 
-use dyad_engine::update::download_key::verify_download_key;
-use dyad_engine::update::package::{decode_manifest, encode_manifest};
-use dyad_engine::update::{build_package, verify_package, PackageKind, VendorSecretKey};
-use dyad_engine::wire::Version;
+use dyad_node::update::download_key::verify_download_key;
+use dyad_node::update::package::{decode_manifest, encode_manifest};
+use dyad_node::update::{build_package, verify_package, PackageKind, VendorSecretKey};
+use dyad_wire::Version;
 use libfuzzer_sys::fuzz_target;
 
 fn key() -> &'static VendorSecretKey {
