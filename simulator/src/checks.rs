@@ -201,7 +201,7 @@ pub fn nothing_unverified_visible(world: &World) -> Result<(), Violation> {
 pub fn nothing_corrupt_served(world: &World) -> Result<(), Violation> {
     for (index, appliance) in world.appliances.iter().enumerate() {
         nothing_unverified_on(world, index, true)?;
-        let Some(replica) = &appliance.replica else {
+        let Some(replica) = appliance.replica() else {
             continue;
         };
         let store = replica.store();

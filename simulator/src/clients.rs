@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use dyad_core::clients::{
-    max_concurrent_from_config, CheckIn, CheckInAnswer, ClientGate, ClientKind, GRANT_TIMEOUT_MS,
+    max_concurrent_from_config, CheckIn, CheckInAnswer, ClientKind, GRANT_TIMEOUT_MS,
     MAX_CONCURRENT_UPGRADES_KEY, RETRY_AFTER_MS,
 };
 use dyad_core::replica::ReplicaStore;
@@ -61,11 +61,10 @@ pub struct SimClient {
     target: Option<Version>,
 }
 
-/// The site's clients and every appliance process's gate.
+/// The site's clients (each appliance's gate is its node's).
 #[derive(Clone, Debug, Default)]
 pub struct ClientPopulation {
     pub clients: Vec<SimClient>,
-    gates: BTreeMap<usize, (u64, ClientGate)>,
     /// The application version each appliance ran when it last started.
     started_app: BTreeMap<usize, Version>,
     pub grants: u64,
@@ -108,7 +107,6 @@ impl World {
     /// An appliance process started: its gate is new; if it now runs another application
     /// version than at its last start (it was upgraded), active clients check in at once.
     pub(crate) fn clients_on_start(&mut self, index: usize) {
-        self.clients.gates.remove(&index);
         let app = self.appliances[index].software.app;
         let before = self.clients.started_app.insert(index, app);
         if before.is_none_or(|before| before == app) {
@@ -121,35 +119,6 @@ impl World {
             let at = self.now_ms + self.rng.between(1_000, 60_000);
             self.schedule(at, WorldEvent::ClientCheckIn { client });
         }
-    }
-
-    fn gate_of(&mut self, index: usize) -> Option<&mut ClientGate> {
-        let incarnation = self.appliances[index].incarnation;
-        let app = self.appliances[index].software.app;
-        let limit_value = self
-            .replica(index)?
-            .store()
-            .config_get(MAX_CONCURRENT_UPGRADES_KEY)
-            .ok()
-            .flatten();
-        // A value the gate refuses leaves the limit as it was, as the driver does.
-        let limit = max_concurrent_from_config(limit_value.as_deref()).ok();
-        let entry = self.clients.gates.entry(index).or_insert_with(|| {
-            (
-                incarnation,
-                ClientGate::new(
-                    app,
-                    limit.unwrap_or(dyad_core::clients::MAX_CONCURRENT_UPGRADES_DEFAULT),
-                ),
-            )
-        });
-        if entry.0 != incarnation {
-            *entry = (incarnation, ClientGate::new(app, entry.1.max_concurrent()));
-        }
-        if let Some(limit) = limit {
-            entry.1.set_max_concurrent(limit);
-        }
-        Some(&mut entry.1)
     }
 
     /// Client `client` checks in at the site address.
@@ -175,11 +144,13 @@ impl World {
             kind: self.clients.clients[client].kind,
             installed_app: self.clients.clients[client].installed,
         };
-        let Some(gate) = self.gate_of(target) else {
+        // The appliance's node answers, as `dyad serve` does: its gate, with the limit read
+        // afresh from the site configuration (a value it refuses keeps the limit in force).
+        let Some(node) = self.appliances[target].node.as_mut() else {
             return;
         };
-        let limit = u64::from(gate.max_concurrent());
-        let answer = gate.check_in(steady_ms, &request);
+        let (answer, _refused_limit) = node.client_check_in(steady_ms, &request);
+        let limit = u64::from(node.clients().max_concurrent());
         self.trace_event("client-check-in", &[client as u64, target as u64]);
         match answer {
             Ok(CheckInAnswer::UpdateNow { target: version }) => {

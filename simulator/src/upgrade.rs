@@ -398,7 +398,7 @@ impl World {
             predecessors: old.predecessors.clone(),
             address: address.clone(),
             disk: Arc::clone(&old.disk),
-            replica: None,
+            node: None,
             psk: old.psk,
             software: old.software,
             certificate_fingerprint: old.certificate_fingerprint,

@@ -16,19 +16,21 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use dyad_core::handshake::{check_peer_hello, LocalHello};
+use dyad_core::handshake::{
+    check_not_shared_hostname, handshake_outcome, HandshakeFailure, HandshakeSide, LocalHello,
+};
+use dyad_core::node::Node;
 use dyad_core::replica::ports::StoreFault;
 use dyad_core::replica::{
-    Action, Command, CommandError, CommandId, ConnId, Event, LocalNode, PeerHandshake, Purpose,
-    Replica, ReplicaConfig, ReplicaStore, SyncRecord,
+    Action, Command, CommandError, CommandId, ConnId, LocalNode, PeerHandshake, Purpose, Replica,
+    ReplicaConfig, ReplicaStore, SyncRecord,
 };
 use dyad_store::disk::sim::{PagePool, SimDisk};
 use dyad_store::disk::Disk;
-use dyad_store::tree::chunk_subtree_cv;
-use dyad_store::{recording_file_name, ImportInfo, Store, FORMAT_VERSION};
+use dyad_store::{recording_file_name, ImportInfo, Store, SyncWork, FORMAT_VERSION};
 use dyad_wire::{
-    decode_frame, encode_frame, Chunk, ConfigVersion, Epoch, Hello, Message, NodeId, Role,
-    SessionId, SoftwareVersion,
+    decode_frame, encode_frame, Chunk, ConfigVersion, Epoch, Hello, Message, NodeId, ReasonCode,
+    Role, SessionId, SoftwareVersion,
 };
 
 use crate::checks::Violation;
@@ -98,8 +100,9 @@ pub struct Appliance {
     pub predecessors: Vec<NodeId>,
     pub address: String,
     pub disk: Arc<SimDisk>,
+    /// The engine's node (its replica and the rules around it, as `dyad serve` runs them);
     /// `None` while the appliance is down (crashed, or not yet started).
-    pub replica: Option<Replica<Store>>,
+    pub node: Option<Node<Store>>,
     pub psk: [u8; 32],
     pub software: SoftwareVersion,
     pub certificate_fingerprint: [u8; 32],
@@ -132,7 +135,11 @@ pub struct Hardware {
 
 impl Appliance {
     pub fn is_up(&self) -> bool {
-        self.replica.is_some()
+        self.node.is_some()
+    }
+
+    pub fn replica(&self) -> Option<&Replica<Store>> {
+        self.node.as_ref().map(Node::replica)
     }
 
     pub fn is_paused(&self) -> bool {
@@ -182,10 +189,18 @@ impl Network {
     }
 }
 
+/// The world's name for a link; each end's node knows it by its own [`ConnId`].
+pub(crate) type LinkId = u64;
+
 /// A connection between two appliances: end 0 dialed, end 1 accepted.
 #[derive(Debug)]
 struct SimLink {
     ends: [usize; 2],
+    /// Each end's connection id, given by its node once the end was told it is connected.
+    conns: [Option<ConnId>; 2],
+    /// Why the dialer asked for it: an attempt that ends before it connected is reported to
+    /// the dialer as failed (every connect ends in exactly one outcome, as in the driver).
+    purpose: Purpose,
     /// Torn down by the network or a crash: nothing more is delivered either way.
     reset: bool,
     /// Closed by that side: it sends and receives nothing more; frames it sent before still
@@ -223,28 +238,28 @@ pub(crate) enum WorldEvent {
         reason: String,
     },
     Connected {
-        link: ConnId,
+        link: LinkId,
         side: usize,
         handshake: PeerHandshake,
         purpose: Option<Purpose>,
     },
     Deliver {
-        link: ConnId,
+        link: LinkId,
         side: usize,
         frame: Bytes,
     },
     /// Frames held up by a dropped direction arrive after it healed.
     Flush {
-        link: ConnId,
+        link: LinkId,
         side: usize,
     },
     /// The driver of `side` checks that it heard from its peer lately.
     IdleCheck {
-        link: ConnId,
+        link: LinkId,
         side: usize,
     },
     Closed {
-        link: ConnId,
+        link: LinkId,
         side: usize,
         reason: String,
     },
@@ -271,10 +286,11 @@ pub(crate) enum WorldEvent {
     },
     /// The driver's syncer of `appliance` runs the sync it was asked for
     /// (`Action::SyncIncoming`), unless the process it belonged to ended meanwhile.
+    /// The store sync work an appliance's node asked for, taken when it asked, runs.
     Synced {
         appliance: usize,
         incarnation: u64,
-        session: dyad_wire::SessionId,
+        work: SyncWork,
         ticket: u64,
     },
 }
@@ -379,13 +395,16 @@ pub struct World {
     pub install_recoveries: Vec<dyad_core::install::RecoveryDecision>,
     /// Simulated time spent in other worlds a scenario ran beside this one ([`World::absorb`]).
     pub simulated_elsewhere_ms: u64,
-    links: BTreeMap<ConnId, SimLink>,
+    links: BTreeMap<LinkId, SimLink>,
     events: BTreeMap<(u64, u64), WorldEvent>,
     /// Events for each paused appliance, in the order they became due.
     deferred: Vec<Vec<WorldEvent>>,
     event_sequence: u64,
-    next_link: ConnId,
+    next_link: LinkId,
     next_command: CommandId,
+    /// The world's id of each command a node is running, by (appliance, incarnation, the
+    /// node's own id).
+    node_commands: BTreeMap<(usize, u64, CommandId), CommandId>,
     pub commands: BTreeMap<CommandId, CommandRecord>,
     /// Which physical appliances accepted a configuration write in each epoch (property 3).
     pub writers_by_epoch: BTreeMap<Epoch, BTreeSet<Hardware>>,
@@ -461,6 +480,7 @@ impl World {
             event_sequence: 0,
             next_link: 1,
             next_command: 1,
+            node_commands: BTreeMap::new(),
             commands: BTreeMap::new(),
             writers_by_epoch: BTreeMap::new(),
             config_stamps: BTreeMap::new(),
@@ -517,7 +537,7 @@ impl World {
             predecessors: Vec::new(),
             address: format!("{name}:7400"),
             disk,
-            replica: None,
+            node: None,
             psk,
             software,
             certificate_fingerprint: fingerprint,
@@ -585,7 +605,7 @@ impl World {
     pub fn final_hash(&self) -> [u8; 32] {
         let mut hasher = self.trace.clone();
         for appliance in &self.appliances {
-            let Some(replica) = &appliance.replica else {
+            let Some(replica) = appliance.replica() else {
                 hasher.update(b"down");
                 continue;
             };
@@ -620,7 +640,7 @@ impl World {
     /// Starts (or restarts) appliance `index` on its disk as it is, then hands the store the
     /// recordings its recorder kept while it was down (sessions cut off by the crash).
     pub fn start(&mut self, index: usize) {
-        if self.appliances[index].replica.is_some() {
+        if self.appliances[index].node.is_some() {
             return;
         }
         // `dyad serve` first finishes or rolls back an install a crash interrupted.
@@ -671,7 +691,8 @@ impl World {
         let appliance = &mut self.appliances[index];
         let torn = appliance.disk.torn_files();
         let epoch = replica.state().epoch;
-        appliance.replica = Some(replica);
+        let client_app_version = appliance.software.app;
+        appliance.node = Some(Node::new(replica, client_app_version, now));
         // A crash tore a write since the last start, and the store opened on it (the
         // database checks its integrity on open; recovery below must find nothing listed
         // unverified).
@@ -679,8 +700,7 @@ impl World {
         self.torn_seen[index] = torn.len() as u64;
         self.epoch_floor[index] = Some(epoch);
         self.last_sync_seen[index] = self.appliances[index]
-            .replica
-            .as_ref()
+            .replica()
             .and_then(|replica| replica.state().last_sync.clone());
         self.trace("start", &[index as u64]);
         // Recovery after whatever happened must leave nothing unverified listed.
@@ -698,13 +718,13 @@ impl World {
     /// Ends appliance `index`'s process: its connections drop and its client sessions in
     /// progress are cut off with what was recorded.
     fn stop_process(&mut self, index: usize, why: &str) -> bool {
-        if self.appliances[index].replica.take().is_none() {
+        if self.appliances[index].node.take().is_none() {
             return false;
         }
         self.appliances[index].incarnation += 1;
         self.appliances[index].paused_since_ms = None;
         self.deferred[index].clear();
-        let links: Vec<ConnId> = self
+        let links: Vec<LinkId> = self
             .links
             .iter()
             .filter(|(_, link)| !link.reset && link.ends.contains(&index))
@@ -713,6 +733,19 @@ impl World {
         for id in links {
             self.reset_link(id, why);
         }
+        // The process is gone: nobody on its side is told, and a node started later (whose
+        // connection ids start again from 1) must never hear of these links.
+        for link in self.links.values_mut() {
+            for side in 0..2 {
+                if link.ends[side] == index {
+                    link.conns[side] = None;
+                    link.notified[side] = true;
+                }
+            }
+        }
+        self.links.retain(|_, link| link.notified != [true, true]);
+        self.node_commands
+            .retain(|(appliance, _, _), _| *appliance != index);
         self.cut_off_sessions(index);
         true
     }
@@ -802,7 +835,7 @@ impl World {
         }
         self.appliances[index].paused_since_ms = Some(self.now_ms);
         self.trace("pause", &[index as u64]);
-        let checks: Vec<(ConnId, usize)> = self
+        let checks: Vec<(LinkId, usize)> = self
             .links
             .iter()
             .filter(|(_, link)| !link.reset)
@@ -824,7 +857,7 @@ impl World {
         }
         self.trace("resume", &[index as u64]);
         let now = self.local_now(index);
-        if let Some(replica) = self.appliances[index].replica.as_mut() {
+        if let Some(replica) = self.appliances[index].node.as_mut() {
             replica.handle_timeout(now);
             self.drain(index);
         }
@@ -843,7 +876,7 @@ impl World {
         // (a forward step needs nothing: timers just fall due).
         if delta_ms < 0 && !self.appliances[index].is_paused() {
             let now = self.local_now(index);
-            if let Some(replica) = self.appliances[index].replica.as_mut() {
+            if let Some(replica) = self.appliances[index].node.as_mut() {
                 replica.handle_timeout(now);
                 self.drain(index);
             }
@@ -862,7 +895,7 @@ impl World {
     }
 
     pub fn replica(&self, index: usize) -> Option<&Replica<Store>> {
-        self.appliances[index].replica.as_ref()
+        self.appliances[index].replica()
     }
 
     /// Whether appliance `index` stopped on a terminal storage failure.
@@ -1028,7 +1061,7 @@ impl World {
         let index = pending.appliance;
         let mut content_rng = SimRng::new(pending.content_seed);
         let appliance = &mut self.appliances[index];
-        let Some(replica) = appliance.replica.as_mut() else {
+        let Some(replica) = appliance.node.as_mut() else {
             self.pending_imports.push(pending);
             return None;
         };
@@ -1044,7 +1077,11 @@ impl World {
             expected_len: Some(pending.len),
             expected_root: None,
         };
-        match replica.store_mut().import_recording(source, info) {
+        match replica
+            .replica_mut()
+            .store_mut()
+            .import_recording(source, info)
+        {
             Ok(meta) => {
                 // A session id is never reused: the same id with other content as any session
                 // that exists somewhere is a violation. (A session that went with discarded
@@ -1117,11 +1154,15 @@ impl World {
         if self.appliances[index].is_paused() {
             return false;
         }
-        let Some(replica) = self.appliances[index].replica.as_mut() else {
+        let Some(replica) = self.appliances[index].node.as_mut() else {
             return false;
         };
-        let epoch = replica.state().epoch;
-        let written = replica.write_config(key, value).ok();
+        let epoch = replica.replica().state().epoch;
+        let now = self.appliances[index].clock.local(self.now_ms);
+        let Some(replica) = self.appliances[index].node.as_mut() else {
+            return false;
+        };
+        let written = replica.write_config(now, key, value).ok();
         let accepted = written.is_some();
         let hardware = self.hardware(index);
         if let Some(version) = written {
@@ -1356,7 +1397,7 @@ impl World {
         if appliance.is_paused() {
             return None;
         }
-        let local = appliance.replica.as_ref()?.next_timeout()?;
+        let local = appliance.node.as_ref()?.next_timeout()?;
         Some(appliance.clock.true_time_of(local).max(self.now_ms))
     }
 
@@ -1424,7 +1465,7 @@ impl World {
             if self.timeout_due(index).is_some_and(|at| at <= self.now_ms) {
                 let now = self.local_now(index);
                 self.trace("timeout", &[index as u64]);
-                if let Some(replica) = self.appliances[index].replica.as_mut() {
+                if let Some(replica) = self.appliances[index].node.as_mut() {
                     replica.handle_timeout(now);
                 }
                 self.drain(index);
@@ -1622,7 +1663,7 @@ impl World {
                 reason,
             } => {
                 self.trace("connect-failed", &[to as u64]);
-                self.deliver_event(to, Event::ConnectFailed { purpose, reason });
+                self.deliver_connect_failed(to, purpose, reason);
             }
             WorldEvent::Connected {
                 link,
@@ -1640,14 +1681,14 @@ impl World {
                     let split_before = self
                         .status(index)
                         .is_some_and(|status| status.disagreement.is_some());
-                    self.deliver_event(
-                        index,
-                        Event::Connected {
-                            conn: link,
-                            handshake,
-                            outbound: purpose,
-                        },
-                    );
+                    let now = self.local_now(index);
+                    if let Some(node) = self.appliances[index].node.as_mut() {
+                        let conn = node.connected(now, handshake, purpose);
+                        if let Some(sim_link) = self.links.get_mut(&link) {
+                            sim_link.conns[side] = Some(conn);
+                        }
+                        self.drain(index);
+                    }
                     let split_after = self
                         .status(index)
                         .is_some_and(|status| status.disagreement.is_some());
@@ -1717,11 +1758,23 @@ impl World {
                 }
                 sim_link.notified[side] = true;
                 let index = sim_link.ends[side];
+                let conn = sim_link.conns[side];
+                let purpose = sim_link.purpose.clone();
                 if sim_link.notified == [true, true] {
                     self.links.remove(&link);
                 }
                 self.trace("closed", &[link, side as u64]);
-                self.deliver_event(index, Event::Disconnected { conn: link, reason });
+                let now = self.local_now(index);
+                let Some(node) = self.appliances[index].node.as_mut() else {
+                    return;
+                };
+                match conn {
+                    Some(conn) => node.disconnected(now, conn, reason),
+                    // The dialer never heard it was connected: its attempt failed.
+                    None if side == 0 => node.connect_failed(now, purpose, reason),
+                    None => return,
+                }
+                self.drain(index);
             }
             WorldEvent::SessionEnd { session } => {
                 let Some(session) = self.client_sessions.remove(&session) else {
@@ -1753,33 +1806,27 @@ impl World {
             WorldEvent::Synced {
                 appliance: index,
                 incarnation,
-                session,
+                work,
                 ticket,
             } => {
-                if self.appliances[index].incarnation != incarnation {
+                // A crash lost the sync (and the chunks it would have made durable).
+                if self.appliances[index].incarnation != incarnation
+                    || !self.appliances[index].is_up()
+                {
                     return;
                 }
-                let Some(replica) = self.replica(index) else {
-                    return;
-                };
-                // What the tokio driver's syncer thread does, here in the world's order.
-                let outcome = replica
-                    .store()
-                    .sync_work(&session, ticket)
-                    .and_then(|work| work.run())
-                    .map_err(StoreFault::from);
+                // What the tokio driver's syncer thread does with the work it was handed.
+                let session = work.session();
+                let outcome = work.run().map_err(StoreFault::from);
                 self.trace(
                     "synced",
                     &[index as u64, ticket, u64::from(outcome.is_ok())],
                 );
-                self.deliver_event(
-                    index,
-                    Event::Synced {
-                        session,
-                        ticket,
-                        outcome,
-                    },
-                );
+                let now = self.local_now(index);
+                if let Some(node) = self.appliances[index].node.as_mut() {
+                    node.synced(now, session, ticket, outcome);
+                    self.drain(index);
+                }
             }
             WorldEvent::Command {
                 appliance: index,
@@ -1787,9 +1834,11 @@ impl World {
                 command,
             } => {
                 let now = self.local_now(index);
-                match self.appliances[index].replica.as_mut() {
-                    Some(replica) => {
-                        replica.handle_command(now, id, command);
+                match self.appliances[index].node.as_mut() {
+                    Some(node) => {
+                        let node_id = node.command(now, command);
+                        let incarnation = self.appliances[index].incarnation;
+                        self.node_commands.insert((index, incarnation, node_id), id);
                         self.drain(index);
                     }
                     None => {
@@ -1805,8 +1854,12 @@ impl World {
     }
 
     /// Hands one frame to side `side` of `link`, decoding it with the real codec.
-    fn deliver_frame(&mut self, link: ConnId, side: usize, frame: Bytes) {
-        let Some(index) = self.links.get(&link).map(|l| l.ends[side]) else {
+    fn deliver_frame(&mut self, link: LinkId, side: usize, frame: Bytes) {
+        let Some((index, conn)) = self
+            .links
+            .get(&link)
+            .and_then(|l| Some((l.ends[side], l.conns[side]?)))
+        else {
             return;
         };
         if !self.appliances[index].is_up() {
@@ -1841,19 +1894,11 @@ impl World {
         } else {
             None
         };
-        let event = match message {
-            // Hashed on arrival, as the tokio driver's reader tasks do.
-            Message::Chunk(chunk) => Event::ChunkReceived {
-                subtree_cv: chunk_subtree_cv(u64::from(chunk.chunk_index), &chunk.data),
-                conn: link,
-                chunk,
-            },
-            message => Event::Received {
-                conn: link,
-                message,
-            },
-        };
-        self.deliver_event(index, event);
+        let now = self.local_now(index);
+        if let Some(node) = self.appliances[index].node.as_mut() {
+            node.received(now, conn, message);
+            self.drain(index);
+        }
         if let Some((before_entries, before_conflicts)) = before {
             self.check_conflict_recorded(index, before_entries, before_conflicts);
         }
@@ -1916,17 +1961,17 @@ impl World {
         }
     }
 
-    fn deliver_event(&mut self, index: usize, event: Event) {
+    fn deliver_connect_failed(&mut self, index: usize, purpose: Purpose, reason: String) {
         let now = self.local_now(index);
-        if let Some(replica) = self.appliances[index].replica.as_mut() {
-            replica.handle_event(now, event);
+        if let Some(node) = self.appliances[index].node.as_mut() {
+            node.connect_failed(now, purpose, reason);
             self.drain(index);
         }
     }
 
     fn hello_of(&self, index: usize, now_local_ms: u64) -> Option<Hello> {
         let appliance = &self.appliances[index];
-        let replica = appliance.replica.as_ref()?;
+        let replica = appliance.replica()?;
         let local = self.local_hello(index)?;
         Some(Hello {
             protocol_min: local.protocol_min,
@@ -1942,7 +1987,7 @@ impl World {
 
     fn local_hello(&self, index: usize) -> Option<LocalHello> {
         let appliance = &self.appliances[index];
-        let replica = appliance.replica.as_ref()?;
+        let replica = appliance.replica()?;
         Some(LocalHello::new(
             appliance.software,
             appliance.node_id,
@@ -1969,6 +2014,12 @@ impl World {
                 },
             );
         };
+        // As the transport does before resolving anything.
+        if let Some(site) = &self.appliances[from].site_hostname {
+            if let Err(refusal) = check_not_shared_hostname(&address, site) {
+                return fail(self, 0, refusal.to_string());
+            }
+        }
         let Some(to) = target else {
             return fail(self, CONNECT_TIMEOUT_MS, format!("{address}: no such host"));
         };
@@ -1980,13 +2031,6 @@ impl World {
             );
         }
         let round_trip = self.latency() * 2;
-        if self.appliances[from].psk != self.appliances[to].psk {
-            return fail(
-                self,
-                round_trip * 2,
-                "the inter-appliance keys differ (KeyMismatch)".into(),
-            );
-        }
         let (from_now, to_now) = (self.local_now(from), self.local_now(to));
         let (Some(from_hello), Some(to_hello)) =
             (self.hello_of(from, from_now), self.hello_of(to, to_now))
@@ -2005,24 +2049,33 @@ impl World {
                 format!("{address}: connection refused"),
             );
         };
-        if let Err((_, text)) = check_peer_hello(&from_local, &to_hello) {
-            return fail(self, round_trip * 3, text);
-        }
-        if check_peer_hello(&to_local, &from_hello).is_err() {
-            return fail(
-                self,
-                round_trip * 3,
-                "the peer refused the handshake".into(),
+        // The transport's checks, in its order, with its texts (the core's handshake rules).
+        let key_fingerprints = [from, to].map(|index| key_fingerprint(&self.appliances[index].psk));
+        let dialer = HandshakeSide {
+            local: &from_local,
+            hello: &from_hello,
+            certificate: self.appliances[from].certificate_fingerprint,
+            key_fingerprint: &key_fingerprints[0],
+            pinned_peer: pin,
+        };
+        let acceptor = HandshakeSide {
+            local: &to_local,
+            hello: &to_hello,
+            certificate: self.appliances[to].certificate_fingerprint,
+            key_fingerprint: &key_fingerprints[1],
+            pinned_peer: None,
+        };
+        let keys_match = self.appliances[from].psk == self.appliances[to].psk;
+        if let Err(failure) = handshake_outcome(&dialer, &acceptor, keys_match) {
+            // A pin or key refusal comes after the proofs (two round trips), a Hello refusal
+            // after the Hellos (three).
+            let hello_step = matches!(
+                &failure,
+                HandshakeFailure::RefusedByDialer(refusal) | HandshakeFailure::RefusedByAcceptor(refusal)
+                    if !matches!(refusal.reason, ReasonCode::KeyMismatch | ReasonCode::UnexpectedPeer)
             );
-        }
-        if let Some(pin) = pin {
-            if pin != self.appliances[to].certificate_fingerprint {
-                return fail(
-                    self,
-                    round_trip * 3,
-                    format!("{address} presented an unexpected certificate (UnexpectedPeer)"),
-                );
-            }
+            let delay = round_trip * if hello_step { 3 } else { 2 };
+            return fail(self, delay, failure.dialer_text());
         }
         let link = self.next_link;
         self.next_link += 1;
@@ -2031,6 +2084,8 @@ impl World {
             link,
             SimLink {
                 ends: [from, to],
+                conns: [None, None],
+                purpose: purpose.clone(),
                 reset: false,
                 closed_by: [false; 2],
                 notified: [false; 2],
@@ -2071,7 +2126,7 @@ impl World {
     }
 
     /// Closes a link abruptly: both ends learn of it after a latency.
-    fn reset_link(&mut self, link: ConnId, reason: &str) {
+    fn reset_link(&mut self, link: LinkId, reason: &str) {
         let Some(sim_link) = self.links.get_mut(&link) else {
             return;
         };
@@ -2099,9 +2154,9 @@ impl World {
     fn drain(&mut self, index: usize) {
         loop {
             let Some(action) = self.appliances[index]
-                .replica
+                .node
                 .as_mut()
-                .and_then(|replica| replica.poll_action())
+                .and_then(|node| node.poll_action())
             else {
                 break;
             };
@@ -2261,22 +2316,40 @@ impl World {
                 self.close(index, conn);
             }
             Action::SyncIncoming { session, ticket } => {
-                // The syncer runs beside the replica: the sync lands a moment later, and a
-                // crash before then loses it (and the chunks it would have made durable).
-                let at = self.now_ms + SYNC_LATENCY_MS;
-                let incarnation = self.appliances[index].incarnation;
-                self.schedule(
-                    at,
-                    WorldEvent::Synced {
-                        appliance: index,
-                        incarnation,
-                        session,
-                        ticket,
-                    },
-                );
+                // As the driver does: the work is taken when the action arrives, and runs
+                // beside the replica a moment later; a crash before then loses it.
+                let Some(replica) = self.replica(index) else {
+                    return;
+                };
+                match replica.store().sync_work(&session, ticket) {
+                    Ok(work) => {
+                        let at = self.now_ms + SYNC_LATENCY_MS;
+                        let incarnation = self.appliances[index].incarnation;
+                        self.schedule(
+                            at,
+                            WorldEvent::Synced {
+                                appliance: index,
+                                incarnation,
+                                work,
+                                ticket,
+                            },
+                        );
+                    }
+                    Err(error) => {
+                        let now = self.local_now(index);
+                        if let Some(node) = self.appliances[index].node.as_mut() {
+                            node.synced(now, session, ticket, Err(StoreFault::from(error)));
+                        }
+                    }
+                }
             }
             Action::Progress { .. } => {}
             Action::Completed { command, outcome } => {
+                let incarnation = self.appliances[index].incarnation;
+                let Some(command) = self.node_commands.remove(&(index, incarnation, command))
+                else {
+                    return;
+                };
                 self.trace("completed", &[command, u64::from(outcome.is_ok())]);
                 if outcome.is_ok() {
                     self.note_command_done(index, command);
@@ -2326,16 +2399,20 @@ impl World {
         }
     }
 
-    fn side_of(&self, index: usize, conn: ConnId) -> Option<usize> {
-        let link = self.links.get(&conn)?;
-        link.ends.iter().position(|end| *end == index)
+    /// The link appliance `index`'s node calls `conn`, and which end of it that node is.
+    fn link_of(&self, index: usize, conn: ConnId) -> Option<(LinkId, usize)> {
+        self.links.iter().find_map(|(id, link)| {
+            let side =
+                (0..2).find(|side| link.ends[*side] == index && link.conns[*side] == Some(conn))?;
+            Some((*id, side))
+        })
     }
 
     fn send(&mut self, index: usize, conn: ConnId, message: Message) {
-        let Some(side) = self.side_of(index, conn) else {
+        let Some((link_id, side)) = self.link_of(index, conn) else {
             return;
         };
-        let Some(link) = self.links.get(&conn) else {
+        let Some(link) = self.links.get(&link_id) else {
             return;
         };
         if !link.can_send() {
@@ -2385,7 +2462,7 @@ impl World {
         self.frame_bytes_sent[index] += frame.len() as u64;
         let latency = self.latency();
         let transfer_ms = frame.len() as u64 / self.network.rate_bytes_per_ms.max(1);
-        let Some(link) = self.links.get_mut(&conn) else {
+        let Some(link) = self.links.get_mut(&link_id) else {
             return;
         };
         let to_side = 1 - side;
@@ -2394,7 +2471,7 @@ impl World {
         self.schedule(
             arrival,
             WorldEvent::Deliver {
-                link: conn,
+                link: link_id,
                 side: to_side,
                 frame: frame.freeze(),
             },
@@ -2404,36 +2481,40 @@ impl World {
     /// An orderly close by appliance `index`: the peer sees it after the frames already sent,
     /// and the closer is told at once.
     fn close(&mut self, index: usize, conn: ConnId) {
-        let Some(side) = self.side_of(index, conn) else {
+        let Some((link_id, side)) = self.link_of(index, conn) else {
             return;
         };
-        let Some(link) = self.links.get_mut(&conn) else {
+        let Some(link) = self.links.get_mut(&link_id) else {
             return;
         };
         if link.closed_by[side] || link.reset {
             return;
         }
         link.closed_by[side] = true;
+        // The node told its replica already (a local close); only the peer is left to learn.
+        link.notified[side] = true;
         let arrival = link.last_arrival_ms[1 - side].max(self.now_ms) + 1;
-        let now = self.now_ms;
-        self.trace("close", &[conn, side as u64]);
+        self.trace("close", &[link_id, side as u64]);
         self.schedule(
             arrival,
             WorldEvent::Closed {
-                link: conn,
+                link: link_id,
                 side: 1 - side,
                 reason: "closed by the peer".into(),
             },
         );
-        self.schedule(
-            now,
-            WorldEvent::Closed {
-                link: conn,
-                side,
-                reason: "closed locally".into(),
-            },
-        );
     }
+}
+
+/// A label for an inter-appliance key, in the spirit of `dyad key show` (the world's keys are
+/// bare bytes): four groups of four hex digits of its hash.
+fn key_fingerprint(psk: &[u8; 32]) -> String {
+    let hash = blake3::hash(psk);
+    hash.as_bytes()[..8]
+        .chunks(2)
+        .map(|pair| format!("{:02x}{:02x}", pair[0], pair[1]))
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// A deterministic stream of recording bytes.
@@ -2476,7 +2557,7 @@ impl World {
         if sync_now_running {
             self.coverage.note(CoverageEvent::PartitionDuringSyncNow);
         }
-        let checks: Vec<(ConnId, usize)> = self
+        let checks: Vec<(LinkId, usize)> = self
             .links
             .iter()
             .filter(|(_, link)| !link.reset)
@@ -2502,7 +2583,7 @@ impl World {
             return;
         }
         self.trace("heal", &[from as u64, to as u64]);
-        let flushes: Vec<(ConnId, usize)> = self
+        let flushes: Vec<(LinkId, usize)> = self
             .links
             .iter()
             .filter_map(|(id, link)| {
@@ -2527,7 +2608,7 @@ impl World {
 
     /// Resets every open connection (a network blip).
     pub fn reset_all_links(&mut self) {
-        let open: Vec<ConnId> = self
+        let open: Vec<LinkId> = self
             .links
             .iter()
             .filter(|(_, link)| !link.reset)

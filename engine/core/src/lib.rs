@@ -36,4 +36,6 @@ macro_rules! planted_bug {
 pub mod clients;
 pub mod handshake;
 pub mod install;
+pub mod node;
 pub mod replica;
+pub mod tree;

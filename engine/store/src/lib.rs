@@ -30,7 +30,7 @@ pub mod replica_port;
 pub mod settings_backup;
 mod settings_read;
 pub mod summary;
-pub mod tree;
+pub use dyad_core::tree;
 
 pub use config::config_chain;
 pub use recordings::{

@@ -29,13 +29,13 @@ use crate::appliance::{Appliance, DataDir};
 use crate::transport::{
     connect, Acceptor, AuthenticatedConnection, CertFingerprint, LocalHello, TransportConfig,
 };
+use dyad_core::node::{inbound_event, Node};
 use dyad_core::replica::ports::StoreFault;
 use dyad_core::replica::{
     Action, Command, CommandId, ConnId, Event, LocalNode, PeerHandshake, Purpose, Replica,
     ReplicaConfig,
 };
 use dyad_store::disk::real::RealDisk;
-use dyad_store::tree::chunk_subtree_cv;
 use dyad_store::{ImportInfo, Store, SyncWork};
 
 use admin::{AdminReply, AdminRequest, ADMIN_REQUEST_BYTES_MAX};
@@ -298,23 +298,15 @@ pub fn serve_with(
     let syncer = spawn_syncer(inbound_sender.clone())?;
     let mut driver = ReplicaThread {
         syncer,
-        replica,
+        node: Node::new(replica, client_app_version, wall_clock_ms()),
         appliance,
         identity,
         config_sender,
         inbound: inbound_sender,
         runtime: handle,
         conns: BTreeMap::new(),
-        next_conn: 1,
-        next_command: 1,
         waiting: BTreeMap::new(),
-        local_events: Vec::new(),
         wire_bytes_sent: Arc::new(AtomicU64::new(0)),
-        clients: dyad_core::clients::ClientGate::new(
-            client_app_version,
-            dyad_core::clients::MAX_CONCURRENT_UPGRADES_DEFAULT,
-        ),
-        clock_seen_unix_ms: wall_clock_ms(),
         options,
         storage_failed_since_unix_ms: None,
     };
@@ -476,28 +468,23 @@ async fn admin_loop(listener: tokio::net::UnixListener, sender: mpsc::Sender<Inp
 use tokio::io::AsyncReadExt as _;
 
 struct ReplicaThread {
-    replica: Replica<Store>,
+    /// The replica and the rules around it (connection ids, local closes, the driving order,
+    /// the client gate): the same `Node` the simulator runs.
+    node: Node<Store>,
     appliance: Appliance,
     identity: Arc<crate::transport::Identity>,
     config_sender: watch::Sender<Arc<TransportConfig>>,
     inbound: mpsc::Sender<Input>,
     runtime: tokio::runtime::Handle,
+    /// The sockets of the connections the node has open (or has just closed, until the
+    /// close is performed).
     conns: BTreeMap<ConnId, ConnHandle>,
-    next_conn: ConnId,
-    next_command: CommandId,
     waiting: BTreeMap<CommandId, mpsc::UnboundedSender<AdminReply>>,
-    /// Events the driver itself raises while carrying out actions (a local close).
-    local_events: Vec<Event>,
     /// The syncer thread, which runs the replica's syncs one after the other
     /// ([`Action::SyncIncoming`]).
     syncer: std::sync::mpsc::Sender<(SyncWork, u64)>,
     /// Every frame byte sent to peers since start (recordings and metadata).
     wire_bytes_sent: Arc<AtomicU64>,
-    /// The last wall-clock reading, to notice the clock stepping backwards.
-    clock_seen_unix_ms: u64,
-    /// Which clients may update now after an application upgrade (kept in memory: a restart
-    /// forgets grants, and clients simply check in again).
-    clients: dyad_core::clients::ClientGate,
     options: ServeOptions,
     /// When the store was first seen failed (status keeps saying why until the exit).
     storage_failed_since_unix_ms: Option<u64>,
@@ -506,7 +493,7 @@ struct ReplicaThread {
 impl ReplicaThread {
     /// After a storage failure: logs it once, and says when the grace period is over.
     fn storage_failure_exit(&mut self, now: u64) -> Option<ServeEnd> {
-        let failure = self.replica.store().failure()?;
+        let failure = self.node.replica().store().failure()?;
         let since = *self.storage_failed_since_unix_ms.get_or_insert_with(|| {
             match self.options.storage_failure_exit_ms {
                 Some(grace_ms) => tracing::error!(
@@ -534,57 +521,27 @@ impl ReplicaThread {
             let now = wall_clock_ms();
             match input {
                 Input::Shutdown => break,
-                // A tick only wakes the loop for the replica's timers (below).
-                Input::Tick => {}
-                Input::Net(event) => {
-                    let known = match &event {
-                        Event::Received { conn, .. }
-                        | Event::ChunkReceived { conn, .. }
-                        | Event::Disconnected { conn, .. } => self.conns.contains_key(conn),
-                        _ => true,
-                    };
-                    if let Event::Disconnected { conn, .. } = &event {
-                        self.conns.remove(conn);
+                // A tick wakes the node for the replica's timers, and shows it the wall
+                // clock so that a step backwards is noticed within one tick.
+                Input::Tick => self.node.handle_timeout(now),
+                Input::Net(event) => match event {
+                    Event::Disconnected { conn, reason } => {
+                        self.conns.remove(&conn);
+                        self.node.disconnected(now, conn, reason);
                     }
-                    if known {
-                        self.replica.handle_event(now, event);
-                    }
-                }
-                Input::Established { purpose, result } => match result {
-                    Ok(connection) => {
-                        let (conn, handshake) = self.register(*connection);
-                        self.replica.handle_event(
-                            now,
-                            Event::Connected {
-                                conn,
-                                handshake,
-                                outbound: Some(purpose),
-                            },
-                        );
-                    }
-                    Err(reason) => self
-                        .replica
-                        .handle_event(now, Event::ConnectFailed { purpose, reason }),
+                    Event::Synced {
+                        session,
+                        ticket,
+                        outcome,
+                    } => self.node.synced(now, session, ticket, outcome),
+                    event => self.node.inbound(now, event),
                 },
-                Input::Accepted(connection) => {
-                    let (conn, handshake) = self.register(*connection);
-                    self.replica.handle_event(
-                        now,
-                        Event::Connected {
-                            conn,
-                            handshake,
-                            outbound: None,
-                        },
-                    );
-                }
+                Input::Established { purpose, result } => match result {
+                    Ok(connection) => self.register(now, *connection, Some(purpose)),
+                    Err(reason) => self.node.connect_failed(now, purpose, reason),
+                },
+                Input::Accepted(connection) => self.register(now, *connection, None),
                 Input::Admin { request, reply } => self.admin(now, request, reply),
-            }
-            // A wall clock stepped backwards is handed in at once: the replica moves its
-            // timers back with it (see the replica's driving order).
-            let stepped_back = now < self.clock_seen_unix_ms;
-            self.clock_seen_unix_ms = now;
-            if stepped_back || self.replica.next_timeout().is_some_and(|at| at <= now) {
-                self.replica.handle_timeout(now);
             }
             self.drain(now);
             if let Some(storage_failed) = self.storage_failure_exit(now) {
@@ -598,39 +555,32 @@ impl ReplicaThread {
         Ok(end)
     }
 
-    /// Carries out the replica's actions, feeding back the events they raise, and keeps the
-    /// transport's view of role and epoch current.
+    /// Carries out the node's actions (which may raise more: a sync that cannot start), and
+    /// keeps the transport's view of role and epoch current.
     fn drain(&mut self, now: u64) {
         // The listener must say the new role before a close makes the peer redial.
         self.follow_relationship();
-        loop {
-            while let Some(action) = self.replica.poll_action() {
-                self.perform(action);
-            }
-            if self.local_events.is_empty() {
-                break;
-            }
-            for event in std::mem::take(&mut self.local_events) {
-                self.replica.handle_event(now, event);
-            }
+        while let Some(action) = self.node.poll_action() {
+            self.perform(now, action);
         }
         self.follow_relationship();
     }
 
     /// Keeps the transport's Hello (role and epoch) equal to the replica's.
     fn follow_relationship(&mut self) {
-        let state = self.replica.state();
+        let state = self.node.replica().state();
         let current = self.config_sender.borrow().clone();
         // Inbound connections are not pinned by the transport (the replica checks the
         // peer's certificate itself when it classifies the link), so only the Hello's role and
         // epoch need to follow the relationship.
         if current.local.role != state.role || current.local.epoch != state.epoch {
-            let updated = transport_config(&self.appliance, self.identity.clone(), &self.replica);
+            let updated =
+                transport_config(&self.appliance, self.identity.clone(), self.node.replica());
             let _ = self.config_sender.send(Arc::new(updated));
         }
     }
 
-    fn perform(&mut self, action: Action) {
+    fn perform(&mut self, now: u64, action: Action) {
         match action {
             Action::Connect {
                 address,
@@ -668,36 +618,37 @@ impl ReplicaThread {
                             ReasonCode::Malformed,
                             text,
                         ))));
-                    self.close_locally(conn, "peer exceeded its window");
+                    self.conns.remove(&conn);
+                    self.node
+                        .close_locally(now, conn, "the peer asked for more than its window");
                     return;
                 }
                 let _ = handle.writer.send(WriterCommand::Send(message, size));
             }
+            // The node has told the replica already; only the socket is left to close.
             Action::Close { conn, error } => {
-                if let Some(handle) = self.conns.get(&conn) {
+                if let Some(handle) = self.conns.remove(&conn) {
+                    handle.reader.abort();
                     let _ = handle.writer.send(WriterCommand::Close(error));
                 }
-                self.close_locally(conn, "closed locally");
             }
             Action::SyncIncoming { session, ticket } => {
-                match self.replica.store().sync_work(&session, ticket) {
+                // The work is taken now, when the action arrives, and run later in order
+                // on the syncer thread.
+                match self.node.replica().store().sync_work(&session, ticket) {
                     Ok(work) => {
                         if self.syncer.send((work, ticket)).is_err() {
-                            self.local_events.push(Event::Synced {
-                                session,
-                                ticket,
-                                outcome: Err(StoreFault {
-                                    message: "the syncer thread stopped".into(),
-                                    terminal: true,
-                                }),
-                            });
+                            let stopped = StoreFault {
+                                message: "the syncer thread stopped".into(),
+                                terminal: true,
+                            };
+                            self.node.synced(now, session, ticket, Err(stopped));
                         }
                     }
-                    Err(error) => self.local_events.push(Event::Synced {
-                        session,
-                        ticket,
-                        outcome: Err(StoreFault::from(error)),
-                    }),
+                    Err(error) => {
+                        self.node
+                            .synced(now, session, ticket, Err(StoreFault::from(error)))
+                    }
                 }
             }
             Action::Progress { command, progress } => {
@@ -716,26 +667,21 @@ impl ReplicaThread {
         }
     }
 
-    fn close_locally(&mut self, conn: ConnId, reason: &str) {
-        if let Some(handle) = self.conns.remove(&conn) {
-            handle.reader.abort();
-            self.local_events.push(Event::Disconnected {
-                conn,
-                reason: reason.to_string(),
-            });
-        }
-    }
-
-    /// Gives an authenticated connection an id and its reader and writer tasks.
-    fn register(&mut self, connection: AuthenticatedConnection) -> (ConnId, PeerHandshake) {
-        let conn = self.next_conn;
-        self.next_conn += 1;
+    /// Hands an authenticated connection to the node, which gives it an id, and starts its
+    /// reader and writer tasks. The node's actions on it wait in its queue until then.
+    fn register(
+        &mut self,
+        now: u64,
+        connection: AuthenticatedConnection,
+        outbound: Option<Purpose>,
+    ) {
         let (peer, mut reader, mut writer) = connection.into_split();
         let handshake = PeerHandshake {
             hello: peer.hello.clone(),
             certificate_fingerprint: peer.cert_fingerprint.0,
             clock_offset_ms: peer.clock_offset_ms,
         };
+        let conn = self.node.connected(now, handshake, outbound);
         let (writer_sender, mut writer_commands) = mpsc::unbounded_channel::<WriterCommand>();
         let queued_bytes = Arc::new(AtomicU64::new(0));
         let writer_queue = queued_bytes.clone();
@@ -792,19 +738,9 @@ impl ReplicaThread {
                         break format!("the peer sent nothing for {} s", IDLE_TIMEOUT_MS / 1000)
                     }
                     Ok(Ok(Some(message))) => {
-                        let event = match message {
-                            // Hashed here, on the task that decoded it, so that the replica's
-                            // thread only compares 32 bytes before writing.
-                            Message::Chunk(chunk) => Event::ChunkReceived {
-                                subtree_cv: chunk_subtree_cv(
-                                    u64::from(chunk.chunk_index),
-                                    &chunk.data,
-                                ),
-                                conn,
-                                chunk,
-                            },
-                            message => Event::Received { conn, message },
-                        };
+                        // Chunks are hashed here, on the task that decoded them, so that the
+                        // replica's thread only compares 32 bytes before writing.
+                        let event = inbound_event(conn, message);
                         if sender.send(Input::Net(event)).await.is_err() {
                             return;
                         }
@@ -825,7 +761,6 @@ impl ReplicaThread {
                 reader: reader_task,
             },
         );
-        (conn, handshake)
     }
 
     fn admin(&mut self, now: u64, request: AdminRequest, reply: mpsc::UnboundedSender<AdminReply>) {
@@ -848,11 +783,13 @@ impl ReplicaThread {
                 None
             }
             AdminRequest::ClientProgress => {
-                self.refresh_client_limit();
-                let progress = self.clients.progress(monotonic_ms());
+                let (progress, warning) = self.node.client_progress(monotonic_ms());
+                if let Some(warning) = warning {
+                    tracing::warn!("{warning}");
+                }
                 let _ = reply.send(AdminReply::Ok(serde_json::json!({
                     "application_version": self.appliance.settings.software.app.to_string(),
-                    "max_concurrent_upgrades": self.clients.max_concurrent(),
+                    "max_concurrent_upgrades": self.node.clients().max_concurrent(),
                     "updated": progress.updated,
                     "in_progress": progress.in_progress,
                     "waiting": progress.waiting,
@@ -862,40 +799,27 @@ impl ReplicaThread {
             }
             other => {
                 let wire = self.wire_bytes_sent.load(Ordering::Relaxed);
-                let answer =
-                    render::answer_locally(&mut self.replica, &self.appliance, now, wire, other);
+                let answer = render::answer_locally(
+                    self.node.replica_mut(),
+                    &self.appliance,
+                    now,
+                    wire,
+                    other,
+                );
                 let _ = reply.send(answer);
+                // A configuration write or an import may have given the replica work.
+                self.node.handle_timeout(now);
                 None
             }
         };
         if let Some(command) = command {
-            let id = self.next_command;
-            self.next_command += 1;
+            let id = self.node.command(now, command);
             self.waiting.insert(id, reply);
-            self.replica.handle_command(now, id, command);
         }
     }
 }
 
 impl ReplicaThread {
-    /// The limit is a replicated site setting: read it afresh, so a change on the primary
-    /// applies at the next check-in.
-    fn refresh_client_limit(&mut self) {
-        let configured = self
-            .replica
-            .store()
-            .config_get(CLIENT_LIMIT_KEY)
-            .ok()
-            .flatten();
-        match dyad_core::clients::max_concurrent_from_config(configured.as_deref()) {
-            Ok(limit) => self.clients.set_max_concurrent(limit),
-            Err(why) => tracing::warn!(
-                "{CLIENT_LIMIT_KEY}: {why}; keeping {}",
-                self.clients.max_concurrent()
-            ),
-        }
-    }
-
     fn client_check_in(
         &mut self,
         now_monotonic_ms: u64,
@@ -917,15 +841,16 @@ impl ReplicaThread {
             Ok(version) => version,
             Err(why) => return AdminReply::Error(format!("installed version: {why}")),
         };
-        self.refresh_client_limit();
-        match self.clients.check_in(
-            now_monotonic_ms,
-            &CheckIn {
-                client_id,
-                kind,
-                installed_app,
-            },
-        ) {
+        let check_in = CheckIn {
+            client_id,
+            kind,
+            installed_app,
+        };
+        let (answer, warning) = self.node.client_check_in(now_monotonic_ms, &check_in);
+        if let Some(warning) = warning {
+            tracing::warn!("{warning}");
+        }
+        match answer {
             Ok(CheckInAnswer::UpToDate) => {
                 AdminReply::Ok(serde_json::json!({ "answer": "up-to-date" }))
             }
@@ -944,8 +869,6 @@ impl ReplicaThread {
         }
     }
 }
-
-use dyad_core::clients::MAX_CONCURRENT_UPGRADES_KEY as CLIENT_LIMIT_KEY;
 
 fn message_size(message: &Message) -> u64 {
     match message {

@@ -8,7 +8,8 @@
 use std::fmt;
 use std::io;
 
-use dyad_core::handshake::SharedHostname;
+pub use dyad_core::handshake::advice;
+use dyad_core::handshake::{Refusal, SharedHostname};
 use dyad_wire::ReasonCode;
 
 /// A failed connect or accept.
@@ -68,61 +69,15 @@ impl TransportError {
     }
 }
 
-/// What an operator should do about a reason, whichever side reported it.
-pub fn advice(reason: ReasonCode) -> &'static str {
-    match reason {
-        ReasonCode::KeyMismatch => {
-            "compare `dyad key show` on both appliances and set the same key on both with \
-             `dyad key set`"
-        }
-        ReasonCode::VersionMismatch => {
-            "install the same software package on both appliances (break the relationship to \
-             upgrade one at a time)"
-        }
-        ReasonCode::NoCommonProtocol => "install the same software package on both appliances",
-        ReasonCode::UnexpectedPeer => {
-            "check the peer address; if the other appliance was replaced or re-initialised, \
-             break and re-establish the relationship"
-        }
-        ReasonCode::SharedHostname => {
-            "give the peer appliance's own address, not the site's shared hostname"
-        }
-        ReasonCode::Malformed => {
-            "check that the peer address points at a Dyad appliance's failover port"
-        }
-        ReasonCode::Timeout => "check the network between the appliances and the peer's load",
-        ReasonCode::Busy => "retry shortly; the peer is handling other connection attempts",
-        ReasonCode::StaleEpoch => {
-            "the appliances disagree about the relationship; break it on the stale side and \
-             re-establish from the primary"
-        }
-        ReasonCode::RelationshipState => {
-            "check `dyad status` on both appliances; break the relationship first where needed"
-        }
-        ReasonCode::ReverseAddressUnreachable => {
-            "check the reverse address and that the backup can reach the primary on it"
-        }
-        ReasonCode::Superseded => {
-            "this hardware's settings backup was restored onto its successor, which the peer \
-             now pairs with: retire this hardware with `dyad factory-reset`"
-        }
-        ReasonCode::Internal | ReasonCode::Unknown(_) => "check the peer appliance's log",
-    }
-}
-
 impl fmt::Display for TransportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TransportError::PeerRefused { reason, text } => write!(
-                f,
-                "the peer appliance refused the connection ({reason:?}): {text}; {}",
-                advice(*reason)
-            ),
-            TransportError::Incompatible { reason, text } => write!(
-                f,
-                "refused the peer appliance ({reason:?}): {text}; {}",
-                advice(*reason)
-            ),
+            TransportError::PeerRefused { reason, text } => {
+                f.write_str(&Refusal::new(*reason, text.clone()).as_told_by_the_peer())
+            }
+            TransportError::Incompatible { reason, text } => {
+                f.write_str(&Refusal::new(*reason, text.clone()).as_refused_here())
+            }
             TransportError::PeerMisbehaved { reason, text } => write!(
                 f,
                 "the peer broke the protocol ({reason:?}): {text}; {}",

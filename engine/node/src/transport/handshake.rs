@@ -27,6 +27,12 @@ use super::error::TransportError;
 use super::identity::CertFingerprint;
 use super::tls::{client_config, server_config, TLS_SERVER_NAME};
 use super::{check_peer_hello, LocalHello, TransportConfig};
+use dyad_core::handshake::{check_key_proof, check_pin, Refusal};
+
+/// This side refused the peer for `refusal`.
+fn refused(refusal: Refusal) -> TransportError {
+    TransportError::incompatible(refusal.reason, refusal.text)
+}
 
 /// Label of the TLS exporter value the key proof is computed over (RFC 8446 §7.5).
 const EXPORTER_LABEL: &[u8] = b"EXPORTER-dyad-inter-appliance-key-proof-v1";
@@ -329,33 +335,17 @@ impl Session<'_> {
     }
 
     fn check_pin(&self) -> Result<(), TransportError> {
-        match self.config.pinned_peer {
-            Some(pinned) if pinned != self.peer_cert => Err(TransportError::incompatible(
-                ReasonCode::UnexpectedPeer,
-                format!(
-                    "the peer's certificate {} is not the pinned certificate {} of the appliance \
-                     this one is paired with",
-                    self.peer_cert, pinned
-                ),
-            )),
-            _ => Ok(()),
-        }
+        check_pin(self.config.pinned_peer.map(|pin| pin.0), self.peer_cert.0).map_err(refused)
     }
 
     fn check_proof(&self, received: KeyProof) -> Result<(), TransportError> {
         let expected = self.proof(self.peer_side())?;
-        if proof_matches(expected, received.mac) {
-            Ok(())
-        } else {
-            Err(TransportError::incompatible(
-                ReasonCode::KeyMismatch,
-                format!(
-                    "the inter-appliance keys differ (the key fingerprint of {:?} is {})",
-                    self.config.local.node_name,
-                    self.config.psk.fingerprint()
-                ),
-            ))
-        }
+        check_key_proof(
+            proof_matches(expected, received.mac),
+            &self.config.local.node_name,
+            &self.config.psk.fingerprint().to_string(),
+        )
+        .map_err(refused)
     }
 
     fn finish(

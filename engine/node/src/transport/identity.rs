@@ -35,18 +35,9 @@ impl CertFingerprint {
 }
 
 impl fmt::Display for CertFingerprint {
-    /// Sixteen groups of four hex digits: long, but this is what an operator compares when a
-    /// pinned identity changes, and a shortened hash of a public value would invite collisions.
+    /// Sixteen groups of four hex digits (the core's one spelling of a certificate fingerprint).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, pair) in self.0.chunks(2).enumerate() {
-            if index > 0 {
-                f.write_str(":")?;
-            }
-            for byte in pair {
-                write!(f, "{byte:02x}")?;
-            }
-        }
-        Ok(())
+        f.write_str(&dyad_core::handshake::certificate_fingerprint_text(&self.0))
     }
 }
 

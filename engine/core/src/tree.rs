@@ -257,7 +257,7 @@ pub fn chunk_chaining_values(
 }
 
 /// Fills `buffer` from `reader` unless the reader ends first; returns the bytes read.
-pub(crate) fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+pub fn read_full(reader: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         match reader.read(&mut buffer[filled..]) {
