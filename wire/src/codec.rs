@@ -13,13 +13,12 @@ use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
+use crate::control::ControlMessage;
 use crate::error::{DecodeError, EncodeError, Malformed};
 use crate::frame::{ChunkHeader, FrameHeader, MessageKind, CHUNK_HEADER_LEN, FRAME_HEADER_LEN};
+use crate::ids::{NodeId, SessionId};
 use crate::limits::{MAX_CHUNK_BYTES, MAX_CONTROL_PAYLOAD_BYTES};
-use crate::message::{
-    control_messages, Chunk, ControlMessage, ErrorMessage, Hello, KeepAlive, KeyProof, Message,
-    NodeId, SessionId,
-};
+use crate::message::{control_messages, Chunk, ErrorMessage, Hello, KeepAlive, KeyProof, Message};
 use crate::replication::{
     Break, CatalogAnswer, CatalogQuery, ConfigPull, ConfigUpdate, Establish, EstablishReply,
     FetchChunks, FetchSession, PromotePeer, RoleSwap, RoleSwapReply, SessionHeader,

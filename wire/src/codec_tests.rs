@@ -6,8 +6,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::frame::FRAME_MAGIC;
+use crate::ids::{Epoch, Role, SoftwareVersion, Version};
 use crate::limits::{MAX_NODE_NAME_BYTES, MAX_TEXT_BYTES};
-use crate::message::{Epoch, ReasonCode, Role, SoftwareVersion, Version};
+use crate::message::ReasonCode;
 use crate::replication::*;
 
 fn node_id() -> impl Strategy<Value = NodeId> {

@@ -13,8 +13,11 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod control;
 mod error;
 mod frame;
+pub mod hex;
+mod ids;
 pub mod limits;
 mod message;
 mod replication;
@@ -25,10 +28,10 @@ pub use frame::{
     ChunkHeader, FrameHeader, MessageKind, CHUNK_HEADER_LEN, FRAME_HEADER_LEN, FRAME_MAGIC,
     FRAME_VERSION,
 };
+pub use ids::{Epoch, NodeId, ParseError, Role, SessionId, SoftwareVersion, Version};
 pub use message::{
-    negotiate_protocol, Chunk, Epoch, ErrorMessage, Hello, KeepAlive, KeyProof, Message, NodeId,
-    ReasonCode, Role, SessionId, SoftwareVersion, Version, PROTOCOL_VERSION_MAX,
-    PROTOCOL_VERSION_MIN,
+    negotiate_protocol, Chunk, ErrorMessage, Hello, KeepAlive, KeyProof, Message, ReasonCode,
+    PROTOCOL_VERSION_MAX, PROTOCOL_VERSION_MIN,
 };
 pub use replication::{
     Break, CatalogAnswer, CatalogItem, CatalogQuery, CatalogRange, ConfigEntry, ConfigPull,

@@ -4,13 +4,13 @@
 //! [`MessageKind`] and its field limits through [`ControlMessage`], so the codec can check
 //! lengths on the validated archive before it deserializes (allocates) anything.
 
-use std::fmt;
-
 use bytes::Bytes;
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::control::{encodable_limit, field_limit, ControlMessage};
 use crate::error::{EncodeError, Malformed};
 use crate::frame::MessageKind;
+use crate::ids::{Epoch, NodeId, Role, SessionId, SoftwareVersion};
 use crate::limits::{MAX_NODE_NAME_BYTES, MAX_TEXT_BYTES};
 use crate::replication::{
     Break, CatalogAnswer, CatalogQuery, ConfigPull, ConfigUpdate, Establish, EstablishReply,
@@ -30,89 +30,6 @@ pub fn negotiate_protocol(ours: (u16, u16), theirs: (u16, u16)) -> Option<u16> {
     let low = ours.0.max(theirs.0);
     let high = ours.1.min(theirs.1);
     (low <= high && ours.0 <= ours.1 && theirs.0 <= theirs.1).then_some(high)
-}
-
-/// An appliance's permanent identity: 128 random bits chosen at init.
-#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(pub [u8; 16]);
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeId({self})")
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-/// A leadership period: `(counter, node id)`, compared lexicographically. Every establish,
-/// break, promote and demote starts a new one with a counter above any seen before.
-#[derive(
-    Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
-pub struct Epoch {
-    pub counter: u64,
-    pub node: NodeId,
-}
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.counter, self.node)
-    }
-}
-
-/// A completed session's permanent name: the appliance it completed on and that appliance's
-/// sequence number for it. Never reused.
-#[derive(
-    Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
-pub struct SessionId {
-    pub origin: NodeId,
-    pub sequence: u64,
-}
-
-/// A dotted software version, `major.minor.patch`.
-#[derive(
-    Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
-pub struct Version {
-    pub major: u16,
-    pub minor: u16,
-    pub patch: u16,
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-/// What an appliance has installed: the application and the base software under it.
-#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SoftwareVersion {
-    pub app: Version,
-    pub base: Version,
-}
-
-impl fmt::Display for SoftwareVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (base {})", self.app, self.base)
-    }
-}
-
-/// An appliance's part in a pair.
-#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[rkyv(compare(PartialEq))]
-pub enum Role {
-    Standalone,
-    Primary,
-    Backup,
 }
 
 /// The first message each side sends once the secure channel is up.
@@ -301,31 +218,6 @@ macro_rules! define_message {
 }
 control_messages!(define_message);
 
-/// A message carried as an rkyv archive, with the limits on its variable-length fields.
-pub(crate) trait ControlMessage: Archive + Sized {
-    const KIND: MessageKind;
-
-    /// Checks the validated archive's lengths before anything is allocated for them.
-    fn check_archived(archived: &Self::Archived) -> Result<(), Malformed>;
-
-    /// Checks the same limits before encoding, so we never send what a peer must refuse.
-    fn check_encodable(&self) -> Result<(), EncodeError>;
-}
-
-fn field_limit(field: &'static str, len: usize, max: usize) -> Result<(), Malformed> {
-    if len > max {
-        return Err(Malformed::FieldTooLarge { field, len, max });
-    }
-    Ok(())
-}
-
-fn encodable_limit(field: &'static str, len: usize, max: usize) -> Result<(), EncodeError> {
-    if len > max {
-        return Err(EncodeError::FieldTooLarge { field, len, max });
-    }
-    Ok(())
-}
-
 impl ControlMessage for Hello {
     const KIND: MessageKind = MessageKind::Hello;
 
@@ -377,6 +269,7 @@ impl ControlMessage for KeyProof {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::Version;
 
     #[test]
     fn negotiation_picks_the_highest_common_version() {

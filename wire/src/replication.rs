@@ -6,14 +6,15 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::control::ControlMessage;
 use crate::error::{EncodeError, Malformed};
 use crate::frame::MessageKind;
+use crate::ids::{Epoch, NodeId, SessionId};
 use crate::limits::{
     MAX_ADDRESS_BYTES, MAX_CATALOG_ORIGINS, MAX_CATALOG_RANGES, MAX_CHUNKS_PER_FETCH,
     MAX_CHUNKS_PER_RECORDING, MAX_CONFIG_KEY_BYTES, MAX_CONFIG_VALUE_BYTES, MAX_LIST_LEN,
     MAX_NODE_NAME_BYTES, MAX_PREDECESSORS, MAX_RANGE_ANSWER_LEN, MAX_TEXT_BYTES,
 };
-use crate::message::{ControlMessage, Epoch, NodeId, SessionId};
 
 /// The version of a site configuration: the epoch and sequence of its last write, and the
 /// running hash chained over every change up to it (see the store's `config_chain`). Two
@@ -257,7 +258,7 @@ pub struct Successor {
 /// example both are primary) so that each operator sees both sides.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateReport {
-    pub role: crate::message::Role,
+    pub role: crate::ids::Role,
     pub epoch: Epoch,
     pub config_version: ConfigVersion,
     pub sessions_held: u64,
