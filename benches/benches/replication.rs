@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dyad_benches::appliances::{admin, free_port, start, stop, Running};
+use dyad_node::admin::AdminRequest;
 use dyad_node::appliance::{build_software_version, Appliance, DataDir, InitOptions};
 use dyad_node::driver;
-use dyad_node::driver::admin::AdminRequest;
 use dyad_node::transport::{client_config, keygen, server_config, Identity};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dyad_benches::appliances::{admin, free_port, start, stop, Running};
+use dyad_node::admin::AdminRequest;
 use dyad_node::appliance::{build_software_version, Appliance, DataDir, InitOptions};
-use dyad_node::driver::admin::AdminRequest;
 use dyad_node::transport::keygen;
 use dyad_store::disk::real::RealDisk;
 use dyad_store::{ImportInfo, Store};

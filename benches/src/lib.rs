@@ -21,8 +21,8 @@ pub mod appliances {
     use std::time::{Duration, Instant};
 
     use dyad_core::replica::ReplicaConfig;
+    use dyad_node::admin::{AdminReply, AdminRequest};
     use dyad_node::appliance::DataDir;
-    use dyad_node::driver::admin::{AdminReply, AdminRequest};
     use dyad_node::driver::{self, ServeError};
 
     /// How long a benchmark waits for a driver to answer on its admin socket.
@@ -48,7 +48,7 @@ pub mod appliances {
             driver::serve(serve_dir, ReplicaConfig::default(), Some(receiver))
         });
         let deadline = Instant::now() + STARTUP_WAIT;
-        while driver::admin_call(dir, &AdminRequest::Status, |_| {}).is_err() {
+        while dyad_node::admin::admin_call(dir, &AdminRequest::Status, |_| {}).is_err() {
             assert!(Instant::now() < deadline, "the appliance did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -63,7 +63,7 @@ pub mod appliances {
 
     /// One admin request that must succeed.
     pub fn admin(dir: &DataDir, request: AdminRequest) -> serde_json::Value {
-        match driver::admin_call(dir, &request, |_| {}) {
+        match dyad_node::admin::admin_call(dir, &request, |_| {}) {
             Ok(AdminReply::Ok(value)) => value,
             other => panic!("{request:?} failed: {other:?}"),
         }

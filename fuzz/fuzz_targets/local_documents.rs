@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use dyad_node::appliance::ApplianceSettings;
-use dyad_node::driver::admin::{AdminReply, AdminRequest};
+use dyad_node::admin::{AdminReply, AdminRequest};
 use dyad_core::replica::state::{PeerRecord, ReplicaState, SyncRecord};
 use dyad_wire::{NodeId, Role, SoftwareVersion, Version};
 use libfuzzer_sys::fuzz_target;

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use dyad_core::replica::ReplicaConfig;
+use dyad_node::admin::{admin_call, AdminCallError};
+use dyad_node::admin::{AdminReply, AdminRequest};
+use dyad_node::appliance::wall_clock_ms;
 use dyad_node::appliance::{
     build_software_version, parse_version, Appliance, DataDir, InitOptions,
 };
-use dyad_node::driver::admin::{AdminReply, AdminRequest};
-use dyad_node::driver::{self, AdminCallError};
+use dyad_node::driver;
 use dyad_node::transport::{self, InterApplianceKey};
 
 /// A failed command: the message names the problem and what to do.
@@ -205,7 +207,7 @@ fn request(
                 .to_string(),
         ));
     }
-    let reply = match driver::admin_call(&dir, &request, on_reply) {
+    let reply = match admin_call(&dir, &request, on_reply) {
         Ok(reply) => reply,
         Err(AdminCallError::NotRunning(_)) => driver::answer_offline(&dir, request)?,
         Err(AdminCallError::Failed(text)) => return Err(CliError(text)),
@@ -356,7 +358,7 @@ pub fn sync_now(data_dir: &Path) -> CliResult {
 }
 
 fn format_time(unix_ms: u64) -> String {
-    let now = driver::wall_clock_ms();
+    let now = wall_clock_ms();
     let seconds = now.saturating_sub(unix_ms) / 1000;
     format!("{seconds} s ago")
 }
@@ -858,7 +860,7 @@ pub fn backup_create_with(
     }
     let appliance = Appliance::open(DataDir::new(data_dir))?;
     let store = backup_store_settings(data_dir)?;
-    let now = driver::wall_clock_ms();
+    let now = wall_clock_ms();
     let bytes = dyad_node::backup::seal_backup(&appliance, store.clone(), &passphrase, kdf, now)
         .map_err(backup_error)?;
     dyad_node::backup::write_new_file(out, &bytes).map_err(backup_error)?;
@@ -1034,7 +1036,7 @@ pub fn cert_import(data_dir: &Path, input: &Path, passphrase_file: &Path) -> Cli
     let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
     let bytes = dyad_node::backup::read_file(input).map_err(backup_error)?;
     let (identity, warnings) =
-        dyad_node::backup::cert::open_export(&bytes, &passphrase, driver::wall_clock_ms())
+        dyad_node::backup::cert::open_export(&bytes, &passphrase, wall_clock_ms())
             .map_err(backup_error)?;
     for warning in &warnings {
         println!("{warning}");

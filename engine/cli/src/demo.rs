@@ -14,9 +14,10 @@ use serde_json::Value;
 
 use crate::cli::{self, CliError};
 use dyad_core::replica::ReplicaConfig;
+use dyad_node::admin::{admin_call, AdminCallError};
+use dyad_node::admin::{AdminReply, AdminRequest};
 use dyad_node::appliance::{build_software_version, Appliance, DataDir, InitOptions};
-use dyad_node::driver::admin::{AdminReply, AdminRequest};
-use dyad_node::driver::{self, AdminCallError};
+use dyad_node::driver;
 use dyad_node::transport;
 
 /// How long the demo waits for a server to come up.
@@ -57,7 +58,7 @@ fn offline(dir: &DataDir, request: AdminRequest) -> Result<Value, CliError> {
 }
 
 fn online(dir: &DataDir, request: AdminRequest) -> Result<Value, CliError> {
-    match driver::admin_call(dir, &request, |_| {}) {
+    match admin_call(dir, &request, |_| {}) {
         Ok(AdminReply::Ok(value)) => Ok(value),
         Ok(AdminReply::Error(text)) => Err(CliError(text)),
         Ok(AdminReply::Progress(_)) => Err(CliError("unexpected progress".into())),
@@ -68,7 +69,7 @@ fn online(dir: &DataDir, request: AdminRequest) -> Result<Value, CliError> {
 fn wait_for_server(dir: &DataDir) -> Result<(), CliError> {
     let deadline = Instant::now() + STARTUP_WAIT;
     loop {
-        match driver::admin_call(dir, &AdminRequest::Status, |_| {}) {
+        match admin_call(dir, &AdminRequest::Status, |_| {}) {
             Ok(_) => return Ok(()),
             Err(AdminCallError::NotRunning(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50))

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::CliError;
+use dyad_node::appliance::wall_clock_ms;
 use dyad_node::appliance::{parse_version, DataDir};
-use dyad_node::driver::wall_clock_ms;
 
 use dyad_node::update::package::{PackageKind, Requirement, VendorPublicKey, VendorSecretKey};
 use dyad_node::update::{InstallOptions, InstallOutcome};

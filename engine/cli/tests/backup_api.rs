@@ -58,7 +58,7 @@ fn appliance_with_data(root: &Path, sessions: u64) -> Appliance {
     )
     .expect("init");
     cli::config_write(root, "site/name".into(), Some("north".into())).expect("config");
-    let store = dyad_node::driver::open_store(&DataDir::new(root)).expect("store");
+    let store = dyad_node::appliance::open_store(&DataDir::new(root)).expect("store");
     for index in 0..sessions {
         let info = ImportInfo {
             origin: appliance.settings.node_id,
@@ -91,7 +91,7 @@ fn backup_round_trips_and_records_when_it_was_taken() {
     let (file, pass) = create_backup(&scratch, &old);
     let mode = fs::metadata(&file).expect("file").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let store = dyad_node::driver::open_store(&DataDir::new(&old)).expect("store");
+    let store = dyad_node::appliance::open_store(&DataDir::new(&old)).expect("store");
     let taken = store
         .local_get(backup::LAST_BACKUP_TAKEN_KEY)
         .expect("read")
@@ -120,7 +120,7 @@ fn backup_round_trips_and_records_when_it_was_taken() {
         appliance.identity.fingerprint()
     );
     assert_eq!(restored.psk.fingerprint(), appliance.psk.fingerprint());
-    let store = dyad_node::driver::open_store(&DataDir::new(&new)).expect("store");
+    let store = dyad_node::appliance::open_store(&DataDir::new(&new)).expect("store");
     assert_eq!(
         store.config_get("site/name").expect("get").as_deref(),
         Some(&b"north"[..])
@@ -145,7 +145,7 @@ fn restored_appliance_never_reuses_a_session_id() {
     let old = scratch.path("old");
     let appliance = appliance_with_data(&old, 3);
     let (file, pass) = create_backup(&scratch, &old);
-    let high = dyad_node::driver::open_store(&DataDir::new(&old))
+    let high = dyad_node::appliance::open_store(&DataDir::new(&old))
         .expect("store")
         .high_water_marks()
         .expect("marks")[&appliance.settings.node_id];
@@ -155,7 +155,7 @@ fn restored_appliance_never_reuses_a_session_id() {
     let recording = scratch.path("recording.bin");
     fs::write(&recording, vec![7u8; 50_000]).expect("recording");
     cli::session_import(&new, recording, None, None).expect("import on the restored appliance");
-    let store = dyad_node::driver::open_store(&DataDir::new(&new)).expect("store");
+    let store = dyad_node::appliance::open_store(&DataDir::new(&new)).expect("store");
     let sessions = store.catalog_list().expect("list");
     assert_eq!(sessions.len(), 1);
     let restored = Appliance::open(DataDir::new(&new)).expect("open");

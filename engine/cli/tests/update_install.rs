@@ -355,7 +355,7 @@ fn a_relationship_a_running_serve_a_missing_backup_or_vendor_key_refuse() {
 
     // A running serve holds the lock.
     {
-        let _lock = dyad_node::driver::lock_data_dir(&dir).expect("lock");
+        let _lock = dyad_node::appliance::lock_data_dir(&dir).expect("lock");
         let error = update::install_file(&dir, &base, skip(), 1).expect_err("serve runs");
         assert!(error.to_string().contains("stop `dyad serve`"), "{error}");
     }

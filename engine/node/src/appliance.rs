@@ -14,14 +14,20 @@
 //! ```
 //!
 //! The settings file is small JSON an operator can read; its decoder refuses unknown fields
-//! and names what is wrong.
+//! and names what is wrong. This module is the one door to the folder: its lock, its store
+//! (opened on the real disk with the wall clock), its vendor key.
 
 use std::fmt;
 use std::fs;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use dyad_store::disk::real::RealDisk;
+use dyad_store::Store;
 use dyad_wire::{NodeId, SoftwareVersion, Version};
 
 use crate::transport::{Identity, InterApplianceKey};
@@ -265,7 +271,7 @@ pub struct InitOptions {
     pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
     /// The vendor key update packages must be signed with; `None`: installs are refused until
     /// one is given (`dyad update trust-vendor-key`).
-    pub vendor_public_key: Option<crate::update::VendorPublicKey>,
+    pub vendor_public_key: Option<crate::vendor_key::VendorPublicKey>,
     /// The store format to create (default: the newest); older formats make the data folder an
     /// older release would have made, for labs and upgrade tests.
     pub store_format: Option<u64>,
@@ -323,7 +329,7 @@ impl Appliance {
         psk.save(&dir.psk())
             .map_err(|error| ApplianceError::Key(error.to_string()))?;
         if let Some(key) = &options.vendor_public_key {
-            crate::update::trust_vendor_key(&dir, key)
+            save_vendor_key(&dir, key)
                 .map_err(|error| ApplianceError::Settings(error.to_string()))?;
         }
         {
@@ -425,4 +431,110 @@ mod tests {
         assert!(parse_version("seven").unwrap_err().contains("seven"));
         assert!(parse_version("1.2.3.4").is_err());
     }
+}
+
+// ----- the folder's lock, store, clock and vendor key -----
+
+/// The data folder could not be locked, or its store opened.
+#[derive(Debug)]
+pub struct DataDirError(pub String);
+
+impl fmt::Display for DataDirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DataDirError {}
+
+/// The wall clock as the store's clock ([`dyad_store::StoreClock`]): every store the
+/// operator's processes open is given it.
+pub fn wall_store_clock() -> dyad_store::StoreClock {
+    Arc::new(wall_clock_ms)
+}
+
+/// The wall clock, in milliseconds since the Unix epoch.
+pub fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Holds the data folder's lock for as long as the process serves it.
+pub struct ServeLock {
+    _file: File,
+}
+
+/// Takes the data folder's serve lock, refusing if another `dyad serve` holds it.
+pub fn lock_data_dir(dir: &DataDir) -> Result<ServeLock, DataDirError> {
+    try_lock_data_dir(dir)?.ok_or_else(|| {
+        DataDirError(format!(
+            "another `dyad serve` is already running on {}; stop it first (nothing was changed)",
+            dir.root.display()
+        ))
+    })
+}
+
+/// The serve lock, or `None` while someone else holds it.
+pub fn try_lock_data_dir(dir: &DataDir) -> Result<Option<ServeLock>, DataDirError> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.lock())
+        .map_err(|error| DataDirError(format!("cannot open {}: {error}", dir.lock().display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(ServeLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(error)) => Err(DataDirError(format!(
+            "cannot lock {}: {error}",
+            dir.lock().display()
+        ))),
+    }
+}
+
+/// Opens the appliance's store on the real disk.
+pub fn open_store(dir: &DataDir) -> Result<Store, DataDirError> {
+    let disk = RealDisk::new(dir.store()).map_err(|error| {
+        DataDirError(format!(
+            "cannot open the store folder {}: {error}",
+            dir.store().display()
+        ))
+    })?;
+    let store = Store::open(Arc::new(disk))
+        .map_err(|error| DataDirError(format!("cannot open the store: {error}")))?;
+    store.set_clock(wall_store_clock());
+    Ok(store)
+}
+
+/// Stores the vendor key packages are verified with (at init, or later with
+/// `dyad update trust-vendor-key`).
+pub fn save_vendor_key(
+    dir: &DataDir,
+    key: &crate::vendor_key::VendorPublicKey,
+) -> Result<(), crate::transport::FileError> {
+    crate::transport::write_atomically(&dir.vendor_public_key(), key.to_text().as_bytes(), 0o644)
+}
+
+/// Imports a recording file as a completed local session (used by the admin socket and by the
+/// offline `session import`).
+pub fn import_session(
+    store: &Store,
+    appliance: &Appliance,
+    path: &std::path::Path,
+    started_unix_ms: Option<u64>,
+    ended_unix_ms: Option<u64>,
+) -> Result<dyad_store::SessionMeta, String> {
+    let now = wall_clock_ms();
+    let info = dyad_store::ImportInfo {
+        origin: appliance.settings.node_id,
+        started_unix_ms: started_unix_ms.unwrap_or(now),
+        ended_unix_ms: ended_unix_ms.unwrap_or(now),
+        ended_normally: true,
+        expected_len: None,
+        expected_root: None,
+    };
+    store
+        .import_recording_file(path, info)
+        .map_err(|error| error.to_string())
 }

@@ -10,8 +10,10 @@
 
 pub use dyad_wire as wire;
 
+pub mod admin;
 pub mod appliance;
 pub mod backup;
 pub mod driver;
 pub mod transport;
 pub mod update;
+pub mod vendor_key;

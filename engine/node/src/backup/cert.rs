@@ -91,12 +91,12 @@ pub fn check_chain(identity: &Identity, now_unix_ms: u64) -> Vec<String> {
 /// Installs `identity` in the data folder (the server must be stopped) and returns notes
 /// about the relationship.
 pub fn install(dir: &DataDir, identity: &Identity) -> Result<Vec<String>, BackupError> {
-    let _lock = crate::driver::lock_data_dir(dir)
+    let _lock = crate::appliance::lock_data_dir(dir)
         .map_err(|error| BackupError::Refused(error.to_string()))?;
     let appliance =
         Appliance::open(dir.clone()).map_err(|error| BackupError::Refused(error.to_string()))?;
     let state = {
-        let store = crate::driver::open_store(dir).map_err(|error| BackupError::Io(error.0))?;
+        let store = crate::appliance::open_store(dir).map_err(|error| BackupError::Io(error.0))?;
         store
             .local_get(REPLICA_STATE_KEY)
             .map_err(|error| BackupError::Io(error.to_string()))?

@@ -385,7 +385,7 @@ fn build_folder(
             .map_err(io(format!("creating {}", dir.store().display())))?;
         let store =
             Store::open(Arc::new(disk)).map_err(|error| BackupError::Io(error.to_string()))?;
-        store.set_clock(crate::driver::wall_store_clock());
+        store.set_clock(crate::appliance::wall_store_clock());
         contents
             .store
             .restore_into(&store, old_node, node)
@@ -469,7 +469,7 @@ mod tests {
             crate::update::load_vendor_key(&DataDir::new(&target)).ok(),
             contents.vendor_public_key
         );
-        let store = crate::driver::open_store(&DataDir::new(&target)).expect("store");
+        let store = crate::appliance::open_store(&DataDir::new(&target)).expect("store");
         assert_eq!(
             store.config_snapshot().expect("snapshot"),
             contents.store.config

@@ -74,12 +74,12 @@ fn scrub(path: &Path) -> Result<(), BackupError> {
 
 /// Erases the appliance in `dir` (or, unconfirmed, says what would be erased and refuses).
 pub fn factory_reset(dir: &DataDir, options: ResetOptions) -> Result<ResetReport, BackupError> {
-    let lock = crate::driver::lock_data_dir(dir)
+    let lock = crate::appliance::lock_data_dir(dir)
         .map_err(|error| BackupError::Refused(error.to_string()))?;
     let appliance =
         Appliance::open(dir.clone()).map_err(|error| BackupError::Refused(error.to_string()))?;
     let (state, last_backup, sessions, config_entries) = {
-        let store = crate::driver::open_store(dir).map_err(|error| BackupError::Io(error.0))?;
+        let store = crate::appliance::open_store(dir).map_err(|error| BackupError::Io(error.0))?;
         let store_error = |error: dyad_store::StoreError| BackupError::Io(error.to_string());
         let state = store
             .local_get(REPLICA_STATE_KEY)
@@ -192,7 +192,7 @@ mod tests {
     }
 
     fn set_state(dir: &DataDir, role: Role) {
-        let store = crate::driver::open_store(dir).expect("store");
+        let store = crate::appliance::open_store(dir).expect("store");
         let mut state = ReplicaState::initial(NodeId([1; 16]));
         state.role = role;
         state.peer = Some(dyad_core::replica::PeerRecord {
@@ -226,7 +226,7 @@ mod tests {
         };
         let refused = factory_reset(&dir, replaced).expect_err("never backed up");
         assert!(refused.to_string().contains("no settings backup"));
-        crate::driver::open_store(&dir)
+        crate::appliance::open_store(&dir)
             .expect("store")
             .local_set(LAST_BACKUP_TAKEN_KEY, b"1")
             .expect("mark");

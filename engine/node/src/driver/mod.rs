@@ -10,15 +10,12 @@
 //! they decode it, and a syncer thread runs the fsyncs, so the replica's thread only compares
 //! hashes and writes.
 
-pub mod admin;
 mod render;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -35,10 +32,12 @@ use dyad_core::replica::{
     Action, Command, CommandId, ConnId, Event, LocalNode, PeerHandshake, Purpose, Replica,
     ReplicaConfig,
 };
-use dyad_store::disk::real::RealDisk;
-use dyad_store::{ImportInfo, Store, SyncWork};
+use dyad_store::{Store, SyncWork};
 
-use admin::{AdminReply, AdminRequest, ADMIN_REQUEST_BYTES_MAX};
+use crate::admin::{AdminReply, AdminRequest, ADMIN_REQUEST_BYTES_MAX};
+use crate::appliance::{
+    lock_data_dir, open_store, try_lock_data_dir, wall_clock_ms, DataDirError, ServeLock,
+};
 
 /// Messages (by encoded size) waiting for one connection's writer, at most; beyond this the
 /// peer is asking for more than its window and is disconnected.
@@ -66,6 +65,12 @@ impl std::fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
+impl From<DataDirError> for ServeError {
+    fn from(error: DataDirError) -> ServeError {
+        ServeError(error.0)
+    }
+}
+
 /// The exit code of `dyad serve` after a storage failure stopped its store (`EX_TEMPFAIL`):
 /// a service manager restarts it, and opening the store runs recovery, which re-verifies what
 /// it cannot prove durable. See docs/operator-guide.md.
@@ -90,19 +95,6 @@ pub enum ServeEnd {
     Shutdown,
     /// The store failed (a failed write or fsync) and the grace period ran out.
     StorageFailed { message: String },
-}
-
-/// The wall clock as the store's clock ([`dyad_store::StoreClock`]): every store the
-/// operator's processes open is given it.
-pub fn wall_store_clock() -> dyad_store::StoreClock {
-    Arc::new(wall_clock_ms)
-}
-
-/// The wall clock, in milliseconds since the Unix epoch.
-pub fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// A steady clock for the client-update gate, in milliseconds since this process first read
@@ -141,39 +133,6 @@ struct ConnHandle {
     reader: tokio::task::JoinHandle<()>,
 }
 
-/// Holds the data folder's lock for as long as the process serves it.
-pub struct ServeLock {
-    _file: File,
-}
-
-/// Takes the data folder's serve lock, refusing if another `dyad serve` holds it.
-pub fn lock_data_dir(dir: &DataDir) -> Result<ServeLock, ServeError> {
-    try_lock_data_dir(dir)?.ok_or_else(|| {
-        ServeError(format!(
-            "another `dyad serve` is already running on {}; stop it first (nothing was changed)",
-            dir.root.display()
-        ))
-    })
-}
-
-/// The serve lock, or `None` while someone else holds it.
-fn try_lock_data_dir(dir: &DataDir) -> Result<Option<ServeLock>, ServeError> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.lock())
-        .map_err(|error| ServeError(format!("cannot open {}: {error}", dir.lock().display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(ServeLock { _file: file })),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(error)) => Err(ServeError(format!(
-            "cannot lock {}: {error}",
-            dir.lock().display()
-        ))),
-    }
-}
-
 /// Takes the serve lock for `dyad serve`, waiting up to [`SERVE_LOCK_WAIT_MS`]: a command
 /// answering offline (status, config, session) holds the lock for moments, and a server
 /// that gave up at once would fail to start whenever, say, a monitoring script ran
@@ -185,24 +144,10 @@ fn lock_data_dir_for_serve(dir: &DataDir) -> Result<ServeLock, ServeError> {
             return Ok(lock);
         }
         if std::time::Instant::now() >= deadline {
-            return lock_data_dir(dir);
+            return Ok(lock_data_dir(dir)?);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Opens the appliance's store on the real disk.
-pub fn open_store(dir: &DataDir) -> Result<Store, ServeError> {
-    let disk = RealDisk::new(dir.store()).map_err(|error| {
-        ServeError(format!(
-            "cannot open the store folder {}: {error}",
-            dir.store().display()
-        ))
-    })?;
-    let store = Store::open(Arc::new(disk))
-        .map_err(|error| ServeError(format!("cannot open the store: {error}")))?;
-    store.set_clock(wall_store_clock());
-    Ok(store)
 }
 
 /// Runs `dyad serve` until `shutdown` fires (or forever). Returns once everything stopped.
@@ -877,62 +822,6 @@ fn message_size(message: &Message) -> u64 {
     }
 }
 
-/// Why an admin call did not get an answer.
-#[derive(Debug)]
-pub enum AdminCallError {
-    /// No `dyad serve` is running on the data folder.
-    NotRunning(String),
-    /// It is running but the exchange failed.
-    Failed(String),
-}
-
-impl std::fmt::Display for AdminCallError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AdminCallError::NotRunning(text) | AdminCallError::Failed(text) => f.write_str(text),
-        }
-    }
-}
-
-/// Sends one request to the running `dyad serve` of `dir` and calls `on_reply` for each line
-/// of the answer.
-pub fn admin_call(
-    dir: &DataDir,
-    request: &AdminRequest,
-    mut on_reply: impl FnMut(&AdminReply),
-) -> Result<AdminReply, AdminCallError> {
-    let path = dir.admin_socket();
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|error| {
-        AdminCallError::NotRunning(format!(
-            "no `dyad serve` is answering on {} ({error}); start it with `dyad serve --data-dir {}`",
-            path.display(),
-            dir.root.display()
-        ))
-    })?;
-    let failed = |what: &str, error: &dyn std::fmt::Display| {
-        AdminCallError::Failed(format!("{what}: {error}"))
-    };
-    let mut line =
-        serde_json::to_string(request).map_err(|error| failed("encoding the request", &error))?;
-    line.push('\n');
-    stream
-        .write_all(line.as_bytes())
-        .map_err(|error| failed("writing to the admin socket", &error))?;
-    let reader = BufReader::new(stream);
-    for line in reader.lines() {
-        let line = line.map_err(|error| failed("reading from the admin socket", &error))?;
-        let reply: AdminReply = serde_json::from_str(&line)
-            .map_err(|error| failed("unreadable answer from dyad serve", &error))?;
-        on_reply(&reply);
-        if reply.is_final() {
-            return Ok(reply);
-        }
-    }
-    Err(AdminCallError::Failed(
-        "dyad serve closed the admin connection without answering".into(),
-    ))
-}
-
 /// Answers `request` without a running server, from the data folder itself (taking the serve
 /// lock so that no server starts meanwhile). Commands that need the peer are refused.
 pub fn answer_offline(dir: &DataDir, request: AdminRequest) -> Result<AdminReply, ServeError> {
@@ -971,27 +860,4 @@ pub fn answer_offline(dir: &DataDir, request: AdminRequest) -> Result<AdminReply
         0,
         request,
     ))
-}
-
-/// Imports a recording file as a completed local session (used by the admin socket and by the
-/// offline `session import`).
-pub fn import_session(
-    store: &Store,
-    appliance: &Appliance,
-    path: &std::path::Path,
-    started_unix_ms: Option<u64>,
-    ended_unix_ms: Option<u64>,
-) -> Result<dyad_store::SessionMeta, String> {
-    let now = wall_clock_ms();
-    let info = ImportInfo {
-        origin: appliance.settings.node_id,
-        started_unix_ms: started_unix_ms.unwrap_or(now),
-        ended_unix_ms: ended_unix_ms.unwrap_or(now),
-        ended_normally: true,
-        expected_len: None,
-        expected_root: None,
-    };
-    store
-        .import_recording_file(path, info)
-        .map_err(|error| error.to_string())
 }

@@ -10,7 +10,7 @@ use dyad_core::replica::state::{hex, role_name};
 use dyad_core::replica::{Replica, ReplicaStore, Status, SyncProgress};
 use dyad_store::{DamagedInfo, Store};
 
-use super::admin::{AdminReply, AdminRequest};
+use crate::admin::{AdminReply, AdminRequest};
 
 pub fn progress(progress: &SyncProgress) -> Value {
     json!({
@@ -338,7 +338,7 @@ pub fn answer_locally(
             .map(|entries| Value::Object(entries.into_iter().map(|(key, value)| (key, json!(value_text(&value)))).collect()))
             .map_err(|error| error.to_string()),
         AdminRequest::SessionImport { path, started_unix_ms, ended_unix_ms } => {
-            super::import_session(replica.store(), appliance, std::path::Path::new(&path), started_unix_ms, ended_unix_ms)
+            crate::appliance::import_session(replica.store(), appliance, std::path::Path::new(&path), started_unix_ms, ended_unix_ms)
                 .map(|meta| json!(session_line(&meta)))
         }
         AdminRequest::SessionList => session_lines(replica.store()).map(|lines| json!(lines)),

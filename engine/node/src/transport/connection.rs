@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 
 use super::error::TransportError;
 use super::identity::CertFingerprint;
-use super::CLOCK_OFFSET_WARNING_MS;
+use dyad_core::handshake::CLOCK_OFFSET_WARNING_MS;
 
 /// The TLS stream to the peer, client or server side.
 pub type PeerStream = tokio_rustls::TlsStream<TcpStream>;

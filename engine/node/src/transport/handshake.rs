@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::config::{Timeouts, TransportConfig};
 use super::connection::{
     read_frame, write_frame, AuthenticatedConnection, PeerInfo, PeerStream,
     HANDSHAKE_MAX_PAYLOAD_BYTES,
@@ -26,8 +27,8 @@ use super::connection::{
 use super::error::TransportError;
 use super::identity::CertFingerprint;
 use super::tls::{client_config, server_config, TLS_SERVER_NAME};
-use super::{check_peer_hello, LocalHello, TransportConfig};
 use dyad_core::handshake::{check_key_proof, check_pin, Refusal};
+use dyad_core::handshake::{check_peer_hello, LocalHello};
 
 /// This side refused the peer for `refusal`.
 fn refused(refusal: Refusal) -> TransportError {
@@ -254,7 +255,7 @@ impl Session<'_> {
     }
 
     async fn send(&mut self, message: &Message) -> Result<(), TransportError> {
-        let limit = self.config.timeouts.step_timeout(Step::Send);
+        let limit = step_timeout(&self.config.timeouts, Step::Send);
         match timeout(
             limit,
             write_frame(&mut self.stream, &mut self.write_buf, message),
@@ -274,7 +275,7 @@ impl Session<'_> {
     }
 
     async fn receive(&mut self, step: Step) -> Result<Message, TransportError> {
-        let limit = self.config.timeouts.step_timeout(step);
+        let limit = step_timeout(&self.config.timeouts, step);
         let read = read_frame(
             &mut self.stream,
             &mut self.read_buf,
@@ -309,7 +310,7 @@ impl Session<'_> {
             let _ = self.send(&frame).await;
         }
         let _ = timeout(
-            self.config.timeouts.step_timeout(Step::Send),
+            step_timeout(&self.config.timeouts, Step::Send),
             self.stream.shutdown(),
         )
         .await;
@@ -573,6 +574,15 @@ async fn server_steps(
         Err((reason, text)) => Err(session
             .refuse(TransportError::incompatible(reason, text))
             .await),
+    }
+}
+
+/// How long one step of the handshake may take.
+fn step_timeout(timeouts: &Timeouts, step: Step) -> Duration {
+    match step {
+        Step::KeyProof => timeouts.key_proof_timeout,
+        Step::Hello => timeouts.hello_timeout,
+        Step::Send => timeouts.send_timeout,
     }
 }
 

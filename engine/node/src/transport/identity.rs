@@ -15,8 +15,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::crypto_provider::provider;
 use super::files::{self, FileError, PUBLIC_FILE_MODE, SECRET_FILE_MODE};
-use super::tls::provider;
 
 /// Largest certificate chain or key PEM file we read.
 pub const MAX_IDENTITY_PEM_BYTES: u64 = 256 * 1024;

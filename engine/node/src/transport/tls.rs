@@ -9,10 +9,10 @@
 //! owns the private key of the certificate it shows: rustls asks it to check the handshake
 //! signature, and it does so with the ring provider's algorithms.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::{verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ParsedCertificate;
@@ -22,29 +22,12 @@ use rustls::{
     SignatureScheme,
 };
 
+use super::crypto_provider::provider;
 use super::identity::Identity;
 
 /// The name a client puts in its ClientHello. The verifier ignores names (appliances are found by
 /// address and trusted by key), so any fixed valid name serves; `.invalid` can never resolve.
 pub const TLS_SERVER_NAME: &str = "peer.dyad.invalid";
-
-/// The one crypto provider Dyad uses.
-pub fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| {
-            // AES-128-GCM first: with AES-NI it is the cheapest AEAD on the receiving core,
-            // which is the bottleneck of bulk transfer, and 128-bit keys are ample here.
-            let mut provider = rustls::crypto::ring::default_provider();
-            provider.cipher_suites = vec![
-                rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
-                rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384,
-                rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-            ];
-            Arc::new(provider)
-        })
-        .clone()
-}
 
 /// Accepts any well-formed certificate and checks TLS 1.3 handshake signatures against it.
 #[derive(Debug)]

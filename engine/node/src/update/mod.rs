@@ -268,12 +268,12 @@ fn open_store(dir: &DataDir) -> Result<Store, UpdateError> {
         UpdateError::Local(format!("cannot open {}: {error}", dir.store().display()))
     })?;
     let store = Store::open(Arc::new(disk)).map_err(store_error)?;
-    store.set_clock(crate::driver::wall_store_clock());
+    store.set_clock(crate::appliance::wall_store_clock());
     Ok(store)
 }
 
-fn lock(dir: &DataDir) -> Result<crate::driver::ServeLock, UpdateError> {
-    crate::driver::lock_data_dir(dir).map_err(|error| {
+fn lock(dir: &DataDir) -> Result<crate::appliance::ServeLock, UpdateError> {
+    crate::appliance::lock_data_dir(dir).map_err(|error| {
         UpdateError::Refused(format!(
             "{error}. Updates install with the appliance stopped: stop `dyad serve` (this ends \
              running syncs and cuts off sessions in progress, which stay resumable), install, \
@@ -529,12 +529,12 @@ pub struct CheckReport {
 pub fn installed(dir: &DataDir) -> Result<Installed, UpdateError> {
     let appliance =
         Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
-    let store_format = match crate::driver::lock_data_dir(dir) {
+    let store_format = match crate::appliance::lock_data_dir(dir) {
         Ok(_lock) => open_store(dir)?.format_version().map_err(store_error)?,
         Err(_) => {
-            let request = crate::driver::admin::AdminRequest::Status;
-            match crate::driver::admin_call(dir, &request, |_| {}) {
-                Ok(crate::driver::admin::AdminReply::Ok(value)) => value
+            let request = crate::admin::AdminRequest::Status;
+            match crate::admin::admin_call(dir, &request, |_| {}) {
+                Ok(crate::admin::AdminReply::Ok(value)) => value
                     .get("store_format")
                     .and_then(serde_json::Value::as_u64)
                     .ok_or_else(|| {
@@ -558,7 +558,7 @@ pub fn check(dir: &DataDir, folder: &Path) -> Result<CheckReport, UpdateError> {
     let vendor = load_vendor_key(dir)?;
     let appliance =
         Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
-    let store_format = match crate::driver::lock_data_dir(dir) {
+    let store_format = match crate::appliance::lock_data_dir(dir) {
         Ok(_lock) => open_store(dir)?.format_version().map_err(store_error)?,
         // A running serve holds the store; the format is only for display here.
         Err(_) => 0,
@@ -821,7 +821,7 @@ pub fn install_from(
 pub fn download_key(dir: &DataDir, now_unix_ms: u64) -> Result<String, UpdateError> {
     let appliance =
         Appliance::open(dir.clone()).map_err(|error| UpdateError::Local(error.to_string()))?;
-    let store_format = match crate::driver::lock_data_dir(dir) {
+    let store_format = match crate::appliance::lock_data_dir(dir) {
         Ok(_lock) => open_store(dir)?.format_version().map_err(store_error)?,
         Err(_) => {
             return Err(UpdateError::Refused(

@@ -17,9 +17,9 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
-
 use dyad_wire::{SoftwareVersion, Version};
+
+pub use crate::vendor_key::{VendorPublicKey, VendorSecretKey, SIGNATURE_BYTES};
 
 /// First bytes of every package file.
 pub const PACKAGE_MAGIC: [u8; 8] = *b"DYADPKG\0";
@@ -35,12 +35,6 @@ pub const PACKAGE_REQUIREMENTS_MAX: usize = 16;
 pub const PACKAGE_NAME_BYTES_MAX: usize = 64;
 /// Bytes before the manifest: magic, format, manifest length.
 pub const PACKAGE_HEADER_BYTES: usize = 8 + 2 + 4;
-/// An Ed25519 signature.
-pub const SIGNATURE_BYTES: usize = 64;
-/// Domain separation for the package signature.
-const SIGNATURE_CONTEXT: &[u8] = b"dyad update package v1\0";
-const SECRET_PREFIX: &str = "dyad-vendor-secret-v1:";
-const PUBLIC_PREFIX: &str = "dyad-vendor-public-v1:";
 
 /// What a package updates: the base software or the application on top of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -149,7 +143,9 @@ impl std::str::FromStr for Requirement {
         Ok(Requirement {
             kind: kind.parse()?,
             comparison,
-            version: crate::appliance::parse_version(version)?,
+            version: version
+                .parse::<Version>()
+                .map_err(|error| error.to_string())?,
         })
     }
 }
@@ -242,115 +238,6 @@ impl fmt::Display for PackageError {
 }
 
 impl std::error::Error for PackageError {}
-
-// ---------------------------------------------------------------------------------------------
-// Vendor keys
-
-/// The vendor's signing key (the seed of an Ed25519 key pair). Only package tools hold it.
-pub struct VendorSecretKey {
-    seed: [u8; 32],
-}
-
-impl fmt::Debug for VendorSecretKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("VendorSecretKey(redacted)")
-    }
-}
-
-/// The vendor's public key: what an appliance trusts packages by (given at `dyad init`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VendorPublicKey(pub [u8; 32]);
-
-fn parse_hex32(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (index, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
-impl VendorSecretKey {
-    /// A new key from the system's random generator.
-    pub fn generate() -> Result<VendorSecretKey, String> {
-        let mut seed = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
-            .map_err(|_| "the system random generator failed".to_string())?;
-        Ok(VendorSecretKey { seed })
-    }
-
-    pub fn from_seed(seed: [u8; 32]) -> VendorSecretKey {
-        VendorSecretKey { seed }
-    }
-
-    fn key_pair(&self) -> Ed25519KeyPair {
-        Ed25519KeyPair::from_seed_unchecked(&self.seed)
-            .expect("every 32-byte seed is a valid Ed25519 private key")
-    }
-
-    pub fn public_key(&self) -> VendorPublicKey {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(self.key_pair().public_key().as_ref());
-        VendorPublicKey(out)
-    }
-
-    /// `dyad-vendor-secret-v1:<hex>`.
-    pub fn to_text(&self) -> String {
-        format!(
-            "{SECRET_PREFIX}{}\n",
-            dyad_core::replica::state::hex(&self.seed)
-        )
-    }
-
-    pub fn parse(text: &str) -> Result<VendorSecretKey, String> {
-        text.trim()
-            .strip_prefix(SECRET_PREFIX)
-            .and_then(parse_hex32)
-            .map(|seed| VendorSecretKey { seed })
-            .ok_or_else(|| "not a vendor secret key from `dyad update vendor-keygen`".to_string())
-    }
-
-    fn sign(&self, manifest: &[u8]) -> [u8; SIGNATURE_BYTES] {
-        let mut message = SIGNATURE_CONTEXT.to_vec();
-        message.extend_from_slice(manifest);
-        let mut out = [0u8; SIGNATURE_BYTES];
-        out.copy_from_slice(self.key_pair().sign(&message).as_ref());
-        out
-    }
-}
-
-impl VendorPublicKey {
-    /// `dyad-vendor-public-v1:<hex>`.
-    pub fn to_text(&self) -> String {
-        format!(
-            "{PUBLIC_PREFIX}{}\n",
-            dyad_core::replica::state::hex(&self.0)
-        )
-    }
-
-    pub fn parse(text: &str) -> Result<VendorPublicKey, String> {
-        text.trim()
-            .strip_prefix(PUBLIC_PREFIX)
-            .and_then(parse_hex32)
-            .map(VendorPublicKey)
-            .ok_or_else(|| {
-                "not a vendor public key (expected one line `dyad-vendor-public-v1:<64 hex \
-                 digits>` as written by `dyad update vendor-keygen`)"
-                    .to_string()
-            })
-    }
-
-    fn verify(&self, manifest: &[u8], signature: &[u8]) -> Result<(), PackageError> {
-        let mut message = SIGNATURE_CONTEXT.to_vec();
-        message.extend_from_slice(manifest);
-        UnparsedPublicKey::new(&ED25519, &self.0)
-            .verify(&message, signature)
-            .map_err(|_| PackageError::BadSignature)
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Manifest codec
@@ -602,7 +489,9 @@ pub fn verify_package(bytes: &[u8], vendor: &VendorPublicKey) -> Result<Manifest
         return Err(PackageError::Truncated { what: "signature" });
     }
     let (signature, payload) = rest.split_at(SIGNATURE_BYTES);
-    vendor.verify(manifest_bytes, signature)?;
+    if !vendor.verifies(manifest_bytes, signature) {
+        return Err(PackageError::BadSignature);
+    }
     let manifest = decode_manifest(manifest_bytes)?;
     check_payload(&manifest, payload.len() as u64, blake3::hash(payload))?;
     Ok(manifest)
@@ -673,7 +562,9 @@ fn read_signed_manifest(
     let mut signature = [0u8; SIGNATURE_BYTES];
     read_exact_or(source, &mut signature, "signature")?;
     if let Some(vendor) = vendor {
-        vendor.verify(&manifest_bytes, &signature)?;
+        if !vendor.verifies(&manifest_bytes, &signature) {
+            return Err(PackageError::BadSignature);
+        }
     }
     decode_manifest(&manifest_bytes)
 }

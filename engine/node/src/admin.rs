@@ -4,7 +4,11 @@
 //!
 //! JSON keeps the protocol inspectable with `socat` at 3 a.m.; requests are small and bounded.
 
+use std::io::{BufRead, BufReader, Write};
+
 use serde::{Deserialize, Serialize};
+
+use crate::appliance::DataDir;
 
 /// Longest request line accepted on the admin socket.
 pub const ADMIN_REQUEST_BYTES_MAX: usize = 64 * 1024;
@@ -91,4 +95,60 @@ impl AdminReply {
     pub fn is_final(&self) -> bool {
         !matches!(self, AdminReply::Progress(_))
     }
+}
+
+/// Why an admin call did not get an answer.
+#[derive(Debug)]
+pub enum AdminCallError {
+    /// No `dyad serve` is running on the data folder.
+    NotRunning(String),
+    /// It is running but the exchange failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for AdminCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminCallError::NotRunning(text) | AdminCallError::Failed(text) => f.write_str(text),
+        }
+    }
+}
+
+/// Sends one request to the running `dyad serve` of `dir` and calls `on_reply` for each line
+/// of the answer.
+pub fn admin_call(
+    dir: &DataDir,
+    request: &AdminRequest,
+    mut on_reply: impl FnMut(&AdminReply),
+) -> Result<AdminReply, AdminCallError> {
+    let path = dir.admin_socket();
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|error| {
+        AdminCallError::NotRunning(format!(
+            "no `dyad serve` is answering on {} ({error}); start it with `dyad serve --data-dir {}`",
+            path.display(),
+            dir.root.display()
+        ))
+    })?;
+    let failed = |what: &str, error: &dyn std::fmt::Display| {
+        AdminCallError::Failed(format!("{what}: {error}"))
+    };
+    let mut line =
+        serde_json::to_string(request).map_err(|error| failed("encoding the request", &error))?;
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|error| failed("writing to the admin socket", &error))?;
+    let reader = BufReader::new(stream);
+    for line in reader.lines() {
+        let line = line.map_err(|error| failed("reading from the admin socket", &error))?;
+        let reply: AdminReply = serde_json::from_str(&line)
+            .map_err(|error| failed("unreadable answer from dyad serve", &error))?;
+        on_reply(&reply);
+        if reply.is_final() {
+            return Ok(reply);
+        }
+    }
+    Err(AdminCallError::Failed(
+        "dyad serve closed the admin connection without answering".into(),
+    ))
 }
