@@ -33,6 +33,7 @@ macro_rules! planted_bug {
     }};
 }
 
+pub mod blame;
 pub mod clients;
 pub mod handshake;
 pub mod install;

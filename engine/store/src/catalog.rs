@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use dyad_wire::{NodeId, SessionId};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
+use super::error::{corrupt, db_error, StoreError};
 use super::records::{decode_session_key, decode_session_meta, session_key, SessionMeta};
+use super::store::{Inner, Store};
 use super::summary::{self, Reconciler, SummaryIndex, SummaryRequest, SummaryResponse};
-use super::{
-    corrupt, db_error, Inner, Store, StoreError, COUNTERS, FORMAT, SESSIONS, SESSIONS_BY_END,
-};
+use super::tables::{COUNTERS, FORMAT, SESSIONS, SESSIONS_BY_END};
 
 /// The next sequence this appliance may give one of its own sessions.
 pub(super) const LOCAL_FLOOR_KEY: &str = "local_sequence_floor";

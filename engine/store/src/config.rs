@@ -16,15 +16,14 @@
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 
+use super::error::{corrupt, db_error, StoreError};
 use super::records::{
     decode_config_change, decode_config_version, decode_conflict, encode_config_change,
     encode_config_version, encode_conflict, ConfigChange, ConfigSnapshot, ConfigVersion,
     ConflictRecord, CONFIG_CHAIN_ZERO, CONFIG_VERSION_ZERO,
 };
-use super::{
-    check_key, check_value, corrupt, db_error, Store, StoreError, CONFIG, CONFIG_CHAINS,
-    CONFIG_LOG, CONFIG_STATE, CONFLICTS,
-};
+use super::store::{check_key, check_value, Store};
+use super::tables::{CONFIG, CONFIG_CHAINS, CONFIG_LOG, CONFIG_STATE, CONFLICTS};
 use dyad_wire::Epoch;
 
 /// Changes kept for [`Store::config_changes_since`]; older ones are compacted away.

@@ -14,7 +14,7 @@
 //! holds it (see [`DamagedInfo`]). Storage errors are classed in `docs/storage.md`: a failed
 //! fsync poisons the store, a full disk refuses the write, a read error damages one recording.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -24,69 +24,29 @@ use dyad_wire::{NodeId, SessionId};
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::catalog::allocate_local_id;
+use super::error::{corrupt, db_error, StoreError};
+use super::partial::OpenPartial;
 use super::records::{
     decode_bitmap, decode_chaining_values, decode_partial, decode_session_key, decode_session_meta,
     encode_bitmap, encode_chaining_values, encode_partial, encode_session_meta, session_key,
     PartialRecord, SessionMeta,
 };
+use super::store::{check_not_failed, poison, FailureSlot, Inner, OpenReport, Store};
+use super::tables::{PARTIALS, PARTIAL_CHUNKS, SESSIONS, SESSION_CVS};
+use crate::disk::{DiskFile, OpenMode};
 #[cfg(doc)]
-use super::tree::chunk_subtree_cv;
-use super::tree::{
+use dyad_core::tree::chunk_subtree_cv;
+use dyad_core::tree::{
     check_chaining_values, chunk_chaining_value, chunk_count, chunk_len, read_full,
     root_from_chaining_values, verify_chunk, verify_chunk_hashed, CHUNK_SIZE_BYTES,
     MAX_RECORDING_BYTES,
 };
-use super::{
-    check_not_failed, corrupt, db_error, poison, FailureSlot, Inner, OpenReport, Store, StoreError,
-    PARTIALS, PARTIAL_CHUNKS, SESSIONS, SESSION_CVS,
-};
-use crate::disk::{DiskFile, OpenMode};
 
 /// Chunks written to a partial before it is synced and their bits committed on its own;
 /// bounds what a crash can make the peer send again.
 pub const SYNC_EVERY_CHUNKS: u64 = 32;
 
-/// A partial recording with its open file.
-pub(crate) struct OpenPartial {
-    record: PartialRecord,
-    file: Arc<dyn DiskFile>,
-    /// Verified and durable (persisted bitmap).
-    durable: Vec<bool>,
-    /// Verified and written since the last sync; not durable yet.
-    written: Vec<bool>,
-    unsynced: u64,
-    /// Chunks handed to a sync that runs off the caller's thread ([`Store::begin_sync`]), by
-    /// ticket; durable once [`Store::finish_sync`] reports that sync done.
-    syncing: BTreeMap<u64, Vec<u64>>,
-    /// Held across every fsync of this file and the commit that follows it: at most one
-    /// fsync in flight per file, so the one that Linux reports a writeback error to is the
-    /// one whose chunks it concerns, and it poisons the store before any other may commit.
-    sync_lock: Arc<Mutex<()>>,
-    /// A damaged recording whose chunks not known to be bad were kept without re-reading
-    /// them (the withdrawal had found one bad chunk): they are checked, off the store's lock,
-    /// before it can be published again ([`Store::recheck_damaged`]).
-    unchecked: bool,
-}
-
 impl OpenPartial {
-    fn new(record: PartialRecord, file: Arc<dyn DiskFile>, durable: Vec<bool>) -> OpenPartial {
-        let count = durable.len();
-        OpenPartial {
-            record,
-            file,
-            durable,
-            written: vec![false; count],
-            unsynced: 0,
-            syncing: BTreeMap::new(),
-            sync_lock: Arc::new(Mutex::new(())),
-            unchecked: false,
-        }
-    }
-
-    fn missing(&self) -> u64 {
-        self.durable.iter().filter(|bit| !**bit).count() as u64
-    }
-
     /// What an off-lock re-check of its durable chunks needs.
     fn snapshot(&self) -> PartialSnapshot {
         PartialSnapshot {

@@ -11,7 +11,7 @@
 
 use dyad_wire::{Epoch, NodeId, SessionId};
 
-use super::tree::{chunk_count, CHUNK_SIZE_BYTES, MAX_RECORDING_BYTES};
+use dyad_core::tree::{chunk_count, CHUNK_SIZE_BYTES, MAX_RECORDING_BYTES};
 
 /// Longest site-configuration or appliance-local key.
 pub const MAX_CONFIG_KEY_BYTES: usize = 256;

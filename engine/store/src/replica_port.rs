@@ -12,11 +12,16 @@ use dyad_wire::{
 };
 
 use super::config::MAX_CONFIG_CHANGES_PER_APPLY;
+use super::error::StoreError;
+use super::recordings::BeginOutcome;
 use super::records::{
     ConfigChange, ConfigSnapshot, ConflictEntry, ConflictRecord as StoredConflict,
 };
-use super::summary::{OriginSummary, RangeAnswer, RangeQuery, RangeSummary};
-use super::{BeginOutcome, Reconciler, Store, StoreError, SummaryRequest, SummaryResponse};
+use super::store::Store;
+use super::summary::{
+    OriginSummary, RangeAnswer, RangeQuery, RangeSummary, Reconciler, SummaryRequest,
+    SummaryResponse,
+};
 use dyad_core::replica::ports::{
     CatalogComparison, ChunkRefusal, ConflictRecord, DifferingKey, IncomingRefusal, ReadRefusal,
     ReplicaStore, StoreFault,

@@ -10,12 +10,14 @@ use serde::{Deserialize, Serialize};
 use dyad_core::replica::state::{hex, parse_node_id, ReplicaState};
 use dyad_wire::{Epoch, NodeId};
 
+use crate::error::StoreError;
 use crate::local_keys::REPLICA_STATE_KEY;
-use crate::records::{MAX_CONFIG_KEY_BYTES, MAX_CONFIG_VALUE_BYTES};
-use crate::{
-    ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, SettingsRead, Store, StoreError,
-    CONFIG_CHAIN_ZERO,
+use crate::records::{
+    ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, CONFIG_CHAIN_ZERO,
+    MAX_CONFIG_KEY_BYTES, MAX_CONFIG_VALUE_BYTES,
 };
+use crate::settings_read::SettingsRead;
+use crate::store::Store;
 
 /// Most conflict records a backup carries (the newest are kept).
 pub const CONFLICTS_MAX: usize = 1_000;

@@ -12,11 +12,10 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::catalog::LOCAL_FLOOR_KEY;
 use super::config::{read_state, VERSION_KEY};
-use super::records::decode_conflict;
-use super::{
-    check_key, corrupt, db_error, ConfigSnapshot, ConflictRecord, Store, StoreError, CONFIG,
-    CONFIG_STATE, CONFLICTS, COUNTERS, LOCAL,
-};
+use super::error::{corrupt, db_error, StoreError};
+use super::records::{decode_conflict, ConfigSnapshot, ConflictRecord};
+use super::store::{check_key, Store};
+use super::tables::{CONFIG, CONFIG_STATE, CONFLICTS, COUNTERS, LOCAL};
 
 /// The store's part of a settings backup, as of one instant.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,244 +26,49 @@
 //! inter-appliance key proof and the version exchange). `Action::Connect` asks the driver to
 //! open one; the outcome comes back as [`Event::Connected`] or [`Event::ConnectFailed`] with
 //! the same [`Purpose`].
+//!
+//! # Layout
+//!
+//! This module holds [`Replica`] and its core (commands, connections, establish, break); the
+//! other parts implement `Replica` in their own modules: `roles` (promotion, demotion, split
+//! brain), `sync` (pulling), `serve` (answering the peer) and `status`. What they share is
+//! plain data in leaf modules that import none of them (`types`, `job`, `role_state`,
+//! `report`, `state`, `ports`), so that no module imports one that imports it back.
 
+mod job;
 pub mod ports;
+mod report;
+mod role_state;
 mod roles;
 mod serve;
 pub mod state;
 mod status;
 mod sync;
+mod types;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
 
 use dyad_wire::{
-    Break, ConfigVersion, Epoch, ErrorMessage, Establish, EstablishReply, Hello, Message, NodeId,
-    ReasonCode, Role, SoftwareVersion, Successor, SyncNow,
+    Break, ConfigVersion, Epoch, ErrorMessage, Establish, EstablishReply, Message, ReasonCode,
+    Role, Successor, SyncNow,
 };
 
+pub use crate::handshake::CLOCK_OFFSET_WARNING_MS;
 pub use ports::{
     CatalogComparison, ChunkRefusal, ConflictRecord, DifferingKey, IncomingRefusal, ReadRefusal,
     ReplicaStore, StoreFault,
 };
-pub use roles::Disagreement;
+pub use report::{Lag, LinkStatus, RunningSync, Status};
+pub use role_state::Disagreement;
 pub use state::{PeerRecord, ReplicaState, SyncRecord};
-pub use status::{Lag, LinkStatus, RunningSync, Status, CLOCK_OFFSET_WARNING_MS};
-pub use sync::SyncProgress;
+pub use types::{
+    Action, Command, CommandError, CommandId, ConfigWriteError, ConnId, Event, LocalNode,
+    PeerHandshake, Purpose, ReplicaConfig, SyncProgress, TransferCounters,
+};
 
-use roles::{PendingSwap, PromoteOrigin};
-use sync::{SyncJob, Waiter};
-
-/// Identifies one authenticated connection for as long as it is open (chosen by the driver).
-pub type ConnId = u64;
-/// Identifies one operator command until it completes (chosen by the driver).
-pub type CommandId = u64;
-
-/// Who this appliance is; fixed for the life of a [`Replica`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocalNode {
-    pub node_id: NodeId,
-    /// The node ids of the hardware this appliance replaced (restores from a settings
-    /// backup), nearest first: announced to the peer so that it re-pins this appliance.
-    pub predecessors: Vec<NodeId>,
-    pub name: String,
-    pub software: SoftwareVersion,
-    /// The site's shared hostname, refused as a peer address.
-    pub site_hostname: Option<String>,
-}
-
-/// Tunables, with the defaults an operator gets.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicaConfig {
-    /// Delay between establishing and the first sync.
-    pub first_sync_delay_ms: u64,
-    /// Time between periodic syncs.
-    pub sync_interval_ms: u64,
-    /// Recording chunks requested but not yet received, at most (the transfer window).
-    pub window_chunks: usize,
-    /// Recordings being transferred at once, at most.
-    pub concurrent_transfers_max: usize,
-    /// Wait between attempts to reach the peer.
-    pub reconnect_delay_ms: u64,
-    /// How long Sync Now waits for the link to the peer to come up.
-    pub sync_now_link_wait_ms: u64,
-}
-
-impl Default for ReplicaConfig {
-    fn default() -> Self {
-        ReplicaConfig {
-            first_sync_delay_ms: 60_000,
-            sync_interval_ms: 300_000,
-            window_chunks: 32,
-            concurrent_transfers_max: 4,
-            reconnect_delay_ms: 5_000,
-            sync_now_link_wait_ms: 15_000,
-        }
-    }
-}
-
-/// What the transport established about a connection before handing it over.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerHandshake {
-    pub hello: Hello,
-    pub certificate_fingerprint: [u8; 32],
-    /// Peer clock minus local clock, in milliseconds.
-    pub clock_offset_ms: i64,
-}
-
-/// Why the replica asked for a connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Purpose {
-    /// This appliance is establishing a relationship with the backup at `backup_address`.
-    Establish {
-        command: CommandId,
-        backup_address: String,
-        reverse_address: String,
-    },
-    /// This appliance, asked to become a backup over `request`, checks that it can reach the
-    /// primary at the reverse address.
-    VerifyReverse { request: ConnId, address: String },
-    /// The relationship's own link to the peer.
-    Peer,
-}
-
-/// Something that happened to the replica's connections.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// A connection finished authenticating. `outbound` is the purpose of a connection this
-    /// replica asked for; `None` for one the peer opened.
-    Connected {
-        conn: ConnId,
-        handshake: PeerHandshake,
-        outbound: Option<Purpose>,
-    },
-    /// A requested connection could not be made (unreachable, refused, authentication failed).
-    ConnectFailed {
-        purpose: Purpose,
-        reason: String,
-    },
-    Received {
-        conn: ConnId,
-        message: Message,
-    },
-    Disconnected {
-        conn: ConnId,
-        reason: String,
-    },
-    /// A chunk, with its `store::tree::chunk_subtree_cv` computed by the driver from these
-    /// bytes on the task that decoded it (so the replica's thread does not hash it again).
-    /// Otherwise the same as [`Event::Received`] with [`Message::Chunk`].
-    ChunkReceived {
-        conn: ConnId,
-        chunk: dyad_wire::Chunk,
-        subtree_cv: [u8; 32],
-    },
-    /// The sync asked for by [`Action::SyncIncoming`] finished.
-    Synced {
-        session: dyad_wire::SessionId,
-        ticket: u64,
-        outcome: Result<(), StoreFault>,
-    },
-}
-
-/// Operator commands that take time (the quick ones are methods).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    Establish {
-        backup_address: String,
-        reverse_address: String,
-    },
-    SyncNow,
-    Break,
-    /// On the backup: take over as primary; planned (final sync, then swap) unless `force`,
-    /// which promotes without the primary when it is unreachable.
-    Promote {
-        force: bool,
-    },
-    /// On the primary: hand over to the backup, or give way to the other primary in a split
-    /// brain.
-    Demote,
-}
-
-/// Why a command failed, split by who can fix it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CommandError {
-    /// The operator asked for something the current state does not allow.
-    Refused(String),
-    /// The peer refused or could not be reached.
-    Peer(String),
-    /// Local storage failed.
-    Local(String),
-}
-
-impl fmt::Display for CommandError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CommandError::Refused(text) | CommandError::Peer(text) | CommandError::Local(text) => {
-                f.write_str(text)
-            }
-        }
-    }
-}
-
-/// What the driver must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    Connect {
-        address: String,
-        purpose: Purpose,
-        /// Refuse the connection unless the peer presents this certificate.
-        pinned_fingerprint: Option<[u8; 32]>,
-    },
-    Send {
-        conn: ConnId,
-        message: Message,
-    },
-    /// Send `error` (if any), then close the connection.
-    Close {
-        conn: ConnId,
-        error: Option<ErrorMessage>,
-    },
-    /// Make the chunks of `session` written so far durable, off the replica's thread (it
-    /// blocks on the disk): run the store's sync work for `ticket`, then report
-    /// [`Event::Synced`]. Syncs must run in the order they are asked for. Until then the
-    /// replica counts those chunks against its window, so a crash costs at most one window.
-    SyncIncoming {
-        session: dyad_wire::SessionId,
-        ticket: u64,
-    },
-    Progress {
-        command: CommandId,
-        progress: SyncProgress,
-    },
-    Completed {
-        command: CommandId,
-        outcome: Result<String, CommandError>,
-    },
-}
-
-/// Why a configuration write was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConfigWriteError {
-    /// This appliance is the backup; writes go to the primary.
-    ReadOnlyBackup {
-        primary: String,
-    },
-    Store(StoreFault),
-}
-
-impl fmt::Display for ConfigWriteError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigWriteError::ReadOnlyBackup { primary } => write!(
-                f,
-                "this appliance is the backup and its site configuration is read-only; \
-                 make the change on the primary, {primary}"
-            ),
-            ConfigWriteError::Store(fault) => write!(f, "{fault}"),
-        }
-    }
-}
+use job::{SyncJob, Waiter};
+use report::LagKnowledge;
+use role_state::{PendingSwap, PromoteOrigin};
 
 /// An authenticated connection and what it is for.
 #[derive(Clone, Debug)]
@@ -322,15 +127,6 @@ struct PeerSyncNow {
     received_unix_ms: u64,
 }
 
-/// Counters kept since the replica started.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TransferCounters {
-    /// Recording bytes this appliance sent to its peer.
-    pub bytes_sent: u64,
-    /// Of those, bytes of chunks this appliance had already sent once before.
-    pub bytes_resent: u64,
-}
-
 /// One appliance's replication logic. See the module documentation for how to drive it.
 pub struct Replica<S: ReplicaStore> {
     store: S,
@@ -359,7 +155,7 @@ pub struct Replica<S: ReplicaStore> {
     last_refusal: Option<String>,
     /// The peer's old hardware connected after its successor took over, and was refused.
     old_hardware_refused: Option<String>,
-    lag: status::LagKnowledge,
+    lag: LagKnowledge,
     /// The wall clock at the current call (commands complete with it).
     now_unix_ms: u64,
     next_internal_command: CommandId,
@@ -368,7 +164,7 @@ pub struct Replica<S: ReplicaStore> {
     pending_swap: Option<PendingSwap>,
     /// A demotion waiting for the backup to take over: the command and its request.
     pending_demote: Option<(CommandId, u64)>,
-    disagreement: Option<roles::Disagreement>,
+    disagreement: Option<Disagreement>,
     /// The latest wall-clock reading handed in, to notice the clock stepping backwards.
     clock_seen_unix_ms: u64,
     /// The driver's hash of the chunk being handled ([`Event::ChunkReceived`]): session,
@@ -424,7 +220,7 @@ impl<S: ReplicaStore> Replica<S> {
             failed: None,
             last_refusal: None,
             old_hardware_refused: None,
-            lag: status::LagKnowledge::default(),
+            lag: LagKnowledge::default(),
             now_unix_ms,
             next_internal_command: INTERNAL_COMMAND_BASE,
             promotions: BTreeMap::new(),

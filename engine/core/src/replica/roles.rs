@@ -12,41 +12,14 @@
 //! operator demotes one (its configuration then goes to the conflict record) or breaks.
 
 use dyad_wire::{
-    ConfigVersion, Epoch, ErrorMessage, Message, PromotePeer, ReasonCode, Role, RoleSwap,
-    RoleSwapReply, StateReport,
+    Epoch, ErrorMessage, Message, PromotePeer, ReasonCode, Role, RoleSwap, RoleSwapReply,
+    StateReport,
 };
 
-use super::ports::ReplicaStore;
-use super::{state, CommandError, CommandId, ConnId, LinkKind, Replica};
-
-/// What the other appliance said about itself when the two disagreed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Disagreement {
-    pub peer_name: String,
-    pub peer_role: Role,
-    pub peer_epoch: Epoch,
-    /// Known once the peer's state report arrived.
-    pub peer_config_version: Option<ConfigVersion>,
-    pub peer_sessions_held: Option<u64>,
-    pub detected_unix_ms: u64,
-}
-
-/// A promotion waiting for the old primary's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct PendingSwap {
-    pub(super) origin: PromoteOrigin,
-    pub(super) epoch: Epoch,
-    pub(super) sent_unix_ms: u64,
-}
-
-/// Who asked for a promotion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum PromoteOrigin {
-    /// The operator, on this appliance.
-    Command(CommandId),
-    /// The primary, demoting itself (`PromotePeer`).
-    Peer { request: u64 },
-}
+use super::ports::{ReplicaStore, StoreFault};
+use super::role_state::{Disagreement, PendingSwap, PromoteOrigin};
+use super::types::{CommandError, CommandId, ConnId};
+use super::{state, LinkKind, Replica, SyncNowCommand};
 
 impl<S: ReplicaStore> Replica<S> {
     pub(super) fn command_promote(&mut self, now_unix_ms: u64, id: CommandId, force: bool) {
@@ -116,7 +89,7 @@ impl<S: ReplicaStore> Replica<S> {
         let request = self.next_request();
         self.sync_now_commands.insert(
             id,
-            super::SyncNowCommand {
+            SyncNowCommand {
                 request,
                 issued_unix_ms: now_unix_ms,
                 local: None,
@@ -181,7 +154,7 @@ impl<S: ReplicaStore> Replica<S> {
     fn promotion_failed_locally(
         &mut self,
         origin: PromoteOrigin,
-        fault: super::StoreFault,
+        fault: StoreFault,
         consequence: &str,
     ) {
         if let PromoteOrigin::Command(command) = origin {

@@ -10,9 +10,10 @@ use dyad_wire::{
     SessionUnavailable, SyncDone, SyncNow,
 };
 
-use super::ports::{ReadRefusal, ReplicaStore};
-use super::sync::Waiter;
-use super::{CommandError, ConnId, Replica};
+use super::job::Waiter;
+use super::ports::{ReadRefusal, ReplicaStore, StoreFault};
+use super::types::{CommandError, ConnId};
+use super::{PeerSyncNow, Replica};
 
 /// Configuration entries are sent in pages of about this many bytes.
 const CONFIG_PAGE_BYTES: usize = 1024 * 1024;
@@ -33,7 +34,7 @@ impl<S: ReplicaStore> Replica<S> {
                 // it with a SyncDone of the same number.
                 self.peer_sync_nows.insert(
                     request,
-                    super::PeerSyncNow {
+                    PeerSyncNow {
                         conn,
                         received_unix_ms: now_unix_ms,
                     },
@@ -226,7 +227,7 @@ impl<S: ReplicaStore> Replica<S> {
         sent[slot] = true;
     }
 
-    fn serve_fault(&mut self, conn: ConnId, fault: super::ports::StoreFault) {
+    fn serve_fault(&mut self, conn: ConnId, fault: StoreFault) {
         self.note_fault(&fault);
         let text = format!("the peer could not read its store: {}", fault.message);
         self.send(

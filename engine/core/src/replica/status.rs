@@ -1,64 +1,12 @@
 //! What an operator sees: the relationship, the link, the last sync, the lag, and a running
 //! sync's progress, computed from the replica's state on demand.
 
-use dyad_wire::{Epoch, Role};
+use dyad_wire::Role;
 
 use super::ports::ReplicaStore;
-use super::state::{PeerRecord, SyncRecord};
-use super::sync::{SyncJob, SyncProgress};
-use super::{Replica, TransferCounters};
-
-pub use crate::handshake::CLOCK_OFFSET_WARNING_MS;
-
-/// How far behind the peer this appliance was when its last sync compared catalogs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Lag {
-    /// Sessions the peer held that this appliance lacked at the last comparison, minus those
-    /// pulled since.
-    pub sessions_missing: u64,
-    pub bytes_missing: u64,
-    /// The end time of the oldest session still missing, when known.
-    pub oldest_missing_unix_ms: Option<u64>,
-    /// When the sync that measured these figures finished.
-    pub measured_unix_ms: u64,
-}
-
-impl Lag {
-    /// The figures of a sync that ran to its end; only such a sync knows them (one cut off
-    /// has not fetched the headers of every missing session, or not even compared).
-    pub(super) fn after_sync<D>(
-        job: &SyncJob<D>,
-        progress: &SyncProgress,
-        now_unix_ms: u64,
-    ) -> Lag {
-        let sessions_missing = progress
-            .sessions_total
-            .saturating_sub(progress.sessions_done);
-        Lag {
-            sessions_missing,
-            bytes_missing: progress.bytes_total.saturating_sub(progress.bytes_done),
-            oldest_missing_unix_ms: if sessions_missing == 0 {
-                None
-            } else {
-                job.oldest_missing_unix_ms
-            },
-            measured_unix_ms: now_unix_ms,
-        }
-    }
-}
-
-/// What this appliance knows of its lag. A figure is shown only when a sync measured it; an
-/// operator must never read "0 missing" when nobody knows.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) enum LagKnowledge {
-    /// No sync has finished or been cut off since the replica started.
-    #[default]
-    NotMeasured,
-    Known(Lag),
-    /// Not known since this time: the last catalog comparison of a sync that was then cut
-    /// off, or when a sync failed or its link was lost.
-    UnknownSince(u64),
-}
+use super::report::{LagKnowledge, LinkStatus, RunningSync, Status};
+use super::Replica;
+use crate::handshake::CLOCK_OFFSET_WARNING_MS;
 
 impl<S: ReplicaStore> Replica<S> {
     /// The lag stops being known: `compared_unix_ms` is when the sync that failed finished its
@@ -72,57 +20,6 @@ impl<S: ReplicaStore> Replica<S> {
         };
         self.lag = LagKnowledge::UnknownSince(since);
     }
-}
-
-/// The link to the peer, when it is up.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkStatus {
-    pub peer_name: String,
-    pub peer_role: Role,
-    pub peer_epoch: Epoch,
-    pub clock_offset_ms: i64,
-    pub clock_offset_warning: bool,
-}
-
-/// A sync in progress, with its rate and estimated time to finish.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunningSync {
-    pub progress: SyncProgress,
-    pub elapsed_ms: u64,
-    pub bytes_per_second: u64,
-    pub eta_seconds: Option<u64>,
-}
-
-/// Everything `dyad status` shows about replication.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub node_name: String,
-    pub role: Role,
-    pub epoch: Epoch,
-    pub peer: Option<PeerRecord>,
-    pub link: Option<LinkStatus>,
-    /// Why the link is down or was last refused, if known.
-    pub link_problem: Option<String>,
-    /// The peer's old hardware (replaced by a restore) connected and was refused.
-    pub old_hardware_refused: Option<String>,
-    pub last_sync: Option<SyncRecord>,
-    /// The lag measured by the last sync, only while it is known.
-    pub lag: Option<Lag>,
-    /// Set when the lag is not known (a sync was cut off or failed): since when.
-    pub lag_unknown_since_unix_ms: Option<u64>,
-    pub counters: TransferCounters,
-    pub running: Option<RunningSync>,
-    pub sessions_held: u64,
-    pub config_version: Option<dyad_wire::ConfigVersion>,
-    pub next_sync_unix_ms: Option<u64>,
-    /// A terminal storage failure, if the replica stopped because of one.
-    pub storage_failure: Option<String>,
-    /// After a break the peer has not heard about yet.
-    pub break_unannounced: bool,
-    /// The two appliances disagree about the relationship (for example both are primary).
-    pub disagreement: Option<super::Disagreement>,
-    /// Promoted without the old primary, which may still accept writes somewhere.
-    pub forced_promotion_unresolved: bool,
 }
 
 impl<S: ReplicaStore> Replica<S> {

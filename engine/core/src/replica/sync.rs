@@ -16,9 +16,14 @@ use dyad_wire::{
     Message, Role, SessionHeader, SessionId, SyncDone,
 };
 
-use super::ports::{ChunkRefusal, ConflictRecord, DifferingKey, IncomingRefusal, ReplicaStore};
+use super::job::{Phase, SyncJob, Transfer, Waiter};
+use super::ports::{
+    ChunkRefusal, ConflictRecord, DifferingKey, IncomingRefusal, ReplicaStore, StoreFault,
+};
+use super::report::{Lag, LagKnowledge};
 use super::state::SyncRecord;
-use super::{Action, CommandError, CommandId, ConnId, Replica};
+use super::types::{Action, CommandError, CommandId, ConnId, SyncProgress};
+use super::Replica;
 use dyad_wire::limits::MAX_CHUNKS_PER_FETCH;
 
 /// A chunk that fails verification is asked for again this many times before the session is
@@ -26,74 +31,6 @@ use dyad_wire::limits::MAX_CHUNKS_PER_FETCH;
 const CHUNK_RETRIES_MAX: u32 = 3;
 /// Progress is reported to waiting commands at most once per this many bytes.
 const PROGRESS_STEP_BYTES: u64 = 8 * 1024 * 1024;
-
-/// Who waits for a sync to finish.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Waiter {
-    Command(CommandId),
-    Peer { conn: ConnId, request: u64 },
-}
-
-/// How far a running sync has come.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SyncProgress {
-    pub phase: &'static str,
-    pub started_unix_ms: u64,
-    pub sessions_done: u64,
-    pub sessions_total: u64,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-    /// Configuration entries received (changes, or the whole configuration).
-    pub config_entries: u64,
-    pub conflicts_recorded: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Config,
-    Catalog,
-    Transfer,
-}
-
-#[derive(Debug)]
-struct Transfer {
-    /// Chunks not yet requested.
-    pending: VecDeque<u32>,
-    in_flight: BTreeSet<u32>,
-    remaining: usize,
-    retries: u32,
-    started: bool,
-    /// Chunks written but not yet synced: they still count against the window, so that a
-    /// crash can cost at most one window of chunks, whether in flight or unsynced.
-    unsynced: usize,
-    /// Chunks in the sync running off the replica's thread (`sync_ticket`); they count
-    /// against the window until it is reported done.
-    syncing: usize,
-    sync_ticket: Option<u64>,
-}
-
-pub(super) struct SyncJob<D> {
-    pub(super) conn: ConnId,
-    pub(super) waiters: Vec<Waiter>,
-    phase: Phase,
-    /// The catalog comparison in progress (taken when it completes).
-    diff: Option<D>,
-    query: u64,
-    /// Parts of the answer to the current question, by part number.
-    answer_parts: BTreeMap<u32, CatalogAnswer>,
-    answer_parts_expected: u32,
-    full_config: Vec<ConfigEntry>,
-    queue: VecDeque<SessionId>,
-    transfers: BTreeMap<SessionId, Transfer>,
-    in_flight_chunks: usize,
-    pub(super) progress: SyncProgress,
-    progress_reported_bytes: u64,
-    failures: Vec<String>,
-    /// Missing sessions' end times are unknown until their headers arrive; the oldest seen.
-    pub(super) oldest_missing_unix_ms: Option<u64>,
-    /// When the catalog comparison finished (what was missing was known then).
-    compared_unix_ms: Option<u64>,
-}
 
 impl<S: ReplicaStore> Replica<S> {
     pub(super) fn start_job(&mut self, now_unix_ms: u64, conn: ConnId, waiter: Option<Waiter>) {
@@ -697,7 +634,7 @@ impl<S: ReplicaStore> Replica<S> {
         now_unix_ms: u64,
         session: SessionId,
         ticket: u64,
-        outcome: Result<(), super::ports::StoreFault>,
+        outcome: Result<(), StoreFault>,
     ) {
         if let Err(fault) = self.store.finish_sync(session, ticket, outcome) {
             self.note_fault(&fault);
@@ -850,8 +787,8 @@ impl<S: ReplicaStore> Replica<S> {
             last_success_unix_ms: last_success,
         });
         if outcome.is_ok() {
-            let lag = super::status::Lag::after_sync(&job, &progress, now_unix_ms);
-            self.lag = super::status::LagKnowledge::Known(lag);
+            let lag = Lag::after_sync(&job, &progress, now_unix_ms);
+            self.lag = LagKnowledge::Known(lag);
         } else {
             self.lose_lag(job.compared_unix_ms, now_unix_ms);
         }
