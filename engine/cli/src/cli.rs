@@ -19,54 +19,66 @@ use dyad_node::appliance::{
 use dyad_node::driver;
 use dyad_node::transport::{self, InterApplianceKey};
 
-/// A failed command: the message names the problem and what to do.
-#[derive(Debug, PartialEq, Eq)]
-pub struct CliError(pub String);
+pub use crate::error::{CliError, CliResult};
 
-impl<T: std::fmt::Display> From<T> for CliError {
-    fn from(error: T) -> Self {
-        CliError(error.to_string())
-    }
-}
-
-type CliResult = Result<(), CliError>;
-
-/// `dyad init` arguments.
+/// `dyad init` arguments: the binary's flags are derived from this very struct.
+#[derive(clap::Args, Clone, Debug)]
 pub struct InitArgs {
+    /// The appliance's data folder.
+    #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// This appliance's name, shown to operators.
+    #[arg(long)]
     pub name: String,
+    /// host:port of this appliance's failover port.
+    #[arg(long, value_name = "HOST:PORT")]
     pub listen: String,
+    /// The site's shared hostname (refused as a peer address).
+    #[arg(long, value_name = "HOST")]
     pub site_hostname: Option<String>,
+    /// File holding the inter-appliance key (from `dyad keygen`); a new key is made if absent.
+    #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,
+    /// Installed application version (default: this build's).
+    #[arg(long, value_name = "X.Y.Z")]
     pub app_version: Option<String>,
+    /// Installed base-software version (default: 1.0.0).
+    #[arg(long, value_name = "X.Y.Z")]
     pub base_version: Option<String>,
+    /// Operator-provided certificate chain (PEM) instead of a generated identity.
+    #[arg(long, value_name = "FILE", requires = "key_pem")]
     pub cert_pem: Option<PathBuf>,
+    /// The private key (PEM) of --cert-pem.
+    #[arg(long, value_name = "FILE", requires = "cert_pem")]
     pub key_pem: Option<PathBuf>,
-    /// The vendor public key update packages are verified with.
+    /// The vendor's public key (from `dyad update vendor-keygen`); update packages must be
+    /// signed with it. Without it, installs are refused until `dyad update trust-vendor-key`.
+    #[arg(long, value_name = "FILE")]
     pub vendor_public_key: Option<PathBuf>,
-    /// The store format to create (labs and upgrade tests; default the newest).
+    /// Store format to create (labs: 1 makes the data folder an older release made).
+    #[arg(long, value_name = "N", hide = true)]
     pub store_format: Option<u64>,
 }
 
 fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
     transport::read_limited(path, 256 * 1024, false)
-        .map_err(|error| CliError(format!("{what} {}: {error}", path.display())))
+        .map_err(|error| CliError::operator(format!("{what} {}: {error}", path.display())))
 }
 
 pub fn init(args: InitArgs) -> CliResult {
     let mut software = build_software_version();
     if let Some(text) = &args.app_version {
-        software.app =
-            parse_version(text).map_err(|why| CliError(format!("--app-version: {why}")))?;
+        software.app = parse_version(text)
+            .map_err(|why| CliError::operator(format!("--app-version: {why}")))?;
     }
     if let Some(text) = &args.base_version {
-        software.base =
-            parse_version(text).map_err(|why| CliError(format!("--base-version: {why}")))?;
+        software.base = parse_version(text)
+            .map_err(|why| CliError::operator(format!("--base-version: {why}")))?;
     }
     let psk_text = match &args.psk_file {
         Some(path) => Some(
             String::from_utf8(read_small(path, "--psk-file")?).map_err(|_| {
-                CliError(format!(
+                CliError::operator(format!(
                     "--psk-file {} is not text from `dyad keygen`",
                     path.display()
                 ))
@@ -134,9 +146,8 @@ pub fn key_show(data_dir: &Path) -> CliResult {
     let dir = DataDir::new(data_dir);
     // Without this, an uninitialised folder would be reported as a missing key file.
     if !dir.settings().exists() {
-        return Err(CliError(
-            dyad_node::appliance::ApplianceError::NotInitialised(data_dir.to_path_buf())
-                .to_string(),
+        return Err(CliError::from(
+            dyad_node::appliance::ApplianceError::NotInitialised(data_dir.to_path_buf()),
         ));
     }
     let fingerprint = transport::key_show(&dir.psk())?;
@@ -146,7 +157,7 @@ pub fn key_show(data_dir: &Path) -> CliResult {
 
 pub fn key_set(data_dir: &Path, psk_file: &Path) -> CliResult {
     let text = String::from_utf8(read_small(psk_file, "--psk-file")?).map_err(|_| {
-        CliError(format!(
+        CliError::operator(format!(
             "{} is not text from `dyad keygen`",
             psk_file.display()
         ))
@@ -202,21 +213,20 @@ fn request(
 ) -> Result<Value, CliError> {
     let dir = DataDir::new(data_dir);
     if !dir.settings().exists() {
-        return Err(CliError(
-            dyad_node::appliance::ApplianceError::NotInitialised(data_dir.to_path_buf())
-                .to_string(),
+        return Err(CliError::from(
+            dyad_node::appliance::ApplianceError::NotInitialised(data_dir.to_path_buf()),
         ));
     }
     let reply = match admin_call(&dir, &request, on_reply) {
         Ok(reply) => reply,
         Err(AdminCallError::NotRunning(_)) => driver::answer_offline(&dir, request)?,
-        Err(AdminCallError::Failed(text)) => return Err(CliError(text)),
+        Err(error @ AdminCallError::Failed(_)) => return Err(error.into()),
     };
     match reply {
         AdminReply::Ok(value) => Ok(value),
-        AdminReply::Error(text) => Err(CliError(text)),
-        AdminReply::Progress(_) => Err(CliError(
-            "dyad serve ended its answer with a progress line".into(),
+        AdminReply::Failed(failure) => Err(failure.into()),
+        AdminReply::Progress(_) => Err(CliError::internal(
+            "dyad serve ended its answer with a progress line",
         )),
     }
 }
@@ -558,7 +568,7 @@ pub fn session_import(
     ended_unix_ms: Option<u64>,
 ) -> CliResult {
     let path = std::fs::canonicalize(&file)
-        .map_err(|error| CliError(format!("--file {}: {error}", file.display())))?;
+        .map_err(|error| CliError::operator(format!("--file {}: {error}", file.display())))?;
     let value = request(
         data_dir,
         AdminRequest::SessionImport {
@@ -640,7 +650,7 @@ pub fn damaged_export(data_dir: &Path, session: String, out: PathBuf) -> CliResu
         out
     } else {
         std::env::current_dir()
-            .map_err(|error| CliError(format!("--out: {error}")))?
+            .map_err(|error| CliError::operator(format!("--out: {error}")))?
             .join(out)
     };
     let value = request(
@@ -675,7 +685,7 @@ pub fn damaged_export(data_dir: &Path, session: String, out: PathBuf) -> CliResu
 
 pub fn damaged_forget(data_dir: &Path, session: String, yes: bool) -> CliResult {
     if !yes {
-        return Err(CliError(format!(
+        return Err(CliError::operator(format!(
             "forgetting {session} deletes its bytes for good; export it first if no peer holds \
              it (`dyad session damaged export --session {session} --out FILE`), then add --yes"
         )));
@@ -715,7 +725,7 @@ pub fn session_verify(data_dir: &Path) -> CliResult {
     for line in &bad {
         println!("BAD {line}");
     }
-    Err(CliError(format!(
+    Err(CliError::operator(format!(
         "{} bad chunk(s); the recordings are listed as damaged (`dyad session damaged list`), \
          never served, and fetched again from the peer if it holds them",
         bad.len()
@@ -787,7 +797,7 @@ pub fn conflicts_list(data_dir: &Path) -> CliResult {
 pub fn conflicts_show(data_dir: &Path, number: usize) -> CliResult {
     let records = conflict_records(data_dir)?;
     let Some(record) = number.checked_sub(1).and_then(|index| records.get(index)) else {
-        return Err(CliError(format!(
+        return Err(CliError::operator(format!(
             "there is no conflict {number}; `dyad conflicts list` shows the {} recorded",
             records.len()
         )));
@@ -802,8 +812,9 @@ pub fn conflicts_export(data_dir: &Path, out: Option<&Path>) -> CliResult {
     let text = serde_json::to_string_pretty(&Value::Array(records)).unwrap_or_default();
     match out {
         Some(path) => {
-            std::fs::write(path, format!("{text}\n"))
-                .map_err(|error| CliError(format!("--out {}: {error}", path.display())))?;
+            std::fs::write(path, format!("{text}\n")).map_err(|error| {
+                CliError::operator(format!("--out {}: {error}", path.display()))
+            })?;
             println!("exported to {}", path.display());
         }
         None => println!("{text}"),
@@ -818,20 +829,16 @@ pub fn load_key(path: &Path) -> Result<InterApplianceKey, CliError> {
 
 // --- Settings backup, certificates and factory reset (`engine/node/src/backup/`). ---
 
-fn backup_error(error: dyad_node::backup::BackupError) -> CliError {
-    CliError(error.to_string())
-}
-
 /// The store's part of a settings backup, from the running server or the data folder.
 fn backup_store_settings(data_dir: &Path) -> Result<dyad_node::backup::StoreSettings, CliError> {
     let value = request(data_dir, AdminRequest::BackupSnapshot, |_| {})?;
     let document: dyad_node::backup::StoreDocument =
         serde_json::from_value(value).map_err(|error| {
-            CliError(format!(
+            CliError::operator(format!(
                 "unreadable backup snapshot from dyad serve: {error}"
             ))
         })?;
-    dyad_node::backup::StoreSettings::from_document(document).map_err(CliError)
+    dyad_node::backup::StoreSettings::from_document(document).map_err(CliError::operator)
 }
 
 /// `dyad backup create`.
@@ -851,9 +858,9 @@ pub fn backup_create_with(
     passphrase_file: &Path,
     kdf: dyad_node::backup::KdfParams,
 ) -> CliResult {
-    let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
+    let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(CliError::from)?;
     if out.exists() {
-        return Err(CliError(format!(
+        return Err(CliError::operator(format!(
             "--out {} already exists; choose a new file name (nothing was written)",
             out.display()
         )));
@@ -862,8 +869,8 @@ pub fn backup_create_with(
     let store = backup_store_settings(data_dir)?;
     let now = wall_clock_ms();
     let bytes = dyad_node::backup::seal_backup(&appliance, store.clone(), &passphrase, kdf, now)
-        .map_err(backup_error)?;
-    dyad_node::backup::write_new_file(out, &bytes).map_err(backup_error)?;
+        .map_err(CliError::from)?;
+    dyad_node::backup::write_new_file(out, &bytes).map_err(CliError::from)?;
     request(
         data_dir,
         AdminRequest::BackupRecorded { taken_unix_ms: now },
@@ -899,11 +906,11 @@ fn parse_target_version(
         app: app_version
             .map(parse_version)
             .transpose()
-            .map_err(|why| CliError(format!("--app-version: {why}")))?,
+            .map_err(|why| CliError::operator(format!("--app-version: {why}")))?,
         base: base_version
             .map(parse_version)
             .transpose()
-            .map_err(|why| CliError(format!("--base-version: {why}")))?,
+            .map_err(|why| CliError::operator(format!("--base-version: {why}")))?,
     })
 }
 
@@ -916,10 +923,10 @@ pub fn backup_restore(
     base_version: Option<&str>,
 ) -> CliResult {
     let version = parse_target_version(app_version, base_version)?;
-    let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
-    let bytes = dyad_node::backup::read_file(input).map_err(backup_error)?;
-    let report =
-        dyad_node::backup::restore(&bytes, &passphrase, data_dir, version).map_err(backup_error)?;
+    let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(CliError::from)?;
+    let bytes = dyad_node::backup::read_file(input).map_err(CliError::from)?;
+    let report = dyad_node::backup::restore(&bytes, &passphrase, data_dir, version)
+        .map_err(CliError::from)?;
     println!(
         "restored appliance {} into {}",
         report.name,
@@ -969,10 +976,10 @@ pub fn backup_restore(
 /// `dyad backup inspect`.
 pub fn backup_inspect(input: &Path, passphrase_file: &Path, data_dir: Option<&Path>) -> CliResult {
     use dyad_node::backup::inspect::{self, CurrentAppliance, Target};
-    let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
-    let bytes = dyad_node::backup::read_file(input).map_err(backup_error)?;
+    let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(CliError::from)?;
+    let bytes = dyad_node::backup::read_file(input).map_err(CliError::from)?;
     let (envelope, contents) =
-        dyad_node::backup::open_backup(&bytes, &passphrase).map_err(backup_error)?;
+        dyad_node::backup::open_backup(&bytes, &passphrase).map_err(CliError::from)?;
     for line in inspect::describe(&envelope, &contents) {
         println!("{line}");
     }
@@ -1018,11 +1025,11 @@ pub fn cert_export_with(
     passphrase_file: &Path,
     kdf: dyad_node::backup::KdfParams,
 ) -> CliResult {
-    let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
+    let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(CliError::from)?;
     let appliance = Appliance::open(DataDir::new(data_dir))?;
     let bytes =
-        dyad_node::backup::cert::export(&appliance, &passphrase, kdf).map_err(backup_error)?;
-    dyad_node::backup::write_new_file(out, &bytes).map_err(backup_error)?;
+        dyad_node::backup::cert::export(&appliance, &passphrase, kdf).map_err(CliError::from)?;
+    dyad_node::backup::write_new_file(out, &bytes).map_err(CliError::from)?;
     println!(
         "certificate {} and its private key (encrypted) written to {}; nothing was removed",
         appliance.certificate_fingerprint_hex(),
@@ -1033,16 +1040,16 @@ pub fn cert_export_with(
 
 /// `dyad cert import`.
 pub fn cert_import(data_dir: &Path, input: &Path, passphrase_file: &Path) -> CliResult {
-    let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(backup_error)?;
-    let bytes = dyad_node::backup::read_file(input).map_err(backup_error)?;
+    let passphrase = dyad_node::backup::read_passphrase(passphrase_file).map_err(CliError::from)?;
+    let bytes = dyad_node::backup::read_file(input).map_err(CliError::from)?;
     let (identity, warnings) =
         dyad_node::backup::cert::open_export(&bytes, &passphrase, wall_clock_ms())
-            .map_err(backup_error)?;
+            .map_err(CliError::from)?;
     for warning in &warnings {
         println!("{warning}");
     }
     let notes = dyad_node::backup::cert::install(&DataDir::new(data_dir), &identity)
-        .map_err(backup_error)?;
+        .map_err(CliError::from)?;
     for note in notes {
         println!("{note}");
     }
@@ -1058,7 +1065,7 @@ pub fn factory_reset(data_dir: &Path, yes: bool, replaced: bool) -> CliResult {
             replaced,
         },
     )
-    .map_err(backup_error)?;
+    .map_err(CliError::from)?;
     println!("erased:");
     for line in report.lines() {
         println!("{line}");

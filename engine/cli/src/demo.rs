@@ -52,17 +52,17 @@ fn write_recording(path: &Path, size_bytes: u64, seed: u64) -> Result<(), CliErr
 fn offline(dir: &DataDir, request: AdminRequest) -> Result<Value, CliError> {
     match driver::answer_offline(dir, request)? {
         AdminReply::Ok(value) => Ok(value),
-        AdminReply::Error(text) => Err(CliError(text)),
-        AdminReply::Progress(_) => Err(CliError("unexpected progress".into())),
+        AdminReply::Failed(failure) => Err(failure.into()),
+        AdminReply::Progress(_) => Err(CliError::internal("unexpected progress")),
     }
 }
 
 fn online(dir: &DataDir, request: AdminRequest) -> Result<Value, CliError> {
     match admin_call(dir, &request, |_| {}) {
         Ok(AdminReply::Ok(value)) => Ok(value),
-        Ok(AdminReply::Error(text)) => Err(CliError(text)),
-        Ok(AdminReply::Progress(_)) => Err(CliError("unexpected progress".into())),
-        Err(error) => Err(CliError(error.to_string())),
+        Ok(AdminReply::Failed(failure)) => Err(failure.into()),
+        Ok(AdminReply::Progress(_)) => Err(CliError::internal("unexpected progress")),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -75,7 +75,7 @@ fn wait_for_server(dir: &DataDir) -> Result<(), CliError> {
                 std::thread::sleep(Duration::from_millis(50))
             }
             Err(error) => {
-                return Err(CliError(format!(
+                return Err(CliError::operator(format!(
                     "the demo appliance did not start: {error}"
                 )))
             }
@@ -101,8 +101,8 @@ fn start(dir: &DataDir) -> Result<Running, CliError> {
 fn stop(running: Running) -> Result<(), CliError> {
     let _ = running.shutdown.send(());
     match running.thread.join() {
-        Ok(result) => result.map_err(|error| CliError(error.to_string())),
-        Err(_) => Err(CliError("a demo appliance panicked".into())),
+        Ok(result) => result.map_err(CliError::from),
+        Err(_) => Err(CliError::internal("a demo appliance panicked")),
     }
 }
 
@@ -253,7 +253,7 @@ fn drive(
     )?;
     let count = sessions_a.as_array().map_or(0, Vec::len);
     if sessions_a != sessions_b || config_a != config_b {
-        return Err(CliError(format!(
+        return Err(CliError::operator(format!(
             "the stores differ after the sync: {} vs {} sessions, configuration {}",
             count,
             sessions_b.as_array().map_or(0, Vec::len),

@@ -6,4 +6,5 @@
 
 pub mod cli;
 pub mod demo;
+pub mod error;
 pub mod update_commands;

@@ -29,41 +29,7 @@ struct DataDirArg {
 #[derive(Subcommand)]
 enum Commands {
     /// Create a new appliance in an empty data folder.
-    Init {
-        #[command(flatten)]
-        dir: DataDirArg,
-        /// This appliance's name, shown to operators.
-        #[arg(long)]
-        name: String,
-        /// host:port of this appliance's failover port.
-        #[arg(long, value_name = "HOST:PORT")]
-        listen: String,
-        /// The site's shared hostname (refused as a peer address).
-        #[arg(long, value_name = "HOST")]
-        site_hostname: Option<String>,
-        /// File holding the inter-appliance key (from `dyad keygen`); a new key is made if absent.
-        #[arg(long, value_name = "FILE")]
-        psk_file: Option<PathBuf>,
-        /// Installed application version (default: this build's).
-        #[arg(long, value_name = "X.Y.Z")]
-        app_version: Option<String>,
-        /// Installed base-software version (default: 1.0.0).
-        #[arg(long, value_name = "X.Y.Z")]
-        base_version: Option<String>,
-        /// Operator-provided certificate chain (PEM) instead of a generated identity.
-        #[arg(long, value_name = "FILE", requires = "key_pem")]
-        cert_pem: Option<PathBuf>,
-        /// The private key (PEM) of --cert-pem.
-        #[arg(long, value_name = "FILE", requires = "cert_pem")]
-        key_pem: Option<PathBuf>,
-        /// The vendor's public key (from `dyad update vendor-keygen`); update packages must be
-        /// signed with it. Without it, installs are refused until `dyad update trust-vendor-key`.
-        #[arg(long, value_name = "FILE")]
-        vendor_public_key: Option<PathBuf>,
-        /// Store format to create (labs: 1 makes the data folder an older release made).
-        #[arg(long, value_name = "N", hide = true)]
-        store_format: Option<u64>,
-    },
+    Init(cli::InitArgs),
     /// Print a new inter-appliance key.
     Keygen,
     /// Show or replace the inter-appliance key.
@@ -328,28 +294,7 @@ enum UpdateAction {
         public_out: PathBuf,
     },
     /// Vendor tool: make a signed package around a payload file.
-    MakePackage {
-        /// The vendor secret key (from `vendor-keygen`).
-        #[arg(long, value_name = "FILE")]
-        vendor_key: PathBuf,
-        #[arg(long)]
-        name: String,
-        /// base or app.
-        #[arg(long)]
-        kind: String,
-        #[arg(long, value_name = "X.Y.Z")]
-        version: String,
-        /// The store format the new software needs.
-        #[arg(long, default_value_t = 1)]
-        store_format: u64,
-        /// A requirement like "base >= 3.2" (repeatable).
-        #[arg(long, value_name = "REQ")]
-        requires: Vec<String>,
-        #[arg(long, value_name = "FILE")]
-        payload: PathBuf,
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-    },
+    MakePackage(dyad::update_commands::MakePackageArgs),
 }
 
 #[derive(Subcommand)]
@@ -545,56 +490,14 @@ fn run_update(action: UpdateAction) -> Result<(), CliError> {
             secret_out,
             public_out,
         } => update::vendor_keygen(&secret_out, &public_out),
-        UpdateAction::MakePackage {
-            vendor_key,
-            name,
-            kind,
-            version,
-            store_format,
-            requires,
-            payload,
-            out,
-        } => update::make_package(update::MakePackageArgs {
-            vendor_key,
-            name,
-            kind,
-            version,
-            store_format,
-            requires,
-            payload,
-            out,
-        }),
+        UpdateAction::MakePackage(args) => update::make_package(args),
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Commands::Init {
-            dir,
-            name,
-            listen,
-            site_hostname,
-            psk_file,
-            app_version,
-            base_version,
-            cert_pem,
-            key_pem,
-            vendor_public_key,
-            store_format,
-        } => cli::init(cli::InitArgs {
-            data_dir: dir.data_dir,
-            name,
-            listen,
-            site_hostname,
-            psk_file,
-            app_version,
-            base_version,
-            cert_pem,
-            key_pem,
-            vendor_public_key,
-            store_format,
-        }),
+        Commands::Init(args) => cli::init(args),
         Commands::Keygen => cli::keygen(),
         Commands::Key {
             action: KeyAction::Show { dir },
@@ -711,9 +614,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(CliError(message)) => {
-            eprintln!("dyad: {message}");
-            ExitCode::FAILURE
+        Err(error) => {
+            eprintln!("dyad: {}", error.message);
+            ExitCode::from(error.exit_code())
         }
     }
 }

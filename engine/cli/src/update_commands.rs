@@ -3,36 +3,35 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::CliError;
+use crate::error::{CliError, CliResult};
 use dyad_node::appliance::wall_clock_ms;
 use dyad_node::appliance::{parse_version, DataDir};
 
 use dyad_node::update::package::{PackageKind, Requirement, VendorPublicKey, VendorSecretKey};
 use dyad_node::update::{InstallOptions, InstallOutcome};
 
-type CliResult = Result<(), CliError>;
-
 fn read_text(path: &Path, what: &str) -> Result<String, CliError> {
     let bytes = dyad_node::transport::read_limited(path, 64 * 1024, false)
-        .map_err(|error| CliError(format!("{what} {}: {error}", path.display())))?;
-    String::from_utf8(bytes).map_err(|_| CliError(format!("{what} {} is not text", path.display())))
+        .map_err(|error| CliError::operator(format!("{what} {}: {error}", path.display())))?;
+    String::from_utf8(bytes)
+        .map_err(|_| CliError::operator(format!("{what} {} is not text", path.display())))
 }
 
 /// Reads a vendor public key file (`--vendor-public-key`).
 pub fn load_vendor_public_key(path: &Path) -> Result<VendorPublicKey, CliError> {
     VendorPublicKey::parse(&read_text(path, "--vendor-public-key")?)
-        .map_err(|why| CliError(format!("--vendor-public-key {}: {why}", path.display())))
+        .map_err(|why| CliError::operator(format!("--vendor-public-key {}: {why}", path.display())))
 }
 
 /// `dyad update vendor-keygen --secret-out FILE --public-out FILE`.
 pub fn vendor_keygen(secret_out: &Path, public_out: &Path) -> CliResult {
     if secret_out.exists() {
-        return Err(CliError(format!(
+        return Err(CliError::operator(format!(
             "{} exists; refusing to overwrite a vendor secret key",
             secret_out.display()
         )));
     }
-    let key = VendorSecretKey::generate().map_err(CliError)?;
+    let key = VendorSecretKey::generate().map_err(CliError::local)?;
     dyad_node::transport::write_atomically(secret_out, key.to_text().as_bytes(), 0o600)?;
     dyad_node::transport::write_atomically(
         public_out,
@@ -48,50 +47,66 @@ pub fn vendor_keygen(secret_out: &Path, public_out: &Path) -> CliResult {
     Ok(())
 }
 
-/// `dyad update make-package` arguments.
+/// `dyad update make-package` arguments: the binary's flags are derived from this struct.
+#[derive(clap::Args, Clone, Debug)]
 pub struct MakePackageArgs {
+    /// The vendor secret key (from `vendor-keygen`).
+    #[arg(long, value_name = "FILE")]
     pub vendor_key: PathBuf,
+    #[arg(long)]
     pub name: String,
+    /// base or app.
+    #[arg(long)]
     pub kind: String,
+    #[arg(long, value_name = "X.Y.Z")]
     pub version: String,
+    /// The store format the new software needs.
+    #[arg(long, default_value_t = 1)]
     pub store_format: u64,
+    /// A requirement like "base >= 3.2" (repeatable).
+    #[arg(long, value_name = "REQ")]
     pub requires: Vec<String>,
+    #[arg(long, value_name = "FILE")]
     pub payload: PathBuf,
+    #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
 }
 
 /// `dyad update make-package`: the vendor's tool (and the labs' and tests').
 pub fn make_package(args: MakePackageArgs) -> CliResult {
     let secret = std::fs::read_to_string(&args.vendor_key).map_err(|error| {
-        CliError(format!(
+        CliError::operator(format!(
             "--vendor-key {}: {error}",
             args.vendor_key.display()
         ))
     })?;
-    let key = VendorSecretKey::parse(&secret)
-        .map_err(|why| CliError(format!("--vendor-key {}: {why}", args.vendor_key.display())))?;
+    let key = VendorSecretKey::parse(&secret).map_err(|why| {
+        CliError::operator(format!("--vendor-key {}: {why}", args.vendor_key.display()))
+    })?;
     let kind: PackageKind = args
         .kind
         .parse()
-        .map_err(|why| CliError(format!("--kind: {why}")))?;
-    let version =
-        parse_version(&args.version).map_err(|why| CliError(format!("--version: {why}")))?;
+        .map_err(|why| CliError::operator(format!("--kind: {why}")))?;
+    let version = parse_version(&args.version)
+        .map_err(|why| CliError::operator(format!("--version: {why}")))?;
     let requirements = args
         .requires
         .iter()
         .map(|text| text.parse::<Requirement>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|why| CliError(format!("--requires: {why}")))?;
-    let metadata = std::fs::metadata(&args.payload)
-        .map_err(|error| CliError(format!("--payload {}: {error}", args.payload.display())))?;
+        .map_err(|why| CliError::operator(format!("--requires: {why}")))?;
+    let metadata = std::fs::metadata(&args.payload).map_err(|error| {
+        CliError::operator(format!("--payload {}: {error}", args.payload.display()))
+    })?;
     if metadata.len() > dyad_node::update::package::PACKAGE_PAYLOAD_BYTES_MAX {
-        return Err(CliError(format!(
+        return Err(CliError::operator(format!(
             "--payload is above the limit of {} bytes",
             dyad_node::update::package::PACKAGE_PAYLOAD_BYTES_MAX
         )));
     }
-    let payload = std::fs::read(&args.payload)
-        .map_err(|error| CliError(format!("--payload {}: {error}", args.payload.display())))?;
+    let payload = std::fs::read(&args.payload).map_err(|error| {
+        CliError::operator(format!("--payload {}: {error}", args.payload.display()))
+    })?;
     let bytes = dyad_node::update::build_package(
         &key,
         &args.name,
@@ -101,7 +116,7 @@ pub fn make_package(args: MakePackageArgs) -> CliResult {
         requirements,
         &payload,
     )
-    .map_err(CliError)?;
+    .map_err(CliError::operator)?;
     dyad_node::transport::write_atomically(&args.out, &bytes, 0o644)?;
     println!("wrote {} ({} bytes)", args.out.display(), bytes.len());
     Ok(())
@@ -204,7 +219,11 @@ pub fn install(
             }
             outcomes.iter().for_each(print_outcome);
         }
-        _ => return Err(CliError("give either a package FILE or --from DIR".into())),
+        _ => {
+            return Err(CliError::operator(
+                "give either a package FILE or --from DIR",
+            ))
+        }
     }
     println!(
         "start the appliance again with `dyad serve --data-dir {}`",
@@ -259,7 +278,7 @@ pub fn fetch(key: &Path, from: &Path, out: &Path, vendor_public_key: Option<&Pat
         dyad_node::update::download_key::DOWNLOAD_KEY_BYTES_MAX as u64,
         false,
     )
-    .map_err(|error| CliError(format!("--key {}: {error}", key.display())))?;
+    .map_err(|error| CliError::operator(format!("--key {}: {error}", key.display())))?;
     let vendor = vendor_public_key.map(load_vendor_public_key).transpose()?;
     let report = dyad_node::update::fetch(&bytes, from, out, vendor.as_ref(), wall_clock_ms())?;
     println!(

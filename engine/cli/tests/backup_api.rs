@@ -178,7 +178,14 @@ fn wrong_passphrase_truncation_and_bit_flips_are_refused_and_write_nothing() {
 
     let wrong = passphrase_file(&scratch.path("wrong"), "not the passphrase at all");
     let error = cli::backup_restore(&target, &file, &wrong, None, None).expect_err("wrong");
-    assert!(error.0.contains("passphrase is wrong"), "{}", error.0);
+    assert!(
+        error.message.contains("passphrase is wrong"),
+        "{}",
+        error.message
+    );
+    // The operator's to fix, and the exit code says so.
+    assert_eq!(error.blame, dyad_core::blame::Blame::Operator);
+    assert_eq!(error.exit_code(), 64);
     assert!(!target.exists());
 
     for len in 0..bytes.len() {
@@ -247,7 +254,11 @@ fn newer_format_and_older_target_software_are_refused_by_name() {
     let newer_file = scratch.path("newer.dyadbackup");
     fs::write(&newer_file, &newer).expect("write");
     let error = cli::backup_restore(&target, &newer_file, &pass, None, None).expect_err("newer");
-    assert!(error.0.contains("newer version of dyad"), "{}", error.0);
+    assert!(
+        error.message.contains("newer version of dyad"),
+        "{}",
+        error.message
+    );
 
     let software = appliance.settings.software;
     assert!(
@@ -261,11 +272,19 @@ fn newer_format_and_older_target_software_are_refused_by_name() {
     );
     let error = cli::backup_restore(&target, &file, &pass, Some("0.0.0"), None)
         .expect_err("older software");
-    assert!(error.0.contains(&software.to_string()), "{}", error.0);
-    assert!(error.0.contains("same or a newer"), "{}", error.0);
+    assert!(
+        error.message.contains(&software.to_string()),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains("same or a newer"),
+        "{}",
+        error.message
+    );
     let error = cli::backup_restore(&target, &file, &pass, None, Some("0.1.0"))
         .expect_err("older base software");
-    assert!(error.0.contains("(base 0.1.0)"), "{}", error.0);
+    assert!(error.message.contains("(base 0.1.0)"), "{}", error.message);
     assert!(!target.exists());
     cli::backup_restore(&target, &file, &pass, None, Some("99.0.0")).expect("newer base");
     let restored = Appliance::open(DataDir::new(&target)).expect("open");
@@ -305,7 +324,11 @@ fn certificate_export_and_import_between_appliances() {
     // A settings backup is not a certificate export.
     let (backup_file, _) = create_backup(&scratch, &a);
     let error = cli::cert_import(&b, &backup_file, &pass).expect_err("wrong kind");
-    assert!(error.0.contains("not a certificate export"), "{}", error.0);
+    assert!(
+        error.message.contains("not a certificate export"),
+        "{}",
+        error.message
+    );
     cli::cert_import(&b, &out, &pass).expect("import");
     let imported = Appliance::open(DataDir::new(&b)).expect("open");
     assert_eq!(

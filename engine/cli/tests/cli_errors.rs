@@ -195,7 +195,8 @@ fn uninitialised_folder_is_named_by_every_command_and_left_untouched() {
         ];
         for args in commands {
             let what = format!("dyad {}", args.join(" "));
-            let stderr = dyad(&args).failed(&what);
+            // The operator's to fix (run `dyad init`): exit code 64.
+            let stderr = dyad(&args).failed_with(&what, 64);
             assert_names(
                 &stderr,
                 &["not an initialised data folder", "dyad init"],
@@ -475,7 +476,7 @@ fn establish_refusals_name_the_problem_and_change_nothing() {
     // Nothing to sync with or break while standalone.
     let stderr = a
         .run(&["sync-now"], &[])
-        .failed("sync-now while standalone");
+        .failed_with("sync-now while standalone", 64);
     assert_names(&stderr, &["standalone"], "sync-now while standalone");
     let stderr = a.run(&["break"], &[]).failed("break while standalone");
     assert_names(
@@ -488,48 +489,56 @@ fn establish_refusals_name_the_problem_and_change_nothing() {
     let newer_runs = "\"itest-newer\" runs 9.9.9".to_string();
     let a_runs = format!("\"itest-a\" runs {}", env!("CARGO_PKG_VERSION"));
     let site = format!("{SITE_HOSTNAME}:{}", b.port);
-    let cases: Vec<(String, String, Vec<&str>)> = vec![
-        (unused.clone(), a.address(), vec![unused.as_str()]),
+    // Each with the exit code of who is at fault: 76 the peer (or the way to it), 64 the
+    // operator.
+    let cases: Vec<(String, String, Vec<&str>, i32)> = vec![
+        (unused.clone(), a.address(), vec![unused.as_str()], 76),
         (
             wrong_key.address(),
             a.address(),
             vec!["keys differ", "dyad key"],
+            76,
         ),
         (
             newer.address(),
             a.address(),
             vec![&newer_runs, &a_runs, "same installed package"],
+            76,
         ),
         (
             site.clone(),
             a.address(),
             vec!["backup address", "shared hostname"],
+            64,
         ),
         (
             b.address(),
             format!("{SITE_HOSTNAME}:{}", a.port),
             vec!["reverse address", "shared hostname"],
+            64,
         ),
         (
             "nonsense".into(),
             a.address(),
             vec!["nonsense", "host:port"],
+            64,
         ),
         (
             b.address(),
             unused.clone(),
             vec!["reverse", unused.as_str()],
+            76,
         ),
-        (b.address(), b.address(), vec!["reverse"]),
+        (b.address(), b.address(), vec!["reverse"], 76),
     ];
-    for (backup, reverse, needles) in cases {
+    for (backup, reverse, needles, code) in cases {
         let what = format!("establish --backup {backup} --reverse {reverse}");
         let stderr = a
             .run(
                 &["establish"],
                 &["--backup", &backup, "--reverse", &reverse],
             )
-            .failed(&what);
+            .failed_with(&what, code);
         assert_names(&stderr, &needles, &what);
         let after: Vec<Snapshot> = everyone
             .iter()

@@ -8,6 +8,9 @@ use std::io::{BufRead, BufReader, Write};
 
 use serde::{Deserialize, Serialize};
 
+use dyad_core::blame::{Blame, Failure};
+use dyad_store::StoreError;
+
 use crate::appliance::DataDir;
 
 /// Longest request line accepted on the admin socket.
@@ -87,8 +90,8 @@ pub enum AdminReply {
     Progress(serde_json::Value),
     /// The final answer.
     Ok(serde_json::Value),
-    /// The command failed; the text names the problem and what to do.
-    Error(String),
+    /// The command failed: who is at fault, and a message naming the problem and what to do.
+    Failed(Failure),
 }
 
 impl AdminReply {
@@ -151,4 +154,23 @@ pub fn admin_call(
     Err(AdminCallError::Failed(
         "dyad serve closed the admin connection without answering".into(),
     ))
+}
+
+/// Who is at fault for a store error, for the operator's exit code: the disk or the data
+/// folder for I/O, space and damage; the operator for input the store refused; the peer for
+/// what it sent.
+pub fn store_failure(error: StoreError) -> Failure {
+    let blame = match &error {
+        StoreError::Io { .. }
+        | StoreError::Database { .. }
+        | StoreError::Failed { .. }
+        | StoreError::DiskFull { .. }
+        | StoreError::NewerFormat { .. }
+        | StoreError::OlderFormat { .. }
+        | StoreError::CorruptRecord { .. }
+        | StoreError::ChunkCorrupt { .. } => Blame::LocalStorage,
+        StoreError::Protocol { .. } => Blame::Peer,
+        _ => Blame::Operator,
+    };
+    Failure::new(blame, error.to_string())
 }

@@ -55,25 +55,9 @@ pub fn build_software_version() -> SoftwareVersion {
     }
 }
 
-/// Parses `7.3.0` (or `7.3`).
+/// Parses `7.3.0` (or `7.3`): [`Version`]'s own `FromStr`, with the error as text.
 pub fn parse_version(text: &str) -> Result<Version, String> {
-    let parts: Vec<&str> = text.trim().split('.').collect();
-    if !(2..=3).contains(&parts.len()) {
-        return Err(format!("{text:?} is not a version like 7.3.0"));
-    }
-    let number = |part: &str| {
-        part.parse::<u16>()
-            .map_err(|_| format!("{text:?} is not a version like 7.3.0"))
-    };
-    Ok(Version {
-        major: number(parts[0])?,
-        minor: number(parts[1])?,
-        patch: if parts.len() == 3 {
-            number(parts[2])?
-        } else {
-            0
-        },
-    })
+    text.parse::<Version>().map_err(|error| error.to_string())
 }
 
 /// Where each file of a data folder lives.
@@ -524,7 +508,7 @@ pub fn import_session(
     path: &std::path::Path,
     started_unix_ms: Option<u64>,
     ended_unix_ms: Option<u64>,
-) -> Result<dyad_store::SessionMeta, String> {
+) -> Result<dyad_store::SessionMeta, dyad_store::StoreError> {
     let now = wall_clock_ms();
     let info = dyad_store::ImportInfo {
         origin: appliance.settings.node_id,
@@ -534,7 +518,5 @@ pub fn import_session(
         expected_len: None,
         expected_root: None,
     };
-    store
-        .import_recording_file(path, info)
-        .map_err(|error| error.to_string())
+    store.import_recording_file(path, info)
 }

@@ -65,6 +65,19 @@ impl Output {
         );
         self.stderr
     }
+
+    /// Panics unless the command failed with exit code `code` (who is at fault: 64 the
+    /// operator, 69 the network, 70 a defect, 74 local storage, 76 the peer); returns stderr.
+    pub fn failed_with(self, what: &str, code: i32) -> String {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "{what} should have failed with exit code {code}:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self.stderr
+    }
 }
 
 fn read_all(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {

@@ -38,6 +38,7 @@ use crate::admin::{AdminReply, AdminRequest, ADMIN_REQUEST_BYTES_MAX};
 use crate::appliance::{
     lock_data_dir, open_store, try_lock_data_dir, wall_clock_ms, DataDirError, ServeLock,
 };
+use dyad_core::blame::{Blame, Failure};
 
 /// Messages (by encoded size) waiting for one connection's writer, at most; beyond this the
 /// peer is asking for more than its window and is disconnected.
@@ -53,21 +54,51 @@ const KEEPALIVE_INTERVAL_MS: u64 = 10_000;
 /// ...and one that heard nothing for this long is considered dead.
 const IDLE_TIMEOUT_MS: u64 = 45_000;
 
-/// Why `dyad serve` could not run, for the operator.
+/// Why `dyad serve` could not run (or answer offline), and who is at fault.
 #[derive(Debug)]
-pub struct ServeError(pub String);
+pub struct ServeError {
+    pub blame: Blame,
+    pub message: String,
+}
+
+impl ServeError {
+    /// This appliance's disk, data folder or system failed.
+    pub fn local(message: impl Into<String>) -> ServeError {
+        ServeError {
+            blame: Blame::LocalStorage,
+            message: message.into(),
+        }
+    }
+
+    /// The operator's to fix: the folder, the address or the request.
+    pub fn operator(message: impl Into<String>) -> ServeError {
+        ServeError {
+            blame: Blame::Operator,
+            message: message.into(),
+        }
+    }
+}
 
 impl std::fmt::Display for ServeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for ServeError {}
 
+/// An appliance that does not open: the disk's fault for I/O, the operator's otherwise.
+fn appliance_error(error: crate::appliance::ApplianceError) -> ServeError {
+    match error {
+        crate::appliance::ApplianceError::Io { .. } => ServeError::local(error.to_string()),
+        other => ServeError::operator(other.to_string()),
+    }
+}
+
 impl From<DataDirError> for ServeError {
     fn from(error: DataDirError) -> ServeError {
-        ServeError(error.0)
+        // Another server holds the folder, or it cannot be opened: the message says what to do.
+        ServeError::operator(error.0)
     }
 }
 
@@ -169,7 +200,7 @@ pub fn serve_with(
     // Checked before taking the lock, which would otherwise create `serve.lock` in a folder
     // that is not an appliance's (or fail on a missing folder with a confusing message).
     if !dir.settings().exists() {
-        return Err(ServeError(
+        return Err(ServeError::operator(
             crate::appliance::ApplianceError::NotInitialised(dir.root.clone()).to_string(),
         ));
     }
@@ -177,12 +208,12 @@ pub fn serve_with(
     // An install interrupted by a crash is finished or rolled back before anything else reads
     // the versions; the operator is told which.
     if let Some(report) = crate::update::recover_locked(&dir, wall_clock_ms())
-        .map_err(|error| ServeError(format!("recovering an interrupted install: {error}")))?
+        .map_err(|error| ServeError::local(format!("recovering an interrupted install: {error}")))?
     {
         tracing::warn!("{}", report.message);
         eprintln!("dyad: {}", report.message);
     }
-    let appliance = Appliance::open(dir.clone()).map_err(|error| ServeError(error.to_string()))?;
+    let appliance = Appliance::open(dir.clone()).map_err(appliance_error)?;
     let store = open_store(&dir)?;
     let node = LocalNode {
         node_id: appliance.settings.node_id,
@@ -192,12 +223,12 @@ pub fn serve_with(
         site_hostname: appliance.settings.site_hostname.clone(),
     };
     let replica = Replica::open(store, node, replica_config, wall_clock_ms())
-        .map_err(|fault| ServeError(format!("cannot open the replica state: {fault}")))?;
+        .map_err(|fault| ServeError::local(format!("cannot open the replica state: {fault}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|error| ServeError(format!("cannot start the runtime: {error}")))?;
+        .map_err(|error| ServeError::local(format!("cannot start the runtime: {error}")))?;
     let identity = Arc::new(appliance.identity.clone());
     let transport = transport_config(&appliance, identity.clone(), &replica);
     let (config_sender, config_receiver) = watch::channel(Arc::new(transport));
@@ -209,15 +240,17 @@ pub fn serve_with(
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .map_err(|error| {
-                ServeError(format!(
+                ServeError::operator(format!(
                     "cannot listen on {listen}: {error}; is the address right and free?"
                 ))
             })?;
-        let acceptor = Acceptor::with_updates(listener, config_receiver.clone())
-            .map_err(|error| ServeError(format!("cannot serve the failover port: {error}")))?;
+        let acceptor =
+            Acceptor::with_updates(listener, config_receiver.clone()).map_err(|error| {
+                ServeError::local(format!("cannot serve the failover port: {error}"))
+            })?;
         let _ = std::fs::remove_file(&socket_path);
         let admin = tokio::net::UnixListener::bind(&socket_path).map_err(|error| {
-            ServeError(format!(
+            ServeError::local(format!(
                 "cannot create the admin socket {}: {error}",
                 socket_path.display()
             ))
@@ -258,10 +291,10 @@ pub fn serve_with(
     let thread = std::thread::Builder::new()
         .name("dyad-replica".into())
         .spawn(move || driver.run(inbound_receiver))
-        .map_err(|error| ServeError(format!("cannot start the replica thread: {error}")))?;
+        .map_err(|error| ServeError::local(format!("cannot start the replica thread: {error}")))?;
     let result = thread
         .join()
-        .map_err(|_| ServeError("the replica thread panicked".into()))
+        .map_err(|_| ServeError::local("the replica thread panicked"))
         .and_then(|result| result);
     let _ = std::fs::remove_file(dir.admin_socket());
     runtime.shutdown_timeout(Duration::from_secs(2));
@@ -292,14 +325,15 @@ fn spawn_syncer(
                 }
             }
         })
-        .map_err(|error| ServeError(format!("cannot start the syncer thread: {error}")))?;
+        .map_err(|error| ServeError::local(format!("cannot start the syncer thread: {error}")))?;
     Ok(sender)
 }
 
 fn set_private(path: &std::path::Path) -> Result<(), ServeError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|error| ServeError(format!("cannot make {} private: {error}", path.display())))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|error| {
+        ServeError::local(format!("cannot make {} private: {error}", path.display()))
+    })
 }
 
 fn transport_config(
@@ -377,7 +411,9 @@ async fn admin_loop(listener: tokio::net::UnixListener, sender: mpsc::Sender<Inp
                 Ok(request) => request,
                 Err(text) => {
                     let _ = write_half
-                        .write_all(reply_line(&AdminReply::Error(text)).as_bytes())
+                        .write_all(
+                            reply_line(&AdminReply::Failed(Failure::operator(text))).as_bytes(),
+                        )
                         .await;
                     return;
                 }
@@ -605,7 +641,7 @@ impl ReplicaThread {
                 if let Some(reply) = self.waiting.remove(&command) {
                     let _ = reply.send(match outcome {
                         Ok(text) => AdminReply::Ok(serde_json::Value::String(text)),
-                        Err(error) => AdminReply::Error(error.to_string()),
+                        Err(error) => AdminReply::Failed(Failure::from(error)),
                     });
                 }
             }
@@ -777,14 +813,16 @@ impl ReplicaThread {
             "deployed" => ClientKind::Deployed,
             "integration" => ClientKind::Integration,
             other => {
-                return AdminReply::Error(format!(
+                return AdminReply::Failed(Failure::operator(format!(
                     "client kind {other:?} is neither `deployed` nor `integration`"
-                ))
+                )))
             }
         };
-        let installed_app = match crate::appliance::parse_version(installed_app) {
+        let installed_app = match installed_app.parse::<dyad_wire::Version>() {
             Ok(version) => version,
-            Err(why) => return AdminReply::Error(format!("installed version: {why}")),
+            Err(why) => {
+                return AdminReply::Failed(Failure::operator(format!("installed version: {why}")))
+            }
         };
         let check_in = CheckIn {
             client_id,
@@ -810,7 +848,7 @@ impl ReplicaThread {
                 "target": target.to_string(),
                 "text": "integration clients never update themselves: reinstall this client with the current installer",
             })),
-            Err(error) => AdminReply::Error(error.to_string()),
+            Err(error) => AdminReply::Failed(Failure::operator(error.to_string())),
         }
     }
 }
@@ -835,13 +873,13 @@ pub fn answer_offline(dir: &DataDir, request: AdminRequest) -> Result<AdminReply
             | AdminRequest::ClientCheckIn { .. }
             | AdminRequest::ClientProgress
     ) {
-        return Err(ServeError(format!(
+        return Err(ServeError::operator(format!(
             "this needs the running appliance; start it with `dyad serve --data-dir {}`",
             dir.root.display()
         )));
     }
     let _lock = lock_data_dir(dir)?;
-    let appliance = Appliance::open(dir.clone()).map_err(|error| ServeError(error.to_string()))?;
+    let appliance = Appliance::open(dir.clone()).map_err(appliance_error)?;
     let store = open_store(dir)?;
     let node = LocalNode {
         node_id: appliance.settings.node_id,
@@ -852,7 +890,7 @@ pub fn answer_offline(dir: &DataDir, request: AdminRequest) -> Result<AdminReply
     };
     let now = wall_clock_ms();
     let mut replica = Replica::open(store, node, ReplicaConfig::default(), now)
-        .map_err(|fault| ServeError(format!("cannot open the replica state: {fault}")))?;
+        .map_err(|fault| ServeError::local(format!("cannot open the replica state: {fault}")))?;
     Ok(render::answer_locally(
         &mut replica,
         &appliance,

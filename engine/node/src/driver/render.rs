@@ -8,9 +8,10 @@ use dyad_wire::Role;
 use crate::appliance::Appliance;
 use dyad_core::replica::state::{hex, role_name};
 use dyad_core::replica::{Replica, ReplicaStore, Status, SyncProgress};
-use dyad_store::{DamagedInfo, Store};
+use dyad_store::{DamagedInfo, Store, StoreError};
 
-use crate::admin::{AdminReply, AdminRequest};
+use crate::admin::{store_failure, AdminReply, AdminRequest};
+use dyad_core::blame::Failure;
 
 pub fn progress(progress: &SyncProgress) -> Value {
     json!({
@@ -153,20 +154,10 @@ fn damaged_line(damaged: &DamagedInfo) -> String {
 
 /// Sorted one-line descriptions of every complete session, then of every damaged one
 /// (marked DAMAGED): two appliances' lists diff cleanly, and damage shows in the diff.
-pub fn session_lines(store: &Store) -> Result<Vec<String>, String> {
-    let mut lines: Vec<String> = store
-        .catalog_list()
-        .map_err(|error| error.to_string())?
-        .iter()
-        .map(session_line)
-        .collect();
+pub fn session_lines(store: &Store) -> Result<Vec<String>, StoreError> {
+    let mut lines: Vec<String> = store.catalog_list()?.iter().map(session_line).collect();
     lines.sort();
-    let mut damaged: Vec<String> = store
-        .list_damaged()
-        .map_err(|error| error.to_string())?
-        .iter()
-        .map(damaged_line)
-        .collect();
+    let mut damaged: Vec<String> = store.list_damaged()?.iter().map(damaged_line).collect();
     damaged.sort();
     lines.extend(damaged);
     Ok(lines)
@@ -186,10 +177,9 @@ fn damaged_json(damaged: &DamagedInfo) -> Value {
 }
 
 /// Every complete and damaged session as objects with their `state`, sorted by id.
-pub fn session_details(store: &Store) -> Result<Value, String> {
+pub fn session_details(store: &Store) -> Result<Value, StoreError> {
     let mut sessions: Vec<Value> = store
-        .catalog_list()
-        .map_err(|error| error.to_string())?
+        .catalog_list()?
         .iter()
         .map(|meta| {
             json!({
@@ -200,13 +190,7 @@ pub fn session_details(store: &Store) -> Result<Value, String> {
                 "ended_normally": meta.ended_normally,
             })
         })
-        .chain(
-            store
-                .list_damaged()
-                .map_err(|error| error.to_string())?
-                .iter()
-                .map(damaged_json),
-        )
+        .chain(store.list_damaged()?.iter().map(damaged_json))
         .collect();
     sessions.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     Ok(Value::Array(sessions))
@@ -240,25 +224,27 @@ pub fn parse_session_id(text: &str) -> Result<dyad_wire::SessionId, String> {
 
 /// Writes damaged recording `session` to a new file at `path` (never over an existing one),
 /// private to this user.
-fn export_damaged(store: &Store, session: &str, path: &str) -> Result<Value, String> {
+fn export_damaged(store: &Store, session: &str, path: &str) -> Result<Value, Failure> {
     use std::os::unix::fs::OpenOptionsExt;
-    let id = parse_session_id(session)?;
+    let id = parse_session_id(session).map_err(Failure::operator)?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|error| format!("--out {path}: {error} (give a new file's path)"))?;
+        .map_err(|error| {
+            Failure::operator(format!("--out {path}: {error} (give a new file's path)"))
+        })?;
     let export = match store.export_damaged(&id, &mut file) {
         Ok(export) => export,
         Err(error) => {
             drop(file);
             let _ = std::fs::remove_file(path);
-            return Err(error.to_string());
+            return Err(store_failure(error));
         }
     };
     file.sync_all()
-        .map_err(|error| format!("--out {path}: {error}"))?;
+        .map_err(|error| Failure::local_storage(format!("--out {path}: {error}")))?;
     Ok(json!({
         "path": path,
         "bytes_written": export.bytes_written,
@@ -308,7 +294,7 @@ pub fn answer_locally(
     wire_bytes_sent: u64,
     request: AdminRequest,
 ) -> AdminReply {
-    let result: Result<Value, String> = match request {
+    let result: Result<Value, Failure> = match request {
         AdminRequest::Status => {
             let mut value = status(&replica.status(now_unix_ms), appliance, wire_bytes_sent);
             value["store_format"] = json!(replica.store().format_version().ok());
@@ -320,43 +306,44 @@ pub fn answer_locally(
             .map(|version| {
                 json!(format!("{key} set (version {}#{})", version.epoch, version.sequence))
             })
-            .map_err(|error| error.to_string()),
+            .map_err(Failure::from),
         AdminRequest::ConfigDelete { key } => replica
             .write_config(&key, None)
             .map(|version| {
                 json!(format!("{key} deleted (version {}#{})", version.epoch, version.sequence))
             })
-            .map_err(|error| error.to_string()),
+            .map_err(Failure::from),
         AdminRequest::ConfigGet { key } => match replica.store().config_get(&key) {
             Ok(Some(value)) => Ok(json!(value_text(&value))),
-            Ok(None) => Err(format!("no configuration key {key:?}")),
-            Err(error) => Err(error.to_string()),
+            Ok(None) => Err(Failure::operator(format!("no configuration key {key:?}"))),
+            Err(fault) => Err(Failure::local_storage(fault.to_string())),
         },
         AdminRequest::ConfigList { prefix } => replica
             .store()
             .config_list(&prefix)
             .map(|entries| Value::Object(entries.into_iter().map(|(key, value)| (key, json!(value_text(&value)))).collect()))
-            .map_err(|error| error.to_string()),
+            .map_err(|fault| Failure::local_storage(fault.to_string())),
         AdminRequest::SessionImport { path, started_unix_ms, ended_unix_ms } => {
             crate::appliance::import_session(replica.store(), appliance, std::path::Path::new(&path), started_unix_ms, ended_unix_ms)
                 .map(|meta| json!(session_line(&meta)))
+                .map_err(store_failure)
         }
-        AdminRequest::SessionList => session_lines(replica.store()).map(|lines| json!(lines)),
-        AdminRequest::SessionDetails => session_details(replica.store()),
+        AdminRequest::SessionList => session_lines(replica.store()).map(|lines| json!(lines)).map_err(store_failure),
+        AdminRequest::SessionDetails => session_details(replica.store()).map_err(store_failure),
         AdminRequest::SessionDamagedList => replica
             .store()
             .list_damaged()
             .map(|damaged| Value::Array(damaged.iter().map(damaged_json).collect()))
-            .map_err(|error| error.to_string()),
+            .map_err(store_failure),
         AdminRequest::SessionDamagedExport { session, path } => {
             export_damaged(replica.store(), &session, &path)
         }
-        AdminRequest::SessionDamagedForget { session } => parse_session_id(&session).and_then(|id| {
+        AdminRequest::SessionDamagedForget { session } => parse_session_id(&session).map_err(Failure::operator).and_then(|id| {
             replica
                 .store()
                 .forget_damaged(&id)
                 .map(|meta| json!(format!("forgot damaged session {}", session_line(&meta))))
-                .map_err(|error| error.to_string())
+                .map_err(store_failure)
         }),
         AdminRequest::SessionVerify => replica
             .store()
@@ -368,27 +355,27 @@ pub fn answer_locally(
                     "bad_chunks": report.bad_chunks.iter().map(|bad| format!("{}#{} chunk {}{}", bad.id.origin, bad.id.sequence, bad.index, if bad.was_complete { " (recording now listed as damaged; fetched again from the peer if it holds it)" } else { " (being received; fetched again)" })).collect::<Vec<_>>(),
                 })
             })
-            .map_err(|error| error.to_string()),
-        AdminRequest::Conflicts => conflicts(replica.store(), appliance),
-        AdminRequest::BackupSnapshot => backup_snapshot(replica.store()),
+            .map_err(store_failure),
+        AdminRequest::Conflicts => conflicts(replica.store(), appliance).map_err(Failure::local_storage),
+        AdminRequest::BackupSnapshot => backup_snapshot(replica.store()).map_err(Failure::local_storage),
         AdminRequest::BackupRecorded { taken_unix_ms } => replica
             .store()
             .local_set(dyad_store::local_keys::LAST_BACKUP_TAKEN_KEY, taken_unix_ms.to_string().as_bytes())
             .map(|()| json!("recorded"))
-            .map_err(|error| error.to_string()),
+            .map_err(store_failure),
         AdminRequest::Establish { .. }
         | AdminRequest::SyncNow
         | AdminRequest::Break
         | AdminRequest::Promote { .. }
         | AdminRequest::Demote => {
-            Err("internal: a command reached the quick-answer path".into())
+            Err(Failure::internal("a command reached the quick-answer path"))
         }
         AdminRequest::ClientCheckIn { .. } | AdminRequest::ClientProgress => {
-            Err("clients check in with the running appliance; start `dyad serve`".into())
+            Err(Failure::operator("clients check in with the running appliance; start `dyad serve`"))
         }
     };
     match result {
         Ok(value) => AdminReply::Ok(value),
-        Err(text) => AdminReply::Error(text),
+        Err(failure) => AdminReply::Failed(failure),
     }
 }
