@@ -885,9 +885,10 @@ pub fn backup_create_with(
     println!(
         "  {} configuration keys, failover: {}, own sessions up to sequence {}",
         store.config.entries.len(),
-        store.replica_state.as_ref().map_or("standalone", |state| {
-            dyad_core::replica::state::role_name(state.role)
-        }),
+        store
+            .replica_state
+            .as_ref()
+            .map_or("standalone", |state| { dyad_wire::Role::name(state.role) }),
         store
             .high_water_marks
             .get(&appliance.settings.node_id)

@@ -31,7 +31,7 @@ use dyad_store::Store;
 use dyad_wire::{NodeId, SoftwareVersion, Version};
 
 use crate::transport::{Identity, InterApplianceKey};
-use dyad_core::replica::state::{hex, parse_lineage, parse_node_id};
+use dyad_core::replica::state::{parse_lineage, parse_node_id};
 
 /// Bumped when the settings file's meaning changes.
 pub const APPLIANCE_FORMAT: u32 = 1;
@@ -359,7 +359,7 @@ impl Appliance {
     }
 
     pub fn certificate_fingerprint_hex(&self) -> String {
-        hex(&self.identity.fingerprint().0)
+        dyad_wire::hex::encode(&self.identity.fingerprint().0)
     }
 }
 

@@ -285,12 +285,12 @@ pub struct ImportInfo {
     pub expected_root: Option<[u8; 32]>,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 pub(crate) fn complete_name(id: &SessionId) -> String {
-    format!("rec-{}-{:016x}.dat", hex(&id.origin.0), id.sequence)
+    format!(
+        "rec-{}-{:016x}.dat",
+        dyad_wire::hex::encode(&id.origin.0),
+        id.sequence
+    )
 }
 
 /// The file name a complete recording has in the data folder (for checkers that read the
@@ -300,7 +300,11 @@ pub fn recording_file_name(id: &SessionId) -> String {
 }
 
 pub(crate) fn partial_name(id: &SessionId) -> String {
-    format!("part-{}-{:016x}.tmp", hex(&id.origin.0), id.sequence)
+    format!(
+        "part-{}-{:016x}.tmp",
+        dyad_wire::hex::encode(&id.origin.0),
+        id.sequence
+    )
 }
 
 fn is_store_file(name: &str) -> bool {

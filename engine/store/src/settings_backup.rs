@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use dyad_core::replica::state::{hex, parse_node_id, ReplicaState};
+use dyad_core::replica::state::{parse_node_id, ReplicaState};
 use dyad_wire::{Epoch, NodeId};
 
 use crate::error::StoreError;
@@ -166,12 +166,12 @@ impl StoreSettings {
                 epoch_counter: self.config.version.epoch.counter,
                 epoch_node: self.config.version.epoch.node.to_string(),
                 sequence: self.config.version.sequence,
-                chain: Some(hex(&self.config.version.chain)),
+                chain: Some(dyad_wire::hex::encode(&self.config.version.chain)),
                 entries: self
                     .config
                     .entries
                     .iter()
-                    .map(|(key, value)| (key.clone(), hex(value)))
+                    .map(|(key, value)| (key.clone(), dyad_wire::hex::encode(value)))
                     .collect(),
             },
             replica_state: self
@@ -200,8 +200,8 @@ impl StoreSettings {
                         .map(|entry| {
                             (
                                 entry.key.clone(),
-                                entry.local.as_deref().map(hex),
-                                entry.incoming.as_deref().map(hex),
+                                entry.local.as_deref().map(dyad_wire::hex::encode),
+                                entry.incoming.as_deref().map(dyad_wire::hex::encode),
                             )
                         })
                         .collect(),

@@ -66,10 +66,6 @@ fn incoming(sequence: u64, chunks: usize) -> (SessionMeta, Vec<[u8; 32]>, Vec<u8
     (meta, cvs, content)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 fn chunk(content: &[u8], index: u64) -> &[u8] {
     let start = (index * CHUNK) as usize;
     &content[start..(start + CHUNK_SIZE_BYTES).min(content.len())]
@@ -381,7 +377,7 @@ fn a_power_loss_at_any_point_inside_recovery_leaves_nothing_unverified_durable()
                         .find(|name| {
                             name.starts_with("part-")
                                 && name.contains(&format!("-{:016x}.", meta.id.sequence))
-                                && name.contains(&hex(&meta.id.origin.0))
+                                && name.contains(&dyad_wire::hex::encode(&meta.id.origin.0))
                         })
                         .expect("a partial's file");
                     let all = disk.file_bytes(&file).expect("bytes");

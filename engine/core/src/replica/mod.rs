@@ -444,7 +444,7 @@ impl<S: ReplicaStore> Replica<S> {
                 id,
                 Err(CommandError::Refused(format!(
                     "this appliance is already {} in a relationship with {peer}; run `dyad break` first",
-                    state::role_name(self.state.role)
+                    dyad_wire::Role::name(self.state.role)
                 ))),
             );
             return;
@@ -652,8 +652,8 @@ impl<S: ReplicaStore> Replica<S> {
                 "{} presented certificate {} but this appliance is paired with certificate {}; \
                  if the peer's certificate was replaced on purpose, break and re-establish",
                 peer.name,
-                state::hex(&fingerprint[..8]),
-                state::hex(&peer.certificate_fingerprint[..8])
+                dyad_wire::hex::encode(&fingerprint[..8]),
+                dyad_wire::hex::encode(&peer.certificate_fingerprint[..8])
             );
             self.last_refusal = Some(text.clone());
             self.close(
@@ -770,7 +770,7 @@ impl<S: ReplicaStore> Replica<S> {
                          with `dyad factory-reset`); otherwise break the relationship on the \
                          stale side and re-establish",
                         peer.name,
-                        state::role_name(hello.role),
+                        dyad_wire::Role::name(hello.role),
                         hello.epoch,
                         hello.epoch.node,
                         self.node.node_id,
@@ -787,9 +787,9 @@ impl<S: ReplicaStore> Replica<S> {
                         "{} is {} in epoch {}, but this appliance is {} in epoch {}; \
                          break the relationship on the stale side and re-establish",
                         peer.name,
-                        state::role_name(hello.role),
+                        dyad_wire::Role::name(hello.role),
                         hello.epoch,
-                        state::role_name(self.state.role),
+                        dyad_wire::Role::name(self.state.role),
                         self.state.epoch
                     );
                     self.last_refusal = Some(text.clone());
@@ -1149,7 +1149,7 @@ impl<S: ReplicaStore> Replica<S> {
                 Err(CommandError::Refused(format!(
                     "{} at {backup_address} is {} of another relationship; run `dyad break` there first",
                     hello.node_name,
-                    state::role_name(hello.role)
+                    dyad_wire::Role::name(hello.role)
                 ))),
             );
             return;
@@ -1188,7 +1188,7 @@ impl<S: ReplicaStore> Replica<S> {
             let text = format!(
                 "{} is already {} in a relationship; run `dyad break` on it first",
                 self.node.name,
-                state::role_name(self.state.role)
+                dyad_wire::Role::name(self.state.role)
             );
             self.send(
                 conn,
@@ -1554,9 +1554,9 @@ impl<S: ReplicaStore> Replica<S> {
                 "nothing is synced during a split brain: {} is {} in epoch {} while this appliance is {} in epoch {}; \
                  demote one (`dyad demote`) or break and re-establish",
                 disagreement.peer_name,
-                state::role_name(disagreement.peer_role),
+                dyad_wire::Role::name(disagreement.peer_role),
                 disagreement.peer_epoch,
-                state::role_name(self.state.role),
+                dyad_wire::Role::name(self.state.role),
                 self.state.epoch
             );
         }

@@ -19,7 +19,7 @@ use dyad_wire::{
 use super::ports::{ReplicaStore, StoreFault};
 use super::role_state::{Disagreement, PendingSwap, PromoteOrigin};
 use super::types::{CommandError, CommandId, ConnId};
-use super::{state, LinkKind, Replica, SyncNowCommand};
+use super::{LinkKind, Replica, SyncNowCommand};
 
 impl<S: ReplicaStore> Replica<S> {
     pub(super) fn command_promote(&mut self, now_unix_ms: u64, id: CommandId, force: bool) {
@@ -211,7 +211,7 @@ impl<S: ReplicaStore> Replica<S> {
             let text = format!(
                 "a swap to epoch {} does not fit this appliance ({} in epoch {})",
                 swap.epoch,
-                state::role_name(self.state.role),
+                dyad_wire::Role::name(self.state.role),
                 self.state.epoch
             );
             return refuse(self, ReasonCode::StaleEpoch, text);
@@ -371,7 +371,7 @@ impl<S: ReplicaStore> Replica<S> {
             if let Some(conn) = self.peer_link() {
                 let text = format!(
                     "this appliance is {}, not a backup ready to take over",
-                    state::role_name(self.state.role)
+                    dyad_wire::Role::name(self.state.role)
                 );
                 let epoch = self.state.epoch;
                 self.send(
@@ -399,7 +399,7 @@ impl<S: ReplicaStore> Replica<S> {
                 id,
                 Err(CommandError::Refused(format!(
                     "this appliance is {}, not the primary",
-                    state::role_name(self.state.role)
+                    dyad_wire::Role::name(self.state.role)
                 ))),
             );
             return;
@@ -496,9 +496,9 @@ impl<S: ReplicaStore> Replica<S> {
         let text = format!(
             "split brain: {} is {} in epoch {} while this appliance is {} in epoch {}; demote one (`dyad demote`) or break and re-establish",
             hello.node_name,
-            state::role_name(hello.role),
+            dyad_wire::Role::name(hello.role),
             hello.epoch,
-            state::role_name(self.state.role),
+            dyad_wire::Role::name(self.state.role),
             self.state.epoch
         );
         tracing::warn!("{text}");

@@ -116,7 +116,7 @@ impl<S: ReplicaStore> Replica<S> {
             let text = format!(
                 "configuration is served by the primary of epoch {}; this appliance is {} in epoch {}",
                 pull.epoch,
-                super::state::role_name(self.state.role),
+                dyad_wire::Role::name(self.state.role),
                 self.state.epoch
             );
             self.send(

@@ -109,14 +109,14 @@ impl ReplicaState {
     pub fn to_json(&self) -> Vec<u8> {
         let document = Document {
             format: REPLICA_STATE_FORMAT,
-            role: role_name(self.role).to_string(),
+            role: dyad_wire::Role::name(self.role).to_string(),
             epoch_counter: self.epoch.counter,
             epoch_node: self.epoch.node.to_string(),
             epoch_counter_seen_max: self.epoch_counter_seen_max,
             peer: self.peer.as_ref().map(|peer| PeerDocument {
                 node_id: peer.node_id.to_string(),
                 name: peer.name.clone(),
-                certificate_fingerprint: hex(&peer.certificate_fingerprint),
+                certificate_fingerprint: dyad_wire::hex::encode(&peer.certificate_fingerprint),
                 address: peer.address.clone(),
             }),
             break_unannounced: self.break_unannounced,
@@ -149,7 +149,10 @@ impl ReplicaState {
         };
         let superseded = parse_lineage("superseded node ids", &document.superseded)?;
         Ok(ReplicaState {
-            role: parse_role(&document.role)?,
+            role: document
+                .role
+                .parse::<Role>()
+                .map_err(|error| format!("replica state: {error}"))?,
             epoch: Epoch {
                 counter: document.epoch_counter,
                 node: parse_node_id(&document.epoch_node)?,
@@ -192,41 +195,9 @@ struct PeerDocument {
     address: String,
 }
 
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Standalone => "standalone",
-        Role::Primary => "primary",
-        Role::Backup => "backup",
-    }
-}
-
-fn parse_role(text: &str) -> Result<Role, String> {
-    match text {
-        "standalone" => Ok(Role::Standalone),
-        "primary" => Ok(Role::Primary),
-        "backup" => Ok(Role::Backup),
-        other => Err(format!("unknown role {other:?} in replica state")),
-    }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn parse_hex<const N: usize>(text: &str) -> Result<[u8; N], String> {
-    if text.len() != N * 2 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-        return Err(format!("expected {} hex digits, found {text:?}", N * 2));
-    }
-    let mut out = [0u8; N];
-    for (index, slot) in out.iter_mut().enumerate() {
-        *slot = u8::from_str_radix(&text[index * 2..index * 2 + 2], 16)
-            .map_err(|error| format!("bad hex in {text:?}: {error}"))?;
-    }
-    Ok(out)
-}
-
+/// A node id as written in the state document: [`NodeId`]'s own text form.
 pub fn parse_node_id(text: &str) -> Result<NodeId, String> {
-    parse_hex::<16>(text).map(NodeId)
+    text.parse::<NodeId>().map_err(|error| error.to_string())
 }
 
 /// A list of node ids of earlier hardware (`what` names it in errors), at most
@@ -242,8 +213,9 @@ pub fn parse_lineage(what: &str, texts: &[String]) -> Result<Vec<NodeId>, String
     texts.iter().map(|text| parse_node_id(text)).collect()
 }
 
+/// 32 bytes written as hex (certificate fingerprints, chains).
 pub fn parse_hex32(text: &str) -> Result<[u8; 32], String> {
-    parse_hex::<32>(text)
+    dyad_wire::hex::decode_array::<32>(text).map_err(|why| format!("{text:?}: {why}"))
 }
 
 #[cfg(test)]

@@ -446,8 +446,8 @@ impl<S: ReplicaStore> Replica<S> {
                         "session {}#{} arrived with content {} but is held here with content {}; refused, not merged",
                         id.origin,
                         id.sequence,
-                        super::state::hex(&header.meta.root[..8]),
-                        super::state::hex(&local_root[..8])
+                        dyad_wire::hex::encode(&header.meta.root[..8]),
+                        dyad_wire::hex::encode(&local_root[..8])
                     ),
                     IncomingRefusal::BadChainingValues(why) | IncomingRefusal::BadMeta(why) => {
                         format!("the peer sent an invalid header for session {}#{}: {why}", id.origin, id.sequence)

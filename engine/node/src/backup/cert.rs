@@ -11,7 +11,7 @@
 
 use crate::appliance::{Appliance, DataDir};
 use crate::transport::Identity;
-use dyad_core::replica::state::{hex, role_name, ReplicaState};
+use dyad_core::replica::state::ReplicaState;
 
 use super::envelope::{Envelope, FileKind, KdfParams};
 use super::{expect_kind, BackupError, REPLICA_STATE_KEY};
@@ -111,8 +111,8 @@ pub fn install(dir: &DataDir, identity: &Identity) -> Result<Vec<String>, Backup
         .map_err(|error| BackupError::Io(error.to_string()))?;
     let mut notes = vec![format!(
         "certificate installed: {} (was {})",
-        hex(&new.0),
-        hex(&old.0)
+        dyad_wire::hex::encode(&new.0),
+        dyad_wire::hex::encode(&old.0)
     )];
     match state
         .as_ref()
@@ -123,7 +123,7 @@ pub fn install(dir: &DataDir, identity: &Identity) -> Result<Vec<String>, Backup
             notes.push(format!(
                 "{} pins this appliance by certificate {}; nothing to do",
                 peer.name,
-                hex(&old.0)
+                dyad_wire::hex::encode(&old.0)
             ))
         }
         Some((state, peer)) => notes.push(format!(
@@ -131,8 +131,8 @@ pub fn install(dir: &DataDir, identity: &Identity) -> Result<Vec<String>, Backup
              (role {}) until the relationship is re-established (`dyad break` on both, then \
              `dyad establish` on the primary)",
             peer.name,
-            hex(&old.0),
-            role_name(state.role)
+            dyad_wire::hex::encode(&old.0),
+            dyad_wire::Role::name(state.role)
         )),
     }
     notes.push("restart `dyad serve` to use it".into());

@@ -152,7 +152,7 @@ pub fn check_decode_round_trip(bytes: &[u8]) {
 pub(crate) mod tests {
     use super::*;
     use crate::appliance::build_software_version;
-    use dyad_core::replica::state::{hex, ReplicaState};
+    use dyad_core::replica::state::ReplicaState;
     use dyad_store::{
         ConfigSnapshot, ConfigVersion, ConflictEntry, ConflictRecord, CONFIG_CHAIN_ZERO,
     };
@@ -252,7 +252,7 @@ pub(crate) mod tests {
         contents.store.conflicts.clear();
         contents.vendor_public_key = None;
         let text = String::from_utf8(contents.encode()).expect("utf-8");
-        let chain = format!(",\"chain\":\"{}\"", hex(&[0x5c; 32]));
+        let chain = format!(",\"chain\":\"{}\"", dyad_wire::hex::encode(&[0x5c; 32]));
         assert!(text.contains(&chain));
         let old = text
             .replacen("\"format\":2", "\"format\":1", 1)

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::appliance::ApplianceSettings;
-use dyad_core::replica::state::{hex, role_name, ReplicaState};
+use dyad_core::replica::state::ReplicaState;
 
 use super::contents::{BackupContents, StoreSettings};
 use super::envelope::Envelope;
@@ -38,13 +38,17 @@ fn relationship(state: Option<&ReplicaState>) -> String {
     match state {
         None => "standalone (no replica state yet)".to_string(),
         Some(state) => {
-            let mut text = format!("{} in epoch {}", role_name(state.role), state.epoch);
+            let mut text = format!(
+                "{} in epoch {}",
+                dyad_wire::Role::name(state.role),
+                state.epoch
+            );
             if let Some(peer) = &state.peer {
                 text.push_str(&format!(
                     "; peer {} at {} (pinned certificate {})",
                     peer.name,
                     peer.address,
-                    hex(&peer.certificate_fingerprint)
+                    dyad_wire::hex::encode(&peer.certificate_fingerprint)
                 ));
             }
             text
@@ -72,7 +76,7 @@ pub fn describe(envelope: &Envelope, contents: &BackupContents) -> Vec<String> {
         ),
         format!(
             "  certificate            {}",
-            hex(&contents.identity.fingerprint().0)
+            dyad_wire::hex::encode(&contents.identity.fingerprint().0)
         ),
         format!(
             "  certificate chain      {} certificate(s)",
@@ -198,7 +202,7 @@ pub fn dry_run(path: &str, target: &Target, contents: &BackupContents) -> Vec<St
                 &mut lines,
                 "certificate",
                 &current.certificate_fingerprint,
-                &hex(&contents.identity.fingerprint().0),
+                &dyad_wire::hex::encode(&contents.identity.fingerprint().0),
             );
             compare(
                 &mut lines,
@@ -261,7 +265,7 @@ mod tests {
         other.store.config.entries.pop();
         let current = CurrentAppliance {
             settings: other.settings.clone(),
-            certificate_fingerprint: hex(&other.identity.fingerprint().0),
+            certificate_fingerprint: dyad_wire::hex::encode(&other.identity.fingerprint().0),
             key_fingerprint: other.psk.fingerprint().to_string(),
             store: other.store.clone(),
         };

@@ -402,7 +402,7 @@ fn build_folder(
         predecessor_node_id: old_node.to_string(),
         software,
         backup_software: contents.settings.software,
-        certificate_fingerprint: dyad_core::replica::state::hex(&contents.identity.fingerprint().0),
+        certificate_fingerprint: dyad_wire::hex::encode(&contents.identity.fingerprint().0),
         key_fingerprint: contents.psk.fingerprint().to_string(),
         config_entries: contents.store.config.entries.len(),
         local_sequence_floor: floor,
@@ -411,7 +411,7 @@ fn build_folder(
         relationship: contents.store.replica_state.as_ref().and_then(|state| {
             state.peer.as_ref().map(|peer| {
                 (
-                    dyad_core::replica::state::role_name(state.role).to_string(),
+                    dyad_wire::Role::name(state.role).to_string(),
                     peer.name.clone(),
                 )
             })

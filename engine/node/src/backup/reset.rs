@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use dyad_wire::Role;
 
 use crate::appliance::{Appliance, DataDir};
-use dyad_core::replica::state::{role_name, ReplicaState};
+use dyad_core::replica::state::ReplicaState;
 
 use super::{BackupError, LAST_BACKUP_TAKEN_KEY, REPLICA_STATE_KEY};
 
@@ -120,7 +120,7 @@ pub fn factory_reset(dir: &DataDir, options: ResetOptions) -> Result<ResetReport
                  break` first (both appliances running), or, if new hardware restored from this \
                  appliance's settings backup has taken its place, add --replaced; nothing was \
                  erased",
-                role_name(state.role)
+                dyad_wire::Role::name(state.role)
             )));
         }
         if last_backup.is_none() {
@@ -128,7 +128,7 @@ pub fn factory_reset(dir: &DataDir, options: ResetOptions) -> Result<ResetReport
                 "--replaced: no settings backup was ever taken on this appliance, so no new \
                  hardware can have been restored from it; it is still the {} of the \
                  relationship with {peer}; run `dyad break` first; nothing was erased",
-                role_name(state.role)
+                dyad_wire::Role::name(state.role)
             )));
         }
     }

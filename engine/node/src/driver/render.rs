@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use dyad_wire::Role;
 
 use crate::appliance::Appliance;
-use dyad_core::replica::state::{hex, role_name};
+
 use dyad_core::replica::{Replica, ReplicaStore, Status, SyncProgress};
 use dyad_store::{DamagedInfo, Store, StoreError};
 
@@ -40,7 +40,7 @@ pub fn status(status: &Status, appliance: &Appliance, wire_bytes_sent: u64) -> V
         "node_id": appliance.settings.node_id.to_string(),
         "listen": appliance.settings.listen,
         "software": appliance.settings.software.to_string(),
-        "role": role_name(status.role),
+        "role": dyad_wire::Role::name(status.role),
         "epoch": status.epoch.to_string(),
         "key_fingerprint": appliance.psk.fingerprint().to_string(),
         "certificate_fingerprint": appliance.certificate_fingerprint_hex(),
@@ -49,11 +49,11 @@ pub fn status(status: &Status, appliance: &Appliance, wire_bytes_sent: u64) -> V
             "name": peer.name,
             "node_id": peer.node_id.to_string(),
             "address": peer.address,
-            "certificate_fingerprint": hex(&peer.certificate_fingerprint),
+            "certificate_fingerprint": dyad_wire::hex::encode(&peer.certificate_fingerprint),
         })),
         "link": status.link.as_ref().map(|link| json!({
             "up": true,
-            "peer_role": role_name(link.peer_role),
+            "peer_role": dyad_wire::Role::name(link.peer_role),
             "peer_epoch": link.peer_epoch.to_string(),
             "clock_offset_ms": link.clock_offset_ms,
             "clock_offset_warning": link.clock_offset_warning,
@@ -101,7 +101,7 @@ pub fn status(status: &Status, appliance: &Appliance, wire_bytes_sent: u64) -> V
         })),
         "split_brain": status.disagreement.as_ref().map(|d| json!({
             "peer_name": d.peer_name,
-            "peer_role": role_name(d.peer_role),
+            "peer_role": dyad_wire::Role::name(d.peer_role),
             "peer_epoch": d.peer_epoch.to_string(),
             "peer_config_version": d.peer_config_version.map(|v| format!("{}#{}", v.epoch, v.sequence)),
             "peer_sessions_held": d.peer_sessions_held,
@@ -117,7 +117,7 @@ fn session_line(meta: &dyad_store::SessionMeta) -> String {
         "{}#{} {} {} bytes{}",
         meta.id.origin,
         meta.id.sequence,
-        hex(&meta.root),
+        dyad_wire::hex::encode(&meta.root),
         meta.size_bytes,
         if meta.ended_normally { "" } else { " cut-off" }
     )
@@ -167,7 +167,7 @@ fn damaged_json(damaged: &DamagedInfo) -> Value {
     json!({
         "id": format!("{}#{}", damaged.meta.id.origin, damaged.meta.id.sequence),
         "state": "damaged",
-        "root": hex(&damaged.meta.root),
+        "root": dyad_wire::hex::encode(&damaged.meta.root),
         "size_bytes": damaged.meta.size_bytes,
         "ended_normally": damaged.meta.ended_normally,
         "damaged_since_unix_ms": damaged.since_unix_ms,
@@ -185,7 +185,7 @@ pub fn session_details(store: &Store) -> Result<Value, StoreError> {
             json!({
                 "id": format!("{}#{}", meta.id.origin, meta.id.sequence),
                 "state": "complete",
-                "root": hex(&meta.root),
+                "root": dyad_wire::hex::encode(&meta.root),
                 "size_bytes": meta.size_bytes,
                 "ended_normally": meta.ended_normally,
             })

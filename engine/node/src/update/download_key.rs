@@ -23,7 +23,7 @@ use dyad_wire::{NodeId, SoftwareVersion};
 
 use crate::appliance::{parse_version, Appliance};
 use crate::transport::{provider, CertFingerprint};
-use dyad_core::replica::state::{hex, parse_node_id};
+use dyad_core::replica::state::parse_node_id;
 
 /// The download-key layout this code reads and writes.
 pub const DOWNLOAD_KEY_FORMAT: u32 = 1;
@@ -186,9 +186,9 @@ pub fn make_download_key(
         base_version: key.software.base.to_string(),
         store_format: key.store_format,
         issued_unix_ms: key.issued_unix_ms,
-        certificate: hex(&key.certificate_der),
+        certificate: dyad_wire::hex::encode(&key.certificate_der),
         signature_scheme: u16::from(scheme),
-        signature: hex(&signature),
+        signature: dyad_wire::hex::encode(&signature),
     };
     let mut text = serde_json::to_string_pretty(&document)
         .expect("a struct of strings and numbers serializes");

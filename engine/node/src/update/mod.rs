@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use dyad_wire::{Role, SoftwareVersion};
 
 use crate::appliance::{parse_version, Appliance, DataDir};
-use dyad_core::replica::state::{role_name, ReplicaState};
+use dyad_core::replica::state::ReplicaState;
 use dyad_store::disk::real::RealDisk;
 use dyad_store::replica_port::REPLICA_STATE_KEY;
 use dyad_store::{Store, StoreError, CONFIG_VERSION_ZERO, FORMAT_VERSION};
@@ -608,7 +608,7 @@ fn preconditions(
                 "this appliance is the {} of a failover relationship with {peer}: break the \
                  relationship first (`dyad break`), since both appliances of a relationship \
                  must run the same version; re-establish once both are updated",
-                role_name(state.role)
+                dyad_wire::Role::name(state.role)
             )));
         }
     }
