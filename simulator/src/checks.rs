@@ -1,28 +1,20 @@
 //! The properties every run must keep, checked against the world's final (or current) state.
 //!
+//! The checkers observe the world from outside it: they depend on `crate::world`, and the
+//! world never calls them. What the world itself finds broken on the way it records as
+//! [`Violation`] values (`crate::violation`), which [`found_on_the_way`] reports here.
 //! Each check returns a [`Violation`] naming the property; the runner adds the seed, the
 //! scenario and the step, and the one command that replays the run.
 
 use std::collections::BTreeMap;
 
+use dyad_core::clients::{max_concurrent_from_config, MAX_CONCURRENT_UPGRADES_KEY};
 use dyad_core::replica::ReplicaStore;
 use dyad_store::Store;
 use dyad_wire::{Role, SessionId};
 
+use crate::violation::Violation;
 use crate::world::World;
-
-/// A broken property.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    pub property: &'static str,
-    pub details: String,
-}
-
-impl Violation {
-    pub fn new(property: &'static str, details: String) -> Violation {
-        Violation { property, details }
-    }
-}
 
 fn catalog_of(store: &Store) -> BTreeMap<SessionId, [u8; 32]> {
     match store.catalog_list() {
@@ -168,24 +160,13 @@ pub fn one_writer_per_epoch(world: &World) -> Result<(), Violation> {
 /// hashing its file straight off the simulated disk (not by the store's own reads). A file the
 /// world damaged at rest (a bit flip on the medium) is the disk's doing, not the store's,
 /// unless `strict`: once faults stopped and the damage was found and re-fetched, nothing may
-/// be left.
+/// be left. The finding is the world's ([`World::unverified_listed`]), which it also records at
+/// each start.
 pub fn nothing_unverified_on(world: &World, index: usize, strict: bool) -> Result<(), Violation> {
-    for (id, name) in world.listed_but_corrupt(index) {
-        if !strict && world.damaged_files.contains(&(index, name.clone())) {
-            continue;
-        }
-        return Err(Violation::new(
-            "nothing_unverified_visible",
-            format!(
-                "{} lists session {}#{} as complete but its file {name} does not hash to its root{}",
-                world.appliances[index].name,
-                id.origin,
-                id.sequence,
-                if strict { "" } else { " (and the world never damaged it)" }
-            ),
-        ));
+    match world.unverified_listed(index, strict) {
+        Some(violation) => Err(violation),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Property 4 on every appliance that is up.
@@ -267,6 +248,74 @@ pub fn paired(world: &World, primary: usize, backup: usize) -> Result<(), Violat
                 "expected primary/backup, found {:?}/{:?}",
                 role(primary),
                 role(backup)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the pair holds the union of all sessions, byte-identical, and the backup's
+/// configuration is the primary's: the state property 5 says must be reached.
+pub fn converged(world: &World, primary: usize, backup: usize) -> bool {
+    let up = |index: usize| world.appliances[index].is_up() && !world.appliances[index].is_paused();
+    if !up(primary) || !up(backup) || world.pending_imports() != 0 {
+        return false;
+    }
+    paired(world, primary, backup).is_ok()
+        && no_session_lost(world, &[primary, backup]).is_ok()
+        && config_follows_primary(world, primary, backup).is_ok()
+}
+
+/// Deployed clients not yet running the site's application version.
+pub fn clients_outdated(world: &World) -> usize {
+    world
+        .clients
+        .outdated(world.appliances[world.site_target].software.app)
+}
+
+/// How long, once the pair runs one version and faults stopped, every deployed client may take
+/// to update ([`crate::clients::ClientPopulation::update_bound_ms`]), with the limit of
+/// concurrent updates the site's configuration sets now.
+pub fn clients_update_bound_ms(world: &World) -> u64 {
+    let limit = world
+        .replica(world.site_target)
+        .and_then(|replica| {
+            ReplicaStore::config_snapshot(replica.store())
+                .ok()
+                .and_then(|(_, entries)| {
+                    entries
+                        .into_iter()
+                        .find(|entry| entry.key == MAX_CONCURRENT_UPGRADES_KEY)
+                        .and_then(|entry| entry.value)
+                })
+        })
+        .and_then(|value| max_concurrent_from_config(Some(&value)).ok())
+        .unwrap_or(dyad_core::clients::MAX_CONCURRENT_UPGRADES_DEFAULT)
+        .max(1) as u64;
+    world.clients.update_bound_ms(limit)
+}
+
+/// Property: every deployed client updates within the bound once the pair is settled. A
+/// liveness property: the world runs on (nothing else is done to it) until the clients are
+/// updated or the bound passed.
+pub fn clients_updated_in_time(world: &mut World) -> Result<(), Violation> {
+    if world.clients.clients.is_empty() {
+        return Ok(());
+    }
+    let bound_ms = clients_update_bound_ms(world);
+    let started = world.now_ms;
+    let done = world
+        .run_until_true(bound_ms, |world| clients_outdated(world) == 0)
+        .map_err(|error| Violation::new("liveness", format!("{error:?}")))?;
+    if !done {
+        return Err(Violation::new(
+            "clients_updated_in_time",
+            format!(
+                "{} of {} clients still run an old version {} s after the pair settled (bound {} s)",
+                clients_outdated(world),
+                world.clients.clients.len(),
+                (world.now_ms - started) / 1000,
+                bound_ms / 1000
             ),
         ));
     }

@@ -19,10 +19,6 @@ const USAGE: &str = "usage:
 /// How long a shrink may take by default.
 const SHRINK_BUDGET_S: u64 = 300;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 fn print_failure(report: &RunReport) {
     if let Err(violation) = &report.result {
         eprintln!(
@@ -60,7 +56,7 @@ fn report_run(
         } else {
             "FAILED"
         },
-        hex(&report.trace_hash),
+        dyad_wire::hex::encode(&report.trace_hash),
         report.steps,
         report.simulated_ms as f64 / 1000.0,
         cost.wall_ms,
@@ -89,8 +85,8 @@ fn report_run(
             eprintln!(
                 "FAILED determinism: seed {} gave trace {} then {}",
                 report.seed,
-                hex(&report.trace_hash),
-                hex(&second.trace_hash)
+                dyad_wire::hex::encode(&report.trace_hash),
+                dyad_wire::hex::encode(&second.trace_hash)
             );
             failed = true;
         } else {

@@ -21,6 +21,7 @@
 //! error names the line and what is wrong with it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use crate::swarm::{Action, FaultClass, Step, SwarmPlan, SwingKind};
 
@@ -195,6 +196,24 @@ impl<'a> Params<'a> {
             Some(key) => Err(format!("unknown parameter {key:?}")),
             None => Ok(()),
         }
+    }
+}
+
+/// A plan printed for a person (`dyad-sim -v`, a shrink's result): its mix, then each step
+/// with its action in the replay file's words.
+impl fmt::Display for SwarmPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "mix: {}", self.mix())?;
+        for (n, step) in self.steps.iter().enumerate() {
+            writeln!(
+                f,
+                "  step {n} (salt {}): after {} s, {}",
+                step.salt,
+                step.wait_ms / 1000,
+                action_text(&step.action)
+            )?;
+        }
+        Ok(())
     }
 }
 

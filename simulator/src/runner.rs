@@ -2,10 +2,11 @@
 
 use std::time::Instant;
 
-use crate::checks::Violation;
 use crate::coverage::Coverage;
-use crate::scenarios::{Outcome, Scenario, SCENARIOS};
+use crate::harness::Outcome;
+use crate::scenarios::{Scenario, SCENARIOS};
 use crate::swarm::SwarmPlan;
+use crate::violation::Violation;
 use crate::world::World;
 
 /// The result of one scenario run with one seed.

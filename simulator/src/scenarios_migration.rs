@@ -8,12 +8,12 @@
 use dyad_core::replica::Command;
 use dyad_wire::Role;
 
-use crate::checks::{self, Violation};
-use crate::scenarios::{
-    add_config, add_sessions, establish, final_checks, pair, run, settle, violation, Outcome,
-    MINUTE_MS,
+use crate::checks;
+use crate::harness::{
+    add_config, add_sessions, command, establish, final_checks, pair, run, settle, violation,
+    Outcome, MINUTE_MS,
 };
-use crate::scenarios_roles::command;
+use crate::violation::Violation;
 use crate::world::{Swing, World};
 
 /// Clients at the site address for the next `horizon_ms`.

@@ -7,29 +7,13 @@ use std::collections::BTreeMap;
 use dyad_core::replica::{Command, ReplicaStore};
 use dyad_wire::{Role, SessionId};
 
-use crate::checks::{self, Violation};
-use crate::scenarios::{
-    add_config, add_sessions, establish, final_checks, pair, run, settle, violation, Outcome,
-    MINUTE_MS,
+use crate::checks;
+use crate::harness::{
+    add_config, add_sessions, command, establish, final_checks, pair, run, settle, violation,
+    Outcome, MINUTE_MS,
 };
+use crate::violation::Violation;
 use crate::world::World;
-
-pub(crate) fn command(
-    world: &mut World,
-    index: usize,
-    command: Command,
-    limit_ms: u64,
-) -> Result<Result<String, String>, Violation> {
-    let id = world.command(index, command);
-    world
-        .run_until_true(limit_ms, |world| world.outcome(id).is_some())
-        .map_err(|error| violation("liveness", format!("{error:?}")))?;
-    Ok(match world.outcome(id) {
-        Some(Ok(text)) => Ok(text.clone()),
-        Some(Err(error)) => Err(error.to_string()),
-        None => Err("the command did not finish".into()),
-    })
-}
 
 fn role(world: &World, index: usize) -> Option<Role> {
     world.replica(index).map(|replica| replica.state().role)

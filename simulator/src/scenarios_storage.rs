@@ -5,11 +5,12 @@
 use dyad_core::replica::Command;
 use dyad_store::disk::Disk;
 
-use crate::checks::{self, Violation};
+use crate::checks;
 use crate::coverage::CoverageEvent;
-use crate::scenarios::{
+use crate::harness::{
     add_sessions, establish, final_checks, pair, run, settle, violation, Outcome, KIB, MINUTE_MS,
 };
+use crate::violation::Violation;
 use crate::world::World;
 
 /// A backup receiving large recordings has one fsync fail (Linux reports it once and marks

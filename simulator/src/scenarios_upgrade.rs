@@ -12,13 +12,12 @@ use dyad_core::replica::Command;
 use dyad_store::FORMAT_VERSION;
 use dyad_wire::{Role, SoftwareVersion, Version};
 
-use crate::checks::Violation;
-use crate::rng::SimRng;
-use crate::scenarios::{
-    establish, final_checks, run, settle, software, violation, Outcome, MINUTE_MS,
+use crate::harness::{
+    command, establish, final_checks, run, settle, software, violation, Outcome, MINUTE_MS,
 };
-use crate::scenarios_roles::command;
+use crate::rng::SimRng;
 use crate::upgrade::{InstallCrash, InstallRun, INSTALL_RATE_BYTES_PER_MS};
+use crate::violation::Violation;
 use crate::world::{Swing, World};
 
 const KIB: u64 = 1024;

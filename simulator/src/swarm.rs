@@ -8,27 +8,27 @@
 //! [`Step`]s (a wait, then one action), all drawn from the seed before the world runs, from a
 //! generator of its own. The world keeps its own generator from the same seed, so a plan with
 //! steps removed still runs deterministically: that is what shrinking (`crate::shrink`)
-//! relies on, and what a replay file records. The actions reuse the world's operations and the
-//! scenarios' operator procedures (establish, Sync Now, break, swaps, upgrades, migrations).
-
-use std::fmt;
+//! relies on, and what a replay file records (`crate::replay`, which also prints a plan). The
+//! actions reuse the world's operations and the scenarios' operator procedures (the harness's
+//! establish and commands, the upgrade and migration families' swaps, upgrades and migrations):
+//! the swarm depends on them, and only the registry (`crate::scenarios`) depends on the swarm.
 
 use dyad_core::clients::MAX_CONCURRENT_UPGRADES_KEY;
 use dyad_core::replica::Command;
 use dyad_store::disk::sim::{Ratio, SimFaults};
 use dyad_wire::Role;
 
-use crate::checks::{self, Violation};
-use crate::rng::SimRng;
-use crate::scenarios::{
-    add_config, add_sessions, establish, final_checks, run, settle, software, violation, Outcome,
-    MINUTE_MS,
+use crate::checks;
+use crate::harness::{
+    add_config, add_sessions, command, establish, final_checks, run, settle, software, violation,
+    Outcome, MINUTE_MS,
 };
-use crate::scenarios_roles::command;
+use crate::rng::SimRng;
 use crate::scenarios_upgrade::{
     establish_retrying, new_software, sync_and_break, upgrade_one, FlowReport, OLD_STORE_FORMAT,
 };
 use crate::upgrade::InstallCrash;
+use crate::violation::Violation;
 use crate::world::{Swing, World};
 
 /// The fault classes a seed switches on or off, each with its own rate.
@@ -612,22 +612,6 @@ impl SwarmPlan {
     }
 }
 
-impl fmt::Display for SwarmPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "mix: {}", self.mix())?;
-        for (n, step) in self.steps.iter().enumerate() {
-            writeln!(
-                f,
-                "  step {n} (salt {}): after {} s, {}",
-                step.salt,
-                step.wait_ms / 1000,
-                crate::replay::action_text(&step.action)
-            )?;
-        }
-        Ok(())
-    }
-}
-
 /// The `swarm` scenario: the plan drawn from the world's seed.
 pub(crate) fn swarm_scenario(world: &mut World) -> Result<Outcome, Violation> {
     let plan = SwarmPlan::draw(world.seed);
@@ -699,7 +683,7 @@ fn play(world: &mut World, plan: &SwarmPlan) -> Result<Outcome, Violation> {
     settle(world, primary, backup)?;
     final_checks(world, primary, backup)?;
     checks::nothing_corrupt_served(world)?;
-    world.check_clients_updated()?;
+    checks::clients_updated_in_time(world)?;
     notes.push(format!(
         "ended with {} primary; {} sessions; {} client updates granted, {} told to retry (at most {} at once)",
         world.appliances[primary].name,
@@ -752,7 +736,7 @@ fn act(world: &mut World, action: &Action) -> Result<Option<String>, Violation> 
         Action::Clients { count, over_ms } => {
             for _ in 0..count {
                 let at = world.now_ms + world.rng.below(over_ms.max(1));
-                let size = crate::scenarios::recording_size(world) / 2;
+                let size = crate::harness::recording_size(world) / 2;
                 let length = world.rng.between(MINUTE_MS / 2, 6 * MINUTE_MS);
                 world.schedule_client(at, size, length);
             }
@@ -918,7 +902,7 @@ fn act(world: &mut World, action: &Action) -> Result<Option<String>, Violation> 
                 let ttl_ms = world.rng.between(60, 600) * 1000;
                 world.swing_site(to, Swing::Dns { ttl_ms });
                 for _ in 0..world.rng.between(2, 6) {
-                    let size = crate::scenarios::recording_size(world) / 2;
+                    let size = crate::harness::recording_size(world) / 2;
                     world.start_client_session(size, MINUTE_MS);
                 }
                 add_config(world, to, 2, "forced");

@@ -4,8 +4,9 @@
 //! install journal is written first, the store is migrated with the engine's own step
 //! ([`Store::migrate_if_older`], which runs [`Store::migrate_to`] on the appliance's
 //! `SimDisk`), then the new versions are recorded, then the journal is removed. A crash at any
-//! point leaves the journal; the next start decides with the engine's own rule
-//! ([`install::recovery_decision`]) whether to complete or roll back. What is modelled rather
+//! point leaves the journal ([`InstallJournal`], a world field); the next start
+//! ([`World::start`]) decides with the engine's own rule
+//! ([`dyad_core::install::recovery_decision`]) whether to complete or roll back. What is modelled rather
 //! than run: the package itself (its signature and payload are tested in the engine) and the
 //! data folder's files: the journal and `appliance.json` are world fields (each written
 //! atomically by the real install, so a crash leaves either the old or the new one). The
@@ -17,18 +18,22 @@
 //! restore step ([`StoreSettings::restore_into`]); the new hardware keeps the name, address,
 //! certificate and key, as the restored identity does, and takes a new node id that names the
 //! old one as its predecessor, as `dyad backup restore` does.
+//!
+//! These are operator procedures carried out on the world: this module builds on
+//! `crate::world` (and the clock of the hardware it brings in), and the world never calls it.
 
 use std::sync::Arc;
 
-use dyad_core::install::{self, RecoveryDecision};
 use dyad_core::replica::ReplicaState;
 use dyad_store::disk::sim::{Ratio, SimDisk, SimFaults};
 use dyad_store::settings_backup::{StoreDocument, StoreSettings};
 use dyad_store::Store;
 use dyad_wire::{NodeId, Role, SessionId, SoftwareVersion};
 
-use crate::checks::Violation;
-use crate::world::{Appliance, SimClock, World};
+use crate::clock::SimClock;
+use crate::coverage::CoverageEvent;
+use crate::violation::Violation;
+use crate::world::{Appliance, InstallJournal, World};
 
 /// The fixed part of an install: unpacking, the appliance's own services restarting.
 pub const INSTALL_BASE_MS: u64 = 5 * 60_000;
@@ -36,15 +41,6 @@ pub const INSTALL_BASE_MS: u64 = 5 * 60_000;
 /// databases and recordings): 256 KiB/s, slow enough that the simulator's few MiB to tens of
 /// MiB show as minutes, as an appliance's gigabytes do in the field.
 pub const INSTALL_RATE_BYTES_PER_MS: u64 = 256;
-
-/// The install journal (`D/install-journal.json`): what recovery needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct InstallJournal {
-    pub from: SoftwareVersion,
-    pub to: SoftwareVersion,
-    pub from_store_format: u64,
-    pub to_store_format: u64,
-}
 
 /// Where a crash cuts an install short.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,20 +87,6 @@ pub fn install_duration_ms(stored_bytes: u64) -> u64 {
 }
 
 impl World {
-    fn open_stopped_store(&self, index: usize) -> Result<Store, Violation> {
-        let appliance = &self.appliances[index];
-        let store =
-            Store::open_or_create_with_format(appliance.disk.clone(), appliance.store_format_new)
-                .map_err(|error| {
-                violation(
-                    "install_atomic",
-                    format!("{}'s store does not open: {error}", appliance.name),
-                )
-            })?;
-        store.set_clock(self.store_clock(index));
-        Ok(store)
-    }
-
     /// Installs `to` (needing store format `to_store_format`) on stopped appliance `index`,
     /// taking the modelled time; `crash` may cut it short. Refused, like the real install,
     /// while the appliance is in a relationship or running.
@@ -159,7 +141,8 @@ impl World {
         };
         // The payload's own work takes the first half; the store's migration and the
         // appliance's services the second.
-        crate::scenarios::run(self, duration_ms / 2)?;
+        self.run_for(duration_ms / 2)
+            .map_err(|error| violation("liveness", format!("{error:?}")))?;
         if crash == InstallCrash::AfterJournal {
             crash_now(self, store, 1);
             return Ok(InstallRun {
@@ -179,8 +162,7 @@ impl World {
             // the crash really cut a migration in the middle.
             let migrated = store.migrate_if_older(journal.to_store_format);
             if migrated.is_err() {
-                self.coverage
-                    .note(crate::coverage::CoverageEvent::CrashDuringStoreMigration);
+                self.coverage.note(CoverageEvent::CrashDuringStoreMigration);
             }
             crash_now(self, store, 2);
             return Ok(InstallRun {
@@ -192,7 +174,8 @@ impl World {
         store
             .migrate_if_older(journal.to_store_format)
             .map_err(|error| violation("install_atomic", format!("migration: {error}")))?;
-        crate::scenarios::run(self, duration_ms - duration_ms / 2)?;
+        self.run_for(duration_ms - duration_ms / 2)
+            .map_err(|error| violation("liveness", format!("{error:?}")))?;
         if crash == InstallCrash::AfterMigration {
             crash_now(self, store, 3);
             return Ok(InstallRun {
@@ -218,70 +201,6 @@ impl World {
             stored_bytes,
             finished: true,
         })
-    }
-
-    /// What the next start of appliance `index` does first when an install journal is left:
-    /// complete or roll back the interrupted install, by the engine's rule. Afterwards the
-    /// appliance runs the old software on the old format or the new on the new, never a mix.
-    pub(crate) fn recover_install(&mut self, index: usize) {
-        let Some(journal) = self.install_journals.remove(&index) else {
-            return;
-        };
-        let store = match self.open_stopped_store(index) {
-            Ok(store) => store,
-            Err(found) => return self.violations.push(found),
-        };
-        let Ok(format_now) = store.format_version() else {
-            return self.violations.push(violation(
-                "install_atomic",
-                "the store's format cannot be read after a crashed install".into(),
-            ));
-        };
-        let installed = self.appliances[index].software;
-        let decision = install::recovery_decision(
-            journal.from_store_format,
-            journal.to_store_format,
-            format_now,
-            installed,
-            journal.to,
-        );
-        if decision == RecoveryDecision::Complete {
-            if let Err(error) = store.migrate_if_older(journal.to_store_format) {
-                return self.violations.push(violation(
-                    "install_atomic",
-                    format!("completing an interrupted migration failed: {error}"),
-                ));
-            }
-            self.appliances[index].software = journal.to;
-        }
-        let format = store.format_version().unwrap_or(0);
-        let software = self.appliances[index].software;
-        let consistent = (software == journal.to && format == journal.to_store_format)
-            || (software == journal.from && format == journal.from_store_format);
-        if !consistent {
-            let name = self.appliances[index].name.clone();
-            self.violations.push(violation(
-                "install_atomic",
-                format!(
-                    "after recovering an interrupted install {name} runs {software} on store format {format} (journal: {:?})",
-                    journal
-                ),
-            ));
-        }
-        self.coverage
-            .note(if decision == RecoveryDecision::Complete {
-                crate::coverage::CoverageEvent::InstallCompletedByRecovery
-            } else {
-                crate::coverage::CoverageEvent::InstallRolledBack
-            });
-        self.install_recoveries.push(decision);
-        self.trace_event(
-            "install-recovered",
-            &[
-                index as u64,
-                u64::from(decision == RecoveryDecision::Complete),
-            ],
-        );
     }
 
     /// The store part of a settings backup of appliance `index`, as the file would carry it.

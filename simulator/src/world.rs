@@ -11,14 +11,24 @@
 //!
 //! The world keeps its own true time (`now_ms`); each appliance sees it through its own
 //! [`SimClock`] (offset, drift, jumps), and every time handed to the engine is that local time.
+//!
+//! Layering: the world is built from parts that know nothing of it (`crate::clock`, the site's
+//! `crate::clients` population, `crate::rng`, `crate::coverage`), and what it finds broken on
+//! the way (property 2 at each sync, property 4 at each start, the client-update limit, an
+//! interrupted install) it records as [`Violation`] values (`crate::violation`). Everything
+//! that judges or drives it from outside (the checkers in `crate::checks`, the operator
+//! procedures in `crate::upgrade`, the scenarios and the swarm) depends on the world, never
+//! the reverse.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use dyad_core::clients::{CheckInAnswer, ClientKind};
 use dyad_core::handshake::{
     check_not_shared_hostname, handshake_outcome, HandshakeFailure, HandshakeSide, LocalHello,
 };
+use dyad_core::install::RecoveryDecision;
 use dyad_core::node::Node;
 use dyad_core::replica::ports::StoreFault;
 use dyad_core::replica::{
@@ -30,12 +40,16 @@ use dyad_store::disk::Disk;
 use dyad_store::{recording_file_name, ImportInfo, Store, SyncWork, FORMAT_VERSION};
 use dyad_wire::{
     decode_frame, encode_frame, Chunk, ConfigVersion, Epoch, Hello, Message, NodeId, ReasonCode,
-    Role, SessionId, SoftwareVersion,
+    Role, SessionId, SoftwareVersion, Version,
 };
 
-use crate::checks::Violation;
+use crate::clients::{
+    ClientPopulation, Habit, DAILY_MS, UNREACHABLE_RETRY_MS, UPDATE_DURATION_MAX_MS,
+};
+use crate::clock::{SimClock, DRIFT_PPM_MAX};
 use crate::coverage::{Coverage, CoverageEvent};
 use crate::rng::SimRng;
+use crate::violation::Violation;
 
 /// True time when every world begins.
 pub const WORLD_START_MS: u64 = 1_800_000_000_000;
@@ -50,47 +64,6 @@ pub const IDLE_TIMEOUT_MS: u64 = 45_000;
 const SYNC_LATENCY_MS: u64 = 1;
 const TRACE_FRAME_FULL_BYTES: usize = 4096;
 const TRACE_FRAME_END_BYTES: usize = 512;
-
-/// An appliance's wall clock: true time plus an offset, a drift, and whatever jumps it took.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SimClock {
-    /// Local minus true time at `anchor_ms`.
-    pub offset_ms: i64,
-    /// Parts per million the local clock gains (positive) or loses, since `anchor_ms`.
-    pub drift_ppm: i64,
-    pub anchor_ms: u64,
-}
-
-/// Drift beyond this is not a clock, it is a fault of another kind; keeps the inverse exact.
-pub const DRIFT_PPM_MAX: i64 = 10_000;
-
-impl SimClock {
-    /// The local reading at true time `true_ms`.
-    pub fn local(&self, true_ms: u64) -> u64 {
-        let elapsed = i128::from(true_ms) - i128::from(self.anchor_ms);
-        let local = i128::from(true_ms)
-            + i128::from(self.offset_ms)
-            + elapsed * i128::from(self.drift_ppm) / 1_000_000;
-        local.clamp(0, i128::from(u64::MAX)) as u64
-    }
-
-    /// The first true time at which the local clock reads at least `local_ms`.
-    pub fn true_time_of(&self, local_ms: u64) -> u64 {
-        let target = i128::from(local_ms) - i128::from(self.anchor_ms) - i128::from(self.offset_ms);
-        let scale = 1_000_000 + i128::from(self.drift_ppm);
-        // ceil(target * 1e6 / scale), with scale > 0.
-        let elapsed = -((-target * 1_000_000).div_euclid(scale));
-        let mut at = (i128::from(self.anchor_ms) + elapsed).clamp(0, i128::from(u64::MAX)) as u64;
-        // Integer rounding in `local` can leave us a millisecond short.
-        while self.local(at) < local_ms {
-            at += 1;
-        }
-        while at > 0 && self.local(at - 1) >= local_ms {
-            at -= 1;
-        }
-        at
-    }
-}
 
 /// One appliance of the world.
 pub struct Appliance {
@@ -145,6 +118,17 @@ impl Appliance {
     pub fn is_paused(&self) -> bool {
         self.paused_since_ms.is_some()
     }
+}
+
+/// The install journal (`D/install-journal.json`) an install leaves on a stopped appliance
+/// until it finishes: what the next start needs to complete or roll back an interrupted one
+/// (`crate::upgrade` writes it, [`World::start`] recovers from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstallJournal {
+    pub from: SoftwareVersion,
+    pub to: SoftwareVersion,
+    pub from_store_format: u64,
+    pub to_store_format: u64,
 }
 
 /// Network conditions; faults are integer ratios.
@@ -390,9 +374,9 @@ pub struct World {
     /// by the operator's doing, so no longer expected anywhere (property 1).
     pub lost_with_hardware: BTreeMap<SessionId, [u8; 32]>,
     /// Install journals left on stopped appliances (`D/install-journal.json`).
-    pub install_journals: BTreeMap<usize, crate::upgrade::InstallJournal>,
+    pub install_journals: BTreeMap<usize, InstallJournal>,
     /// What each recovery of an interrupted install decided.
-    pub install_recoveries: Vec<dyad_core::install::RecoveryDecision>,
+    pub install_recoveries: Vec<RecoveryDecision>,
     /// Simulated time spent in other worlds a scenario ran beside this one ([`World::absorb`]).
     pub simulated_elsewhere_ms: u64,
     links: BTreeMap<LinkId, SimLink>,
@@ -438,7 +422,7 @@ pub struct World {
     /// Rare events that happened in this run.
     pub coverage: Coverage,
     /// The deployed clients and each appliance's client-update gate.
-    pub clients: crate::clients::ClientPopulation,
+    pub clients: ClientPopulation,
     /// The lowest epoch each appliance may be in during its current process lifetime: epochs
     /// only move forward, except by an operator's demote or a restore from a settings backup.
     epoch_floor: Vec<Option<Epoch>>,
@@ -500,7 +484,7 @@ impl World {
             sync_completions: 0,
             violations: Vec::new(),
             coverage: Coverage::default(),
-            clients: crate::clients::ClientPopulation::default(),
+            clients: ClientPopulation::default(),
             epoch_floor: Vec::new(),
             torn_seen: Vec::new(),
             disk_stats_seen: Vec::new(),
@@ -703,16 +687,97 @@ impl World {
             .replica()
             .and_then(|replica| replica.state().last_sync.clone());
         self.trace("start", &[index as u64]);
-        // Recovery after whatever happened must leave nothing unverified listed.
-        match crate::checks::nothing_unverified_on(self, index, false) {
-            Err(violation) => self.record_violation(violation.property, violation.details),
-            Ok(()) if torn_now => self
+        // Recovery after whatever happened must leave nothing unverified listed (property 4,
+        // found on the way: the world records it, the checkers report it at the end).
+        match self.unverified_listed(index, false) {
+            Some(violation) => self.record_violation(violation.property, violation.details),
+            None if torn_now => self
                 .coverage
                 .note(CoverageEvent::TornWriteDetectedOnRestart),
-            Ok(()) => {}
+            None => {}
         }
         self.import_pending(index);
         self.clients_on_start(index);
+    }
+
+    /// Opens the store of stopped appliance `index` as an install's own steps do (not as a
+    /// node): for the install (`crate::upgrade`) and for the recovery of an interrupted one.
+    pub(crate) fn open_stopped_store(&self, index: usize) -> Result<Store, Violation> {
+        let appliance = &self.appliances[index];
+        let store =
+            Store::open_or_create_with_format(appliance.disk.clone(), appliance.store_format_new)
+                .map_err(|error| {
+                Violation::new(
+                    "install_atomic",
+                    format!("{}'s store does not open: {error}", appliance.name),
+                )
+            })?;
+        store.set_clock(self.store_clock(index));
+        Ok(store)
+    }
+
+    /// What the next start of appliance `index` does first when an install journal is left:
+    /// complete or roll back the interrupted install, by the engine's rule. Afterwards the
+    /// appliance runs the old software on the old format or the new on the new, never a mix.
+    fn recover_install(&mut self, index: usize) {
+        let Some(journal) = self.install_journals.remove(&index) else {
+            return;
+        };
+        let store = match self.open_stopped_store(index) {
+            Ok(store) => store,
+            Err(found) => return self.violations.push(found),
+        };
+        let Ok(format_now) = store.format_version() else {
+            return self.violations.push(Violation::new(
+                "install_atomic",
+                "the store's format cannot be read after a crashed install".into(),
+            ));
+        };
+        let installed = self.appliances[index].software;
+        let decision = dyad_core::install::recovery_decision(
+            journal.from_store_format,
+            journal.to_store_format,
+            format_now,
+            installed,
+            journal.to,
+        );
+        if decision == RecoveryDecision::Complete {
+            if let Err(error) = store.migrate_if_older(journal.to_store_format) {
+                return self.violations.push(Violation::new(
+                    "install_atomic",
+                    format!("completing an interrupted migration failed: {error}"),
+                ));
+            }
+            self.appliances[index].software = journal.to;
+        }
+        let format = store.format_version().unwrap_or(0);
+        let software = self.appliances[index].software;
+        let consistent = (software == journal.to && format == journal.to_store_format)
+            || (software == journal.from && format == journal.from_store_format);
+        if !consistent {
+            let name = self.appliances[index].name.clone();
+            self.violations.push(Violation::new(
+                "install_atomic",
+                format!(
+                    "after recovering an interrupted install {name} runs {software} on store format {format} (journal: {:?})",
+                    journal
+                ),
+            ));
+        }
+        self.coverage
+            .note(if decision == RecoveryDecision::Complete {
+                CoverageEvent::InstallCompletedByRecovery
+            } else {
+                CoverageEvent::InstallRolledBack
+            });
+        self.install_recoveries.push(decision);
+        self.trace_event(
+            "install-recovered",
+            &[
+                index as u64,
+                u64::from(decision == RecoveryDecision::Complete),
+            ],
+        );
     }
 
     /// Ends appliance `index`'s process: its connections drop and its client sessions in
@@ -1361,6 +1426,115 @@ impl World {
         ids.into_iter()
             .filter(|id| !self.play_back(index, *id))
             .count() as u64
+    }
+
+    // ----- the site's clients (`crate::clients` holds the population) -----
+
+    /// Deploys clients running `app`: `active` and `passive` deployed ones and `integrations`.
+    /// Passive clients get their first daily check-in, a boot and some console connections
+    /// at random times of the next day.
+    pub fn add_clients(&mut self, active: u64, passive: u64, integrations: u64, app: Version) {
+        let kinds = (0..active)
+            .map(|_| (ClientKind::Deployed, Habit::Active))
+            .chain((0..passive).map(|_| (ClientKind::Deployed, Habit::Passive)))
+            .chain((0..integrations).map(|_| (ClientKind::Integration, Habit::Passive)));
+        for (kind, habit) in kinds {
+            let client = self.clients.deploy(kind, habit, app);
+            let first_daily = self.now_ms + self.rng.below(DAILY_MS);
+            self.schedule(first_daily, WorldEvent::ClientCheckIn { client });
+            if habit == Habit::Passive {
+                for _ in 0..self.rng.between(1, 3) {
+                    // A boot or a console connection.
+                    let at = self.now_ms + self.rng.below(DAILY_MS);
+                    self.schedule(at, WorldEvent::ClientCheckIn { client });
+                }
+            }
+        }
+    }
+
+    /// An appliance process started: its gate is new; if it now runs another application
+    /// version than at its last start (it was upgraded), active clients check in at once.
+    fn clients_on_start(&mut self, index: usize) {
+        let app = self.appliances[index].software.app;
+        for client in self.clients.appliance_started(index, app) {
+            let at = self.now_ms + self.rng.between(1_000, 60_000);
+            self.schedule(at, WorldEvent::ClientCheckIn { client });
+        }
+    }
+
+    /// Client `client` checks in at the site address.
+    fn client_check_in(&mut self, client: usize) {
+        let Some(record) = self.clients.clients.get(client) else {
+            return;
+        };
+        if record.is_installing() {
+            // Busy installing; it reports when done.
+            return;
+        }
+        let target = self.route_client();
+        // The driver hands the gate its process's steady clock, which the appliance's wall
+        // clock steps do not move: true time serves (drift is too small to matter here).
+        let steady_ms = self.now_ms;
+        if !self.accepts_sessions(target) {
+            let at = self.now_ms + UNREACHABLE_RETRY_MS;
+            self.schedule(at, WorldEvent::ClientCheckIn { client });
+            return;
+        }
+        let request = self.clients.clients[client].check_in();
+        // The appliance's node answers, as `dyad serve` does: its gate, with the limit read
+        // afresh from the site configuration (a value it refuses keeps the limit in force).
+        let Some(node) = self.appliances[target].node.as_mut() else {
+            return;
+        };
+        let (answer, _refused_limit) = node.client_check_in(steady_ms, &request);
+        let limit = u64::from(node.clients().max_concurrent());
+        self.trace("client-check-in", &[client as u64, target as u64]);
+        match answer {
+            Ok(CheckInAnswer::UpdateNow { target: version }) => {
+                let gate = (target, self.appliances[target].incarnation);
+                let installing = self.clients.grant(client, gate, version);
+                if installing > limit {
+                    self.violations.push(Violation::new(
+                        "client_updates_within_limit",
+                        format!(
+                            "{} clients install an update granted by {} at once, above the limit of {limit} (t={} ms)",
+                            installing, self.appliances[target].name, self.now_ms
+                        ),
+                    ));
+                }
+                let duration = self.rng.between(60_000, UPDATE_DURATION_MAX_MS);
+                let at = self.now_ms + duration;
+                self.schedule(at, WorldEvent::ClientUpdateDone { client });
+            }
+            Ok(CheckInAnswer::RetryLater { after_ms }) => {
+                self.clients.retries_told += 1;
+                self.coverage.note(CoverageEvent::ClientGateRefusedCheckIn);
+                let at = self.now_ms + after_ms + self.rng.below(after_ms / 2 + 1);
+                self.schedule(at, WorldEvent::ClientCheckIn { client });
+            }
+            Ok(CheckInAnswer::UpToDate) | Ok(CheckInAnswer::ManualReinstall { .. }) => {
+                let at = self.now_ms + DAILY_MS;
+                self.schedule(at, WorldEvent::ClientCheckIn { client });
+            }
+            Err(error) => panic!("the gate refused a well-formed check-in: {error}"),
+        }
+    }
+
+    /// Client `client` finished its install (or died in it, one time in ten: it stays on its
+    /// version and checks in at its next boot).
+    fn client_update_done(&mut self, client: usize) {
+        if client >= self.clients.clients.len() {
+            return;
+        }
+        let died = self.rng.chance(1, 10);
+        self.clients.install_ended(client, !died);
+        let at = if died {
+            self.now_ms + self.rng.between(30 * 60_000, 90 * 60_000)
+        } else {
+            self.now_ms
+        };
+        self.trace("client-updated", &[client as u64, u64::from(died)]);
+        self.schedule(at, WorldEvent::ClientCheckIn { client });
     }
 
     // ----- the event loop -----
@@ -2675,19 +2849,6 @@ impl World {
         missing + pending * appliances.len() as u64
     }
 
-    /// Whether the pair holds the union of all sessions, byte-identical, and the backup's
-    /// configuration is the primary's: the state property 5 says must be reached.
-    pub fn converged(&self, primary: usize, backup: usize) -> bool {
-        let up =
-            |index: usize| self.appliances[index].is_up() && !self.appliances[index].is_paused();
-        if !up(primary) || !up(backup) || !self.pending_imports.is_empty() {
-            return false;
-        }
-        crate::checks::paired(self, primary, backup).is_ok()
-            && crate::checks::no_session_lost(self, &[primary, backup]).is_ok()
-            && crate::checks::config_follows_primary(self, primary, backup).is_ok()
-    }
-
     /// Recording files of appliance `index` whose content, read straight off the disk, does
     /// not hash to the root its catalog lists (checked without the store's own code).
     pub fn listed_but_corrupt(&self, index: usize) -> Vec<(SessionId, String)> {
@@ -2708,28 +2869,29 @@ impl World {
             })
             .collect()
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_clock_maps_back_to_the_first_true_time_it_reads_a_value() {
-        for (offset_ms, drift_ppm) in [(0, 0), (3_600_000, 250), (-7_200_000, -900), (5, 10_000)] {
-            let clock = SimClock {
-                offset_ms,
-                drift_ppm,
-                anchor_ms: 1_800_000_000_000,
-            };
-            for true_ms in [1_800_000_000_000u64, 1_800_000_123_457, 1_800_090_000_001] {
-                let local = clock.local(true_ms);
-                let back = clock.true_time_of(local);
-                assert!(back <= true_ms, "{offset_ms} {drift_ppm} {true_ms}");
-                assert_eq!(clock.local(back), local.max(clock.local(back)));
-                assert!(clock.local(back) >= local);
-                assert!(back == 0 || clock.local(back - 1) < local);
+    /// Property 4 on appliance `index`, as the world finds it: the first recording it lists as
+    /// complete whose file, read straight off the simulated disk, does not hash to its root.
+    /// A file the world damaged at rest (a bit flip on the medium) is the disk's doing, not the
+    /// store's, unless `strict`: once faults stopped and the damage was found and re-fetched,
+    /// nothing may be left. The world records this at each start; `crate::checks` asks for it
+    /// at the end.
+    pub fn unverified_listed(&self, index: usize, strict: bool) -> Option<Violation> {
+        for (id, name) in self.listed_but_corrupt(index) {
+            if !strict && self.damaged_files.contains(&(index, name.clone())) {
+                continue;
             }
+            return Some(Violation::new(
+                "nothing_unverified_visible",
+                format!(
+                    "{} lists session {}#{} as complete but its file {name} does not hash to its root{}",
+                    self.appliances[index].name,
+                    id.origin,
+                    id.sequence,
+                    if strict { "" } else { " (and the world never damaged it)" }
+                ),
+            ));
         }
+        None
     }
 }

@@ -240,6 +240,18 @@ impl<S: ReplicaStore> Replica<S> {
         &mut self.store
     }
 
+    /// Moves to `epoch`, never an older one: epochs only grow, except when an operator's demote
+    /// gives way to the other primary (which sets the epoch itself) or a settings restore
+    /// writes the state (outside the replica).
+    pub(crate) fn advance_epoch(&mut self, epoch: Epoch) {
+        debug_assert!(
+            epoch >= self.state.epoch,
+            "epochs only grow: {epoch} after {}",
+            self.state.epoch
+        );
+        self.state.epoch = epoch;
+    }
+
     pub fn state(&self) -> &ReplicaState {
         &self.state
     }
@@ -545,7 +557,7 @@ impl<S: ReplicaStore> Replica<S> {
         // as the disk holds it, so telling the peer (or the operator) it was broken would leave
         // the peer standalone while this appliance comes back as before.
         self.state.role = Role::Standalone;
-        self.state.epoch = epoch;
+        self.advance_epoch(epoch);
         self.state.forced_promotion_unresolved = false;
         self.state.first_sync_due_unix_ms = None;
         self.state.break_unannounced = link.is_none();
@@ -705,7 +717,7 @@ impl<S: ReplicaStore> Replica<S> {
                 {
                     // The primary moved on to a newer epoch of this same relationship (a swap
                     // whose end we missed): follow it.
-                    self.state.epoch = hello.epoch;
+                    self.advance_epoch(hello.epoch);
                     self.persist();
                     self.bind_peer_link(now_unix_ms, conn);
                 } else if ours == Role::Backup
@@ -1281,7 +1293,7 @@ impl<S: ReplicaStore> Replica<S> {
         }
         self.state.observe_epoch(pending.epoch);
         self.state.role = Role::Backup;
-        self.state.epoch = pending.epoch;
+        self.advance_epoch(pending.epoch);
         self.state.peer = Some(PeerRecord {
             node_id: requester.hello.node_id,
             name: requester.hello.node_name.clone(),
@@ -1350,7 +1362,7 @@ impl<S: ReplicaStore> Replica<S> {
             return;
         };
         self.state.role = Role::Primary;
-        self.state.epoch = epoch;
+        self.advance_epoch(epoch);
         self.state.peer = Some(PeerRecord {
             node_id: handshake.hello.node_id,
             name: handshake.hello.node_name.clone(),
@@ -1432,7 +1444,7 @@ impl<S: ReplicaStore> Replica<S> {
             );
         }
         self.state.role = Role::Standalone;
-        self.state.epoch = epoch;
+        self.advance_epoch(epoch);
         self.state.forced_promotion_unresolved = false;
         self.disagreement = None;
         if let Some(pending) = self.pending_swap.take() {

@@ -46,7 +46,7 @@ impl<S: ReplicaStore> Replica<S> {
             }
             let epoch = self.state.next_epoch(self.node.node_id);
             self.state.role = Role::Primary;
-            self.state.epoch = epoch;
+            self.advance_epoch(epoch);
             self.state.forced_promotion_unresolved = true;
             if let Err(fault) = self.save_state() {
                 self.complete(
@@ -238,7 +238,7 @@ impl<S: ReplicaStore> Replica<S> {
         }
         self.state.observe_epoch(swap.epoch);
         self.state.role = Role::Backup;
-        self.state.epoch = swap.epoch;
+        self.advance_epoch(swap.epoch);
         if let Err(fault) = self.save_state() {
             // No answer: the backup must not take over while this appliance, after its
             // rollback, is still the primary. The fault closed the link, which ends its wait.
@@ -316,7 +316,7 @@ impl<S: ReplicaStore> Replica<S> {
     /// Becomes the primary in the swap's epoch.
     fn take_over(&mut self, now_unix_ms: u64, pending: PendingSwap) {
         self.state.role = Role::Primary;
-        self.state.epoch = pending.epoch;
+        self.advance_epoch(pending.epoch);
         self.state.forced_promotion_unresolved = false;
         if let Err(fault) = self.save_state() {
             self.promotion_failed_locally(
