@@ -91,75 +91,189 @@ pub enum FaultClass {
     HardwareMigrations,
 }
 
+/// How a fault class acts on a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acts {
+    /// Through the network's standing rates, for the whole faulty phase.
+    Rate,
+    /// Once, as the world is set up.
+    Setup,
+    /// As steps of the plan, at random moments.
+    Steps,
+}
+
+/// One fault class: its name in plans and replay files, and how it acts.
+#[derive(Clone, Copy, Debug)]
+pub struct ClassRow {
+    pub class: FaultClass,
+    pub name: &'static str,
+    pub acts: Acts,
+}
+
+/// Every fault class, one row each, in the enum's order. A new class is a variant, a row here
+/// and its effect (a rate in `SwarmPlan::draw`, or its steps in `SwarmPlan::draw_fault`).
+pub const CLASSES: [ClassRow; 27] = [
+    ClassRow {
+        class: FaultClass::NetworkResets,
+        name: "network-resets",
+        acts: Acts::Rate,
+    },
+    ClassRow {
+        class: FaultClass::DelaySpikes,
+        name: "delay-spikes",
+        acts: Acts::Rate,
+    },
+    ClassRow {
+        class: FaultClass::FaultySender,
+        name: "faulty-sender",
+        acts: Acts::Rate,
+    },
+    ClassRow {
+        class: FaultClass::Partitions,
+        name: "partitions",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::OneWayPartitions,
+        name: "one-way-partitions",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::LinkBlips,
+        name: "link-blips",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::ClockOffset,
+        name: "clock-offset",
+        acts: Acts::Setup,
+    },
+    ClassRow {
+        class: FaultClass::ClockDrift,
+        name: "clock-drift",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::ClockJumps,
+        name: "clock-jumps",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::Crashes,
+        name: "crashes",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::TornWrites,
+        name: "torn-writes",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::CrashesMidTransfer,
+        name: "crashes-mid-transfer",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::Pauses,
+        name: "pauses",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::ServiceRestarts,
+        name: "service-restarts",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::DiskWriteErrors,
+        name: "disk-write-errors",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::FsyncErrors,
+        name: "fsync-errors",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::ReadErrors,
+        name: "read-errors",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::CrashesInsideOperations,
+        name: "crashes-inside-operations",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::CrashesInsideRecovery,
+        name: "crashes-inside-recovery",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::DiskFull,
+        name: "disk-full",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::BitFlips,
+        name: "bit-flips",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::Upgrades,
+        name: "upgrades",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::CrashesDuringUpgrade,
+        name: "crashes-during-upgrade",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::RoleSwaps,
+        name: "role-swaps",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::ForcedPromotions,
+        name: "forced-promotions",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::BreaksAndReestablish,
+        name: "breaks-and-reestablish",
+        acts: Acts::Steps,
+    },
+    ClassRow {
+        class: FaultClass::HardwareMigrations,
+        name: "hardware-migrations",
+        acts: Acts::Steps,
+    },
+];
+
 impl FaultClass {
-    pub const ALL: [FaultClass; 27] = [
-        FaultClass::NetworkResets,
-        FaultClass::DelaySpikes,
-        FaultClass::FaultySender,
-        FaultClass::Partitions,
-        FaultClass::OneWayPartitions,
-        FaultClass::LinkBlips,
-        FaultClass::ClockOffset,
-        FaultClass::ClockDrift,
-        FaultClass::ClockJumps,
-        FaultClass::Crashes,
-        FaultClass::TornWrites,
-        FaultClass::CrashesMidTransfer,
-        FaultClass::Pauses,
-        FaultClass::ServiceRestarts,
-        FaultClass::DiskWriteErrors,
-        FaultClass::FsyncErrors,
-        FaultClass::ReadErrors,
-        FaultClass::CrashesInsideOperations,
-        FaultClass::CrashesInsideRecovery,
-        FaultClass::DiskFull,
-        FaultClass::BitFlips,
-        FaultClass::Upgrades,
-        FaultClass::CrashesDuringUpgrade,
-        FaultClass::RoleSwaps,
-        FaultClass::ForcedPromotions,
-        FaultClass::BreaksAndReestablish,
-        FaultClass::HardwareMigrations,
-    ];
+    pub const ALL: [FaultClass; CLASSES.len()] = {
+        let mut all = [FaultClass::NetworkResets; CLASSES.len()];
+        let mut index = 0;
+        while index < CLASSES.len() {
+            all[index] = CLASSES[index].class;
+            index += 1;
+        }
+        all
+    };
+
+    fn row(self) -> &'static ClassRow {
+        let row = &CLASSES[self as usize];
+        debug_assert_eq!(row.class, self, "CLASSES is in the enum's order");
+        row
+    }
 
     pub fn name(self) -> &'static str {
-        match self {
-            FaultClass::NetworkResets => "network-resets",
-            FaultClass::DelaySpikes => "delay-spikes",
-            FaultClass::FaultySender => "faulty-sender",
-            FaultClass::Partitions => "partitions",
-            FaultClass::OneWayPartitions => "one-way-partitions",
-            FaultClass::LinkBlips => "link-blips",
-            FaultClass::ClockOffset => "clock-offset",
-            FaultClass::ClockDrift => "clock-drift",
-            FaultClass::ClockJumps => "clock-jumps",
-            FaultClass::Crashes => "crashes",
-            FaultClass::TornWrites => "torn-writes",
-            FaultClass::CrashesMidTransfer => "crashes-mid-transfer",
-            FaultClass::Pauses => "pauses",
-            FaultClass::ServiceRestarts => "service-restarts",
-            FaultClass::DiskWriteErrors => "disk-write-errors",
-            FaultClass::FsyncErrors => "fsync-errors",
-            FaultClass::ReadErrors => "read-errors",
-            FaultClass::CrashesInsideOperations => "crashes-inside-operations",
-            FaultClass::CrashesInsideRecovery => "crashes-inside-recovery",
-            FaultClass::DiskFull => "disk-full",
-            FaultClass::BitFlips => "bit-flips",
-            FaultClass::Upgrades => "upgrades",
-            FaultClass::CrashesDuringUpgrade => "crashes-during-upgrade",
-            FaultClass::RoleSwaps => "role-swaps",
-            FaultClass::ForcedPromotions => "forced-promotions",
-            FaultClass::BreaksAndReestablish => "breaks-and-reestablish",
-            FaultClass::HardwareMigrations => "hardware-migrations",
-        }
+        self.row().name
     }
 
     /// Whether the class acts through the network's standing rates rather than as steps.
     fn is_rate(self) -> bool {
-        matches!(
-            self,
-            FaultClass::NetworkResets | FaultClass::DelaySpikes | FaultClass::FaultySender
-        )
+        self.row().acts == Acts::Rate
     }
 }
 
@@ -409,7 +523,7 @@ impl SwarmPlan {
         let actives: Vec<FaultClass> = classes
             .iter()
             .map(|(class, _)| *class)
-            .filter(|class| !class.is_rate() && *class != FaultClass::ClockOffset)
+            .filter(|class| class.row().acts == Acts::Steps)
             .collect();
         let mut upgraded = false;
         for _ in 0..rng.between(6, 18) {
@@ -1086,6 +1200,13 @@ mod tests {
             FaultClass::ALL.len(),
             "class names are distinct"
         );
+        for (index, row) in CLASSES.iter().enumerate() {
+            assert_eq!(
+                row.class as usize, index,
+                "{} is out of the enum's order",
+                row.name
+            );
+        }
         // Every action the plans can hold, by its replay name.
         assert_eq!(actions.len(), 28, "{actions:?}");
         assert_eq!(mixes.len(), 300);
