@@ -55,9 +55,6 @@ use crate::violation::Violation;
 pub const WORLD_START_MS: u64 = 1_800_000_000_000;
 /// How long a connection attempt to an unreachable address takes to fail.
 pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
-/// The driver's idle timeout: a connection that heard nothing (not even a keep-alive) from its
-/// peer for this long is dropped (`IDLE_TIMEOUT_MS` in the tokio driver).
-pub const IDLE_TIMEOUT_MS: u64 = 45_000;
 /// Frames larger than this are traced by length and their two ends only: they are chunk
 /// payloads, whose content the final-store hash pins through the recordings' roots.
 /// How long after a replica asks for a sync the driver's syncer reports it done.
@@ -234,11 +231,6 @@ pub(crate) enum WorldEvent {
     },
     /// Frames held up by a dropped direction arrive after it healed.
     Flush {
-        link: LinkId,
-        side: usize,
-    },
-    /// The driver of `side` checks that it heard from its peer lately.
-    IdleCheck {
         link: LinkId,
         side: usize,
     },
@@ -676,7 +668,11 @@ impl World {
         let torn = appliance.disk.torn_files();
         let epoch = replica.state().epoch;
         let client_app_version = appliance.software.app;
-        appliance.node = Some(Node::new(replica, client_app_version, now));
+        // The steady clock is the world's true time: the appliance's clock steps never move it.
+        let time_cell = Arc::clone(&self.time_cell);
+        let steady: dyad_core::node::SteadyClock =
+            Arc::new(move || time_cell.load(std::sync::atomic::Ordering::Relaxed));
+        appliance.node = Some(Node::new(replica, client_app_version, now, steady));
         // A crash tore a write since the last start, and the store opened on it (the
         // database checks its integrity on open; recovery below must find nothing listed
         // unverified).
@@ -900,19 +896,8 @@ impl World {
         }
         self.appliances[index].paused_since_ms = Some(self.now_ms);
         self.trace("pause", &[index as u64]);
-        let checks: Vec<(LinkId, usize)> = self
-            .links
-            .iter()
-            .filter(|(_, link)| !link.reset)
-            .filter_map(|(id, link)| {
-                let side = link.ends.iter().position(|end| *end == index)?;
-                Some((*id, 1 - side))
-            })
-            .collect();
-        let at = self.now_ms + IDLE_TIMEOUT_MS;
-        for (link, side) in checks {
-            self.schedule(at, WorldEvent::IdleCheck { link, side });
-        }
+        // Its peers' nodes hear nothing more from it and close the links after their idle
+        // timeout.
     }
 
     /// Lets a paused appliance run again; what waited for it arrives in order.
@@ -1571,8 +1556,17 @@ impl World {
         if appliance.is_paused() {
             return None;
         }
-        let local = appliance.node.as_ref()?.next_timeout()?;
-        Some(appliance.clock.true_time_of(local).max(self.now_ms))
+        let node = appliance.node.as_ref()?;
+        // The replica's timers run on the appliance's wall clock; the node's keep-alive and
+        // idle deadlines on its steady clock, which is the world's true time.
+        let wall = node
+            .next_timeout()
+            .map(|local| appliance.clock.true_time_of(local));
+        let due = match (wall, node.next_steady_timeout()) {
+            (Some(wall), Some(steady)) => wall.min(steady),
+            (wall, steady) => wall.or(steady)?,
+        };
+        Some(due.max(self.now_ms))
     }
 
     /// The time of the next thing that will happen, if anything will.
@@ -1807,7 +1801,6 @@ impl World {
             WorldEvent::Connected { link, side, .. }
             | WorldEvent::Deliver { link, side, .. }
             | WorldEvent::Flush { link, side }
-            | WorldEvent::IdleCheck { link, side }
             | WorldEvent::Closed { link, side, .. } => {
                 self.links.get(link).map(|link| link.ends[*side])
             }
@@ -1904,25 +1897,6 @@ impl World {
                 };
                 self.deliver_frame(link, side, frame);
             },
-            WorldEvent::IdleCheck { link, side } => {
-                let Some(sim_link) = self.links.get(&link) else {
-                    return;
-                };
-                if sim_link.reset || sim_link.closed_by[side] {
-                    return;
-                }
-                let (me, peer) = (sim_link.ends[side], sim_link.ends[1 - side]);
-                let silent_since = [
-                    self.appliances[peer].paused_since_ms,
-                    self.network.partitioned.get(&(peer, me)).copied(),
-                ]
-                .into_iter()
-                .flatten()
-                .min();
-                if silent_since.is_some_and(|since| since + IDLE_TIMEOUT_MS <= self.now_ms) {
-                    self.reset_link(link, "the peer sent nothing for 45 s");
-                }
-            }
             WorldEvent::Closed { link, side, reason } => {
                 let Some(sim_link) = self.links.get_mut(&link) else {
                     return;
@@ -2731,18 +2705,8 @@ impl World {
         if sync_now_running {
             self.coverage.note(CoverageEvent::PartitionDuringSyncNow);
         }
-        let checks: Vec<(LinkId, usize)> = self
-            .links
-            .iter()
-            .filter(|(_, link)| !link.reset)
-            .filter_map(|(id, link)| {
-                let side = link.ends.iter().position(|end| *end == to)?;
-                (link.ends[1 - side] == from).then_some((*id, side))
-            })
-            .collect();
-        for (link, side) in checks {
-            self.schedule(now + IDLE_TIMEOUT_MS, WorldEvent::IdleCheck { link, side });
-        }
+        // The receiving side's node hears nothing more and closes the link after its idle
+        // timeout.
     }
 
     /// Restores the network between `a` and `b` both ways.

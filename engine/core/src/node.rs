@@ -12,14 +12,19 @@
 //! - **chunk hashing on arrival** ([`inbound_event`], callable on any thread);
 //! - **the client-update gate**, with its limit refreshed from the configuration before every
 //!   check-in;
-//! - **command ids** for operator commands.
+//! - **command ids** for operator commands;
+//! - **idle and keep-alive deadlines**: a connection that heard nothing from its peer for
+//!   [`IDLE_TIMEOUT_MS`] is closed, and one this side sent nothing on for
+//!   [`KEEPALIVE_INTERVAL_MS`] gets a keep-alive.
 //!
-//! Time comes in with every call: `now_unix_ms` (the wall clock, which may step) for the
-//! replica, and `steady_ms` (a clock that never steps) for client grants.
+//! Time comes in two clocks: `now_unix_ms` with every call (the wall clock, which may step),
+//! for the replica; and the driver's steady clock ([`SteadyClock`], which never steps), for
+//! connection liveness and client grants.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
-use dyad_wire::{Message, Version};
+use dyad_wire::{KeepAlive, Message, Version};
 
 use crate::clients::{
     max_concurrent_from_config, CheckIn, CheckInAnswer, CheckInError, ClientGate, ClientProgress,
@@ -33,6 +38,24 @@ use crate::tree::chunk_subtree_cv;
 
 /// The reason the replica is given for a connection it closed itself.
 pub const CLOSED_LOCALLY: &str = "closed locally";
+/// A connection this side sent nothing on for this long gets a keep-alive.
+pub const KEEPALIVE_INTERVAL_MS: u64 = 10_000;
+/// A connection whose peer sent nothing (not even a keep-alive) for this long is closed.
+pub const IDLE_TIMEOUT_MS: u64 = 45_000;
+/// A node called this late for its own deadline was stalled itself (a frozen process, a disk
+/// that blocked its thread): its peers' silence in the meantime is not held against them.
+pub const OWN_STALL_MS: u64 = 5_000;
+
+/// The driver's steady clock in milliseconds (never steps; its origin is the driver's).
+pub type SteadyClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// What the node knows of an open connection's traffic, on the steady clock.
+#[derive(Clone, Copy, Debug)]
+struct Liveness {
+    received_ms: u64,
+    sent_ms: u64,
+    keepalives_sent: u64,
+}
 
 /// Turns a received message into the replica's event, hashing a chunk's bytes (its
 /// [`chunk_subtree_cv`]) so the thread that runs the node does not: a driver calls this on the
@@ -52,8 +75,11 @@ pub fn inbound_event(conn: ConnId, message: Message) -> Event {
 pub struct Node<S: ReplicaStore> {
     replica: Replica<S>,
     clients: ClientGate,
-    /// Connections the replica knows as open.
-    open: BTreeSet<ConnId>,
+    /// Connections the replica knows as open, with their traffic times.
+    open: BTreeMap<ConnId, Liveness>,
+    steady: SteadyClock,
+    /// When the node next wanted to be called for a connection's liveness.
+    liveness_due_ms: Option<u64>,
     next_conn: ConnId,
     next_command: CommandId,
     /// The latest wall-clock reading handed in: a smaller one is a clock set back.
@@ -65,11 +91,18 @@ pub struct Node<S: ReplicaStore> {
 impl<S: ReplicaStore> Node<S> {
     /// Wraps an opened replica. `client_app_version` is the application version deployed
     /// clients are brought to (the appliance's installed app).
-    pub fn new(replica: Replica<S>, client_app_version: Version, now_unix_ms: u64) -> Node<S> {
+    pub fn new(
+        replica: Replica<S>,
+        client_app_version: Version,
+        now_unix_ms: u64,
+        steady: SteadyClock,
+    ) -> Node<S> {
         Node {
             replica,
             clients: ClientGate::new(client_app_version, MAX_CONCURRENT_UPGRADES_DEFAULT),
-            open: BTreeSet::new(),
+            open: BTreeMap::new(),
+            steady,
+            liveness_due_ms: None,
             next_conn: 1,
             next_command: 1,
             clock_seen_unix_ms: now_unix_ms,
@@ -97,21 +130,26 @@ impl<S: ReplicaStore> Node<S> {
         self.actions.pop_front()
     }
 
-    /// When the node next wants [`Node::handle_timeout`], on the wall clock. A driver that
+    /// When the replica next wants [`Node::handle_timeout`], on the wall clock. A driver that
     /// cannot see its wall clock step backwards also calls it at least every few tens of
     /// milliseconds, so a step is noticed soon.
     pub fn next_timeout(&self) -> Option<u64> {
         self.replica.next_timeout()
     }
 
+    /// When a connection's keep-alive or idle deadline next falls, on the steady clock.
+    pub fn next_steady_timeout(&self) -> Option<u64> {
+        self.liveness_due_ms
+    }
+
     /// Whether `conn` is open as far as the replica knows.
     pub fn is_open(&self, conn: ConnId) -> bool {
-        self.open.contains(&conn)
+        self.open.contains_key(&conn)
     }
 
     /// The connections the replica knows as open.
     pub fn open_connections(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.open.iter().copied()
+        self.open.keys().copied()
     }
 
     // ----- inputs -----
@@ -126,7 +164,15 @@ impl<S: ReplicaStore> Node<S> {
     ) -> ConnId {
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.open.insert(conn);
+        let now_ms = (self.steady)();
+        self.open.insert(
+            conn,
+            Liveness {
+                received_ms: now_ms,
+                sent_ms: now_ms,
+                keepalives_sent: 0,
+            },
+        );
         self.input(
             now_unix_ms,
             Event::Connected {
@@ -158,7 +204,8 @@ impl<S: ReplicaStore> Node<S> {
                 return;
             }
         };
-        if self.open.contains(&conn) {
+        if let Some(liveness) = self.open.get_mut(&conn) {
+            liveness.received_ms = (self.steady)();
             self.input(now_unix_ms, event);
         } else {
             self.settle(now_unix_ms);
@@ -168,7 +215,7 @@ impl<S: ReplicaStore> Node<S> {
     /// A connection ended (the peer closed it, the network failed, it went silent). Reported
     /// once: a connection the node already closed is not reported again.
     pub fn disconnected(&mut self, now_unix_ms: u64, conn: ConnId, reason: String) {
-        if self.open.remove(&conn) {
+        if self.open.remove(&conn).is_some() {
             self.input(now_unix_ms, Event::Disconnected { conn, reason });
         } else {
             self.settle(now_unix_ms);
@@ -270,29 +317,79 @@ impl<S: ReplicaStore> Node<S> {
         {
             self.replica.handle_timeout(now_unix_ms);
         }
+        let steady_ms = (self.steady)();
+        let mut closed = self.check_liveness(steady_ms);
         loop {
-            let mut closed = Vec::new();
             while let Some(action) = self.replica.poll_action() {
-                if let Action::Close { conn, .. } = &action {
-                    if self.open.remove(conn) {
-                        closed.push(*conn);
+                match &action {
+                    Action::Close { conn, .. } if self.open.remove(conn).is_some() => {
+                        closed.push((*conn, CLOSED_LOCALLY.to_string()));
                     }
+                    Action::Send { conn, .. } => {
+                        if let Some(liveness) = self.open.get_mut(conn) {
+                            liveness.sent_ms = steady_ms;
+                        }
+                    }
+                    _ => {}
                 }
                 self.actions.push_back(action);
             }
             if closed.is_empty() {
                 break;
             }
-            for conn in closed {
-                self.replica.handle_event(
-                    now_unix_ms,
-                    Event::Disconnected {
-                        conn,
-                        reason: CLOSED_LOCALLY.to_string(),
-                    },
-                );
+            for (conn, reason) in std::mem::take(&mut closed) {
+                self.replica
+                    .handle_event(now_unix_ms, Event::Disconnected { conn, reason });
             }
         }
+        self.liveness_due_ms = self
+            .open
+            .values()
+            .map(|liveness| {
+                (liveness.received_ms + IDLE_TIMEOUT_MS)
+                    .min(liveness.sent_ms + KEEPALIVE_INTERVAL_MS)
+            })
+            .min();
+    }
+
+    /// Closes connections whose peer went silent and sends keep-alives on quiet ones; returns
+    /// the closed ones with their reason, for the replica.
+    fn check_liveness(&mut self, steady_ms: u64) -> Vec<(ConnId, String)> {
+        // Called far past our own deadline: this node was stalled, not its peers.
+        if self
+            .liveness_due_ms
+            .is_some_and(|due| steady_ms > due + OWN_STALL_MS)
+        {
+            for liveness in self.open.values_mut() {
+                liveness.received_ms = liveness.received_ms.max(steady_ms - OWN_STALL_MS);
+            }
+        }
+        let mut closed = Vec::new();
+        for (conn, liveness) in &mut self.open {
+            if steady_ms >= liveness.received_ms + IDLE_TIMEOUT_MS {
+                closed.push(*conn);
+            } else if steady_ms >= liveness.sent_ms + KEEPALIVE_INTERVAL_MS {
+                liveness.keepalives_sent += 1;
+                liveness.sent_ms = steady_ms;
+                self.actions.push_back(Action::Send {
+                    conn: *conn,
+                    message: Message::KeepAlive(KeepAlive {
+                        sequence: liveness.keepalives_sent,
+                    }),
+                });
+            }
+        }
+        closed
+            .into_iter()
+            .map(|conn| {
+                self.open.remove(&conn);
+                self.actions.push_back(Action::Close { conn, error: None });
+                (
+                    conn,
+                    format!("the peer sent nothing for {} s", IDLE_TIMEOUT_MS / 1000),
+                )
+            })
+            .collect()
     }
 
     fn refresh_client_limit(&mut self) -> Option<String> {

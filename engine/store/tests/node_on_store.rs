@@ -1,10 +1,16 @@
 //! The core's `Node` on a real store (on the simulated disk): the rules it owns for every
 //! driver — connection ids, a connection reported closed once, local closes fed back, command
-//! ids, chunk hashing on arrival, and the client gate's limit read from the configuration.
+//! ids, chunk hashing on arrival, keep-alives and the idle timeout, and the client gate's
+//! limit read from the configuration.
 
 use bytes::Bytes;
 use dyad_core::clients::{CheckIn, CheckInAnswer, ClientKind, MAX_CONCURRENT_UPGRADES_KEY};
-use dyad_core::node::{inbound_event, Node};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dyad_core::node::{
+    inbound_event, Node, SteadyClock, IDLE_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS, OWN_STALL_MS,
+};
 use dyad_core::replica::{
     Action, Command, CommandError, Event, LocalNode, PeerHandshake, Replica, ReplicaConfig,
 };
@@ -34,6 +40,10 @@ fn software() -> SoftwareVersion {
 }
 
 fn node() -> Node<Store> {
+    node_with_clock(Arc::new(|| 0))
+}
+
+fn node_with_clock(steady: SteadyClock) -> Node<Store> {
     let store =
         Store::open_or_create_with_format(SimDisk::new(7), FORMAT_VERSION).expect("a fresh store");
     let local = LocalNode {
@@ -45,7 +55,7 @@ fn node() -> Node<Store> {
     };
     let replica =
         Replica::open(store, local, ReplicaConfig::default(), NOW_MS).expect("a fresh replica");
-    Node::new(replica, software().app, NOW_MS)
+    Node::new(replica, software().app, NOW_MS, steady)
 }
 
 fn stranger() -> PeerHandshake {
@@ -200,4 +210,59 @@ fn the_client_limit_is_read_from_the_configuration_before_each_check_in() {
         matches!(fourth, Ok(CheckInAnswer::UpdateNow { .. })),
         "{fourth:?}"
     );
+}
+
+#[test]
+fn quiet_connections_get_keep_alives_and_silent_peers_are_dropped() {
+    let clock = Arc::new(AtomicU64::new(1_000));
+    let reading = Arc::clone(&clock);
+    let mut node = node_with_clock(Arc::new(move || reading.load(Ordering::Relaxed)));
+    let conn = node.connected(NOW_MS, stranger(), None);
+    let _ = actions(&mut node);
+    let due = node.next_steady_timeout().expect("a liveness deadline");
+    assert_eq!(due, 1_000 + KEEPALIVE_INTERVAL_MS);
+    // Ten quiet seconds: a keep-alive, and the connection stays.
+    clock.store(due, Ordering::Relaxed);
+    node.handle_timeout(NOW_MS + KEEPALIVE_INTERVAL_MS);
+    let sent = actions(&mut node);
+    assert!(
+        sent.iter().any(|action| matches!(action, Action::Send { conn: c, message: Message::KeepAlive(_) } if *c == conn)),
+        "{sent:?}"
+    );
+    assert!(node.is_open(conn));
+    // The peer's keep-alive counts as hearing from it; then 45 s of silence closes it.
+    node.received(NOW_MS, conn, Message::KeepAlive(KeepAlive { sequence: 1 }));
+    let heard = clock.load(Ordering::Relaxed);
+    let mut at = heard;
+    while at < heard + IDLE_TIMEOUT_MS {
+        at += KEEPALIVE_INTERVAL_MS / 2;
+        clock.store(at, Ordering::Relaxed);
+        node.handle_timeout(NOW_MS);
+        let _ = actions(&mut node);
+    }
+    assert!(!node.is_open(conn), "a peer silent for 45 s is dropped");
+}
+
+#[test]
+fn a_stall_of_our_own_is_not_held_against_the_peer() {
+    let clock = Arc::new(AtomicU64::new(0));
+    let reading = Arc::clone(&clock);
+    let mut node = node_with_clock(Arc::new(move || reading.load(Ordering::Relaxed)));
+    let conn = node.connected(NOW_MS, stranger(), None);
+    let _ = actions(&mut node);
+    // The node is called a minute late (its thread was blocked, its process frozen): what the
+    // peer sent meanwhile may still be queued, so the link gets time to show it.
+    clock.store(60_000, Ordering::Relaxed);
+    node.handle_timeout(NOW_MS);
+    assert!(node.is_open(conn));
+    // Ticking again as a driver does, the silence counts from a moment before the stall ended.
+    let mut at = 60_000;
+    while at < 60_000 + IDLE_TIMEOUT_MS - OWN_STALL_MS {
+        assert!(node.is_open(conn), "open at {at} ms");
+        at += 1_000;
+        clock.store(at, Ordering::Relaxed);
+        node.handle_timeout(NOW_MS);
+        let _ = actions(&mut node);
+    }
+    assert!(!node.is_open(conn), "then silence counts again");
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use dyad_wire::{ErrorMessage, KeepAlive, Message, ReasonCode};
+use dyad_wire::{ErrorMessage, Message, ReasonCode};
 
 use crate::appliance::{Appliance, DataDir};
 use crate::transport::{
@@ -49,10 +49,6 @@ const INBOUND_QUEUE_LEN: usize = 64;
 pub const SERVE_LOCK_WAIT_MS: u64 = 3_000;
 /// How often the replica thread wakes for timers when nothing else happens.
 const TICK_MS: u64 = 50;
-/// A connection with nothing to say sends a keep-alive this often...
-const KEEPALIVE_INTERVAL_MS: u64 = 10_000;
-/// ...and one that heard nothing for this long is considered dead.
-const IDLE_TIMEOUT_MS: u64 = 45_000;
 
 /// Why `dyad serve` could not run (or answer offline), and who is at fault.
 #[derive(Debug)]
@@ -276,7 +272,12 @@ pub fn serve_with(
     let syncer = spawn_syncer(inbound_sender.clone())?;
     let mut driver = ReplicaThread {
         syncer,
-        node: Node::new(replica, client_app_version, wall_clock_ms()),
+        node: Node::new(
+            replica,
+            client_app_version,
+            wall_clock_ms(),
+            Arc::new(monotonic_ms),
+        ),
         appliance,
         identity,
         config_sender,
@@ -667,30 +668,16 @@ impl ReplicaThread {
         let queued_bytes = Arc::new(AtomicU64::new(0));
         let writer_queue = queued_bytes.clone();
         let wire_bytes = self.wire_bytes_sent.clone();
+        // Keep-alives and the idle timeout are the node's: the writer sends what it is given
+        // and the reader reads until the connection ends.
         self.runtime.spawn(async move {
-            let mut sequence = 0u64;
             loop {
-                let next = tokio::time::timeout(
-                    Duration::from_millis(KEEPALIVE_INTERVAL_MS),
-                    writer_commands.recv(),
-                )
-                .await;
-                match next {
-                    Err(_) => {
-                        sequence += 1;
-                        if writer
-                            .send(&Message::KeepAlive(KeepAlive { sequence }))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
+                match writer_commands.recv().await {
+                    None => {
                         let _ = writer.close().await;
                         return;
                     }
-                    Ok(Some(WriterCommand::Send(message, size))) => {
+                    Some(WriterCommand::Send(message, size)) => {
                         let before = writer.bytes_sent();
                         let result = writer.send(&message).await;
                         wire_bytes.fetch_add(writer.bytes_sent() - before, Ordering::Relaxed);
@@ -699,7 +686,7 @@ impl ReplicaThread {
                             return;
                         }
                     }
-                    Ok(Some(WriterCommand::Close(error))) => {
+                    Some(WriterCommand::Close(error)) => {
                         if let Some(error) = error {
                             let _ = writer.send(&Message::Error(error)).await;
                         }
@@ -712,13 +699,8 @@ impl ReplicaThread {
         let sender = self.inbound.clone();
         let reader_task = self.runtime.spawn(async move {
             let reason = loop {
-                match tokio::time::timeout(Duration::from_millis(IDLE_TIMEOUT_MS), reader.recv())
-                    .await
-                {
-                    Err(_) => {
-                        break format!("the peer sent nothing for {} s", IDLE_TIMEOUT_MS / 1000)
-                    }
-                    Ok(Ok(Some(message))) => {
+                match reader.recv().await {
+                    Ok(Some(message)) => {
                         // Chunks are hashed here, on the task that decoded them, so that the
                         // replica's thread only compares 32 bytes before writing.
                         let event = inbound_event(conn, message);
@@ -726,8 +708,8 @@ impl ReplicaThread {
                             return;
                         }
                     }
-                    Ok(Ok(None)) => break "the peer closed the connection".to_string(),
-                    Ok(Err(error)) => break error.to_string(),
+                    Ok(None) => break "the peer closed the connection".to_string(),
+                    Err(error) => break error.to_string(),
                 }
             };
             let _ = sender
