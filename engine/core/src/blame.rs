@@ -25,19 +25,6 @@ pub enum Blame {
     Internal,
 }
 
-impl Blame {
-    /// Where the operator looks first.
-    pub fn where_to_look(self) -> &'static str {
-        match self {
-            Blame::Operator => "the command or its input",
-            Blame::Peer => "the peer appliance",
-            Blame::Network => "the network between the appliances",
-            Blame::LocalStorage => "this appliance's disk or data folder",
-            Blame::Internal => "a defect in dyad (please report it)",
-        }
-    }
-}
-
 /// A failure and who is at fault; the message names the problem and what to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {

@@ -120,10 +120,6 @@ impl<S: ReplicaStore> Node<S> {
         &mut self.replica
     }
 
-    pub fn into_replica(self) -> Replica<S> {
-        self.replica
-    }
-
     /// The next action for the driver: connect, send, close the socket of a connection the
     /// node already reported closed, run store sync work, or answer a command.
     pub fn poll_action(&mut self) -> Option<Action> {
